@@ -1,0 +1,281 @@
+//! A server's files: its root disk (a qcow2 overlay on the image), its config drive and its console
+//! log, all in `<state_dir>/servers/<id>/`.
+//!
+//! Files appear atomically (written as `*.tmp`, synced, renamed, directory synced), so after a crash a
+//! file either exists complete or not at all; the whole directory goes when the server goes.
+
+use super::config_drive::{ConfigDrive, VOLUME_BYTES};
+use crate::image::format::DiskFormat;
+use std::collections::HashMap;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, PoisonError};
+use uuid::Uuid;
+
+/// Paths of one server's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerPaths {
+    /// The server's directory.
+    pub dir: PathBuf,
+    /// Root disk overlay.
+    pub root_disk: PathBuf,
+    /// Config drive.
+    pub config_drive: PathBuf,
+    /// Serial console log (written by virtlogd).
+    pub console_log: PathBuf,
+}
+
+/// Why a server file could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    /// Filesystem failure.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// `qemu-img` refused.
+    #[error("qemu-img create {path} failed: {stderr}")]
+    QemuImg {
+        /// Overlay being created.
+        path: PathBuf,
+        /// Its complaint.
+        stderr: String,
+    },
+}
+
+/// A server's files on the host.
+pub trait ServerFiles: Send + Sync {
+    /// Where the files of server `id` live.
+    fn paths(&self, id: Uuid) -> ServerPaths;
+    /// Servers that have a directory.
+    fn list(&self) -> io::Result<Vec<Uuid>>;
+    /// Whether the root disk exists.
+    fn root_disk_exists(&self, id: Uuid) -> io::Result<bool>;
+    /// Creates the root disk as an overlay of `backing`, `size_bytes` large.
+    fn create_root_disk(&self, id: Uuid, backing: &Path, backing_format: DiskFormat, size_bytes: u64)
+    -> Result<(), FilesError>;
+    /// Whether the config drive exists.
+    fn config_drive_exists(&self, id: Uuid) -> io::Result<bool>;
+    /// Writes the config drive.
+    fn write_config_drive(&self, id: Uuid, drive: &ConfigDrive) -> Result<(), FilesError>;
+    /// Removes everything of server `id`; a missing directory is fine.
+    fn remove(&self, id: Uuid) -> io::Result<()>;
+}
+
+/// Server files under a local directory, disks made by `qemu-img`.
+#[derive(Debug, Clone)]
+pub struct LocalServerFiles {
+    root: PathBuf,
+    qemu_img: PathBuf,
+}
+
+impl LocalServerFiles {
+    /// Files under `root` (created if needed).
+    pub fn new(root: PathBuf, qemu_img: PathBuf) -> io::Result<Self> {
+        DirBuilder::new().recursive(true).mode(0o711).create(&root)?;
+        Ok(Self { root, qemu_img })
+    }
+
+    fn ensure_dir(&self, id: Uuid) -> Result<PathBuf, FilesError> {
+        let dir = self.root.join(id.to_string());
+        match DirBuilder::new().mode(0o711).create(&dir) {
+            Ok(()) => sync_dir(&self.root).map_err(|source| FilesError::Io { what: "sync", path: self.root.clone(), source })?,
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(source) => return Err(FilesError::Io { what: "create directory", path: dir, source }),
+        }
+        Ok(dir)
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Renames `tmp` over `target` and makes it durable.
+fn publish(tmp: &Path, target: &Path) -> Result<(), FilesError> {
+    fn io(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> FilesError + use<> {
+        let path = path.to_owned();
+        move |source| FilesError::Io { what, path, source }
+    }
+    File::open(tmp).and_then(|f| f.sync_all()).map_err(io("sync", tmp))?;
+    std::fs::rename(tmp, target).map_err(io("rename", tmp))?;
+    let dir = target.parent().unwrap_or(Path::new("/"));
+    sync_dir(dir).map_err(io("sync", dir))
+}
+
+impl ServerFiles for LocalServerFiles {
+    fn paths(&self, id: Uuid) -> ServerPaths {
+        let dir = self.root.join(id.to_string());
+        ServerPaths {
+            root_disk: dir.join("disk.qcow2"),
+            config_drive: dir.join("config-drive.img"),
+            console_log: dir.join("console.log"),
+            dir,
+        }
+    }
+
+    fn list(&self) -> io::Result<Vec<Uuid>> {
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(&self.root)? {
+            let entry = entry?;
+            if let Some(id) = entry.file_name().to_str().and_then(|n| Uuid::parse_str(n).ok()) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    fn root_disk_exists(&self, id: Uuid) -> io::Result<bool> {
+        self.paths(id).root_disk.try_exists()
+    }
+
+    fn create_root_disk(
+        &self,
+        id: Uuid,
+        backing: &Path,
+        backing_format: DiskFormat,
+        size_bytes: u64,
+    ) -> Result<(), FilesError> {
+        self.ensure_dir(id)?;
+        let paths = self.paths(id);
+        let tmp = paths.root_disk.with_extension("qcow2.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        // -u: do not open the backing file (it may be in use by running guests); the size is given.
+        let output = Command::new(&self.qemu_img)
+            .arg("create")
+            .args(["-q", "-u", "-f", "qcow2", "-F", backing_format.as_str(), "-b"])
+            .arg(backing)
+            .arg(&tmp)
+            .arg(size_bytes.to_string())
+            .output()
+            .map_err(|source| FilesError::Io { what: "run", path: self.qemu_img.clone(), source })?;
+        if !output.status.success() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(FilesError::QemuImg {
+                path: paths.root_disk,
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            });
+        }
+        publish(&tmp, &paths.root_disk)
+    }
+
+    fn config_drive_exists(&self, id: Uuid) -> io::Result<bool> {
+        self.paths(id).config_drive.try_exists()
+    }
+
+    fn write_config_drive(&self, id: Uuid, drive: &ConfigDrive) -> Result<(), FilesError> {
+        self.ensure_dir(id)?;
+        let paths = self.paths(id);
+        let tmp = paths.config_drive.with_extension("img.tmp");
+        let io = |what: &'static str| {
+            let path = tmp.clone();
+            move |source| FilesError::Io { what, path, source }
+        };
+        // User data may hold secrets: readable by root only (libvirt hands it to QEMU).
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("create"))?;
+        file.set_len(VOLUME_BYTES).map_err(io("size"))?;
+        drive.write_vfat(&mut file).map_err(io("write config drive"))?;
+        drop(file);
+        publish(&tmp, &paths.config_drive)
+    }
+
+    fn remove(&self, id: Uuid) -> io::Result<()> {
+        match std::fs::remove_dir_all(self.root.join(id.to_string())) {
+            Ok(()) => sync_dir(&self.root),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// What the fake holds for one server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FakeServerDir {
+    /// (backing file, size) of the root disk.
+    pub root_disk: Option<(PathBuf, u64)>,
+    /// The config drive written.
+    pub config_drive: Option<ConfigDrive>,
+}
+
+/// In-memory server files for unit tests.
+#[derive(Debug, Clone, Default)]
+pub struct FakeServerFiles {
+    dirs: Arc<Mutex<HashMap<Uuid, FakeServerDir>>>,
+}
+
+impl FakeServerFiles {
+    /// A snapshot of one server's files.
+    pub fn dir(&self, id: Uuid) -> Option<FakeServerDir> {
+        self.lock().get(&id).cloned()
+    }
+
+    /// Deletes the root disk behind the agent's back.
+    pub fn lose_root_disk(&self, id: Uuid) {
+        if let Some(dir) = self.lock().get_mut(&id) {
+            dir.root_disk = None;
+        }
+    }
+
+    /// Plants a leftover directory.
+    pub fn plant(&self, id: Uuid) {
+        self.lock().entry(id).or_default();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, FakeServerDir>> {
+        self.dirs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl ServerFiles for FakeServerFiles {
+    fn paths(&self, id: Uuid) -> ServerPaths {
+        let dir = PathBuf::from(format!("/fake/servers/{id}"));
+        ServerPaths {
+            root_disk: dir.join("disk.qcow2"),
+            config_drive: dir.join("config-drive.img"),
+            console_log: dir.join("console.log"),
+            dir,
+        }
+    }
+
+    fn list(&self) -> io::Result<Vec<Uuid>> {
+        Ok(self.lock().keys().copied().collect())
+    }
+
+    fn root_disk_exists(&self, id: Uuid) -> io::Result<bool> {
+        Ok(self.lock().get(&id).is_some_and(|d| d.root_disk.is_some()))
+    }
+
+    fn create_root_disk(&self, id: Uuid, backing: &Path, _: DiskFormat, size_bytes: u64) -> Result<(), FilesError> {
+        self.lock().entry(id).or_default().root_disk = Some((backing.to_owned(), size_bytes));
+        Ok(())
+    }
+
+    fn config_drive_exists(&self, id: Uuid) -> io::Result<bool> {
+        Ok(self.lock().get(&id).is_some_and(|d| d.config_drive.is_some()))
+    }
+
+    fn write_config_drive(&self, id: Uuid, drive: &ConfigDrive) -> Result<(), FilesError> {
+        self.lock().entry(id).or_default().config_drive = Some(drive.clone());
+        Ok(())
+    }
+
+    fn remove(&self, id: Uuid) -> io::Result<()> {
+        self.lock().remove(&id);
+        Ok(())
+    }
+}

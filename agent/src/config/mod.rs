@@ -1,0 +1,433 @@
+//! The agent's configuration: one TOML file, default `/etc/scs-edge/agent.toml`.
+//!
+//! Every key is optional and documented here with its default; `agent.example.toml` in the repository is
+//! the same list as a file. Anything wrong — an unknown key, a wrong type, a value out of range — stops
+//! the agent at start with an error naming the key, because a half-understood configuration on a remote
+//! site is worse than one that refuses to start.
+
+use crate::system::logging::LogFormat;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the agent looks when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/scs-edge/agent.toml";
+
+/// A configuration that could not be used; names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key is unknown or has the wrong type.
+    #[error("invalid config file {path}: key `{key}`: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The dotted key path, e.g. `reconcile.workers`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("invalid config file {path}: key `{key}`: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The dotted key path.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// `[node]`: who this node is and where it keeps its state.
+    pub node: NodeConfig,
+    /// `[api]`: the HTTPS listener.
+    pub api: ApiConfig,
+    /// `[compute]`: libvirt and the servers on it.
+    pub compute: ComputeConfig,
+    /// `[reconcile]`: the reconcile loops.
+    pub reconcile: ReconcileConfig,
+    /// `[log]`: log output.
+    pub log: LogConfig,
+}
+
+/// `[node]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// `node.id` — stable identity of this node; tags every libvirt domain the agent owns.
+    /// Default: empty, meaning a UUID generated on first start and kept in the store.
+    pub id: String,
+    /// `node.state_dir` — the one directory holding the store, images, disks, config drives and
+    /// consoles. Default `/var/lib/scs-edge`.
+    pub state_dir: PathBuf,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self { id: String::new(), state_dir: PathBuf::from("/var/lib/scs-edge") }
+    }
+}
+
+/// `[api]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// `api.listen` — address of the HTTPS listener. Default `[::]:443`.
+    pub listen: SocketAddr,
+    /// `api.tls_cert` — PEM certificate chain. Default: empty, meaning a self-signed certificate made on
+    /// first start and kept under `<state_dir>/tls/`.
+    pub tls_cert: Option<PathBuf>,
+    /// `api.tls_key` — PEM private key for `api.tls_cert`; required when `tls_cert` is set.
+    pub tls_key: Option<PathBuf>,
+    /// `api.tls_names` — extra DNS names or IP addresses for the self-signed certificate.
+    /// Default: none (the host name, `localhost` and loopback addresses are always included).
+    pub tls_names: Vec<String>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 0], 443)),
+            tls_cert: None,
+            tls_key: None,
+            tls_names: Vec::new(),
+        }
+    }
+}
+
+/// Which accelerator libvirt domains use.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VirtTypeSetting {
+    /// Probe `/dev/kvm` by running a few guest instructions; use KVM only if that works.
+    #[default]
+    Auto,
+    /// Always KVM.
+    Kvm,
+    /// Always TCG (software emulation).
+    Qemu,
+}
+
+/// How server NICs are attached on the host.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NicAttachmentSetting {
+    /// A plain tap device per NIC (`<interface type='ethernet'>`), not connected anywhere; what a node
+    /// without OVN uses.
+    #[default]
+    Ethernet,
+    /// A port on the OVS integration bridge with `iface-id` = port id, for OVN to bind.
+    Ovs,
+}
+
+/// `[compute]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComputeConfig {
+    /// `compute.libvirt_uri` — libvirt connection URI. Default `qemu:///system`.
+    pub libvirt_uri: String,
+    /// `compute.virt_type` — `auto`, `kvm` or `qemu`. Default `auto`.
+    pub virt_type: VirtTypeSetting,
+    /// `compute.machine_type` — QEMU machine type. Default `q35`.
+    pub machine_type: String,
+    /// `compute.nic_attachment` — `ethernet` or `ovs`. Default `ethernet`.
+    pub nic_attachment: NicAttachmentSetting,
+    /// `compute.integration_bridge` — OVS bridge for `nic_attachment = "ovs"`. Default `br-int`.
+    pub integration_bridge: String,
+    /// `compute.shutdown_timeout_secs` — how long a graceful stop or soft reboot waits for the guest
+    /// before the domain is powered off hard. Default 60.
+    pub shutdown_timeout_secs: u64,
+    /// `compute.cpu_allocation_ratio` — vCPUs per host CPU the node accepts. Default 4.0.
+    pub cpu_allocation_ratio: f64,
+    /// `compute.ram_allocation_ratio` — guest RAM per host RAM the node accepts. Default 1.0
+    /// (no memory overcommit: an edge node has no one to page to).
+    pub ram_allocation_ratio: f64,
+    /// `compute.reserved_host_memory_mb` — RAM kept for the host itself. Default 1024.
+    pub reserved_host_memory_mb: u64,
+    /// `compute.qemu_img` — the `qemu-img` binary. Default `qemu-img` (found on `PATH`).
+    pub qemu_img: PathBuf,
+}
+
+impl Default for ComputeConfig {
+    fn default() -> Self {
+        Self {
+            libvirt_uri: "qemu:///system".into(),
+            virt_type: VirtTypeSetting::Auto,
+            machine_type: "q35".into(),
+            nic_attachment: NicAttachmentSetting::Ethernet,
+            integration_bridge: "br-int".into(),
+            shutdown_timeout_secs: 60,
+            cpu_allocation_ratio: 4.0,
+            ram_allocation_ratio: 1.0,
+            reserved_host_memory_mb: 1024,
+            qemu_img: PathBuf::from("qemu-img"),
+        }
+    }
+}
+
+/// `[reconcile]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileConfig {
+    /// `reconcile.workers` — items reconciled in parallel (1–64). Default 4.
+    pub workers: usize,
+    /// `reconcile.resync_interval_secs` — every key of every kind is reconciled this often, to repair
+    /// drift nobody reported. Default 60.
+    pub resync_interval_secs: u64,
+    /// `reconcile.observe_interval_ms` — how often each kind cheaply compares actual state (e.g. libvirt
+    /// domain states) with what the store last recorded. Default 2000.
+    pub observe_interval_ms: u64,
+    /// `reconcile.change_poll_interval_ms` — how often the store is checked for desired state written by
+    /// another process (the admin CLI). Default 250.
+    pub change_poll_interval_ms: u64,
+    /// `reconcile.backoff_initial_ms` — first retry delay after a failed reconcile; doubles per failure.
+    /// Default 500.
+    pub backoff_initial_ms: u64,
+    /// `reconcile.backoff_max_secs` — cap on the retry delay. Default 60.
+    pub backoff_max_secs: u64,
+    /// `reconcile.stall_timeout_secs` — a worker busy with one item for longer than this marks the agent
+    /// unhealthy and stops watchdog pings. Default 300.
+    pub stall_timeout_secs: u64,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            resync_interval_secs: 60,
+            observe_interval_ms: 2000,
+            change_poll_interval_ms: 250,
+            backoff_initial_ms: 500,
+            backoff_max_secs: 60,
+            stall_timeout_secs: 300,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `log.filter` — `EnvFilter` directives; `RUST_LOG` overrides. Default `info`.
+    pub filter: String,
+    /// `log.format` — `text` or `json` on stderr (the journal always gets structured fields).
+    /// Default `text`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { filter: "info".into(), format: LogFormat::Text }
+    }
+}
+
+impl AgentConfig {
+    /// Loads and validates `path`. A missing file is an error only when the path was given explicitly:
+    /// a node with no `/etc/scs-edge/agent.toml` runs on defaults.
+    pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound && !explicit => String::new(),
+            Err(source) => return Err(ConfigError::Read { path: path.to_owned(), source }),
+        };
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates TOML text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let deserializer = toml::Deserializer::parse(text).map_err(|err| ConfigError::Parse {
+            path: path.to_owned(),
+            key: String::from("(document)"),
+            reason: err.message().to_owned(),
+        })?;
+        let config: Self = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let key = err.path().to_string();
+            ConfigError::Parse { path: path.to_owned(), key, reason: err.into_inner().message().to_owned() }
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, reason: String| ConfigError::Invalid { path: path.to_owned(), key, reason };
+        if !self.node.state_dir.is_absolute() {
+            return Err(invalid("node.state_dir", format!("must be an absolute path, got {:?}", self.node.state_dir)));
+        }
+        if !self.node.id.is_empty() && !valid_node_id(&self.node.id) {
+            return Err(invalid(
+                "node.id",
+                format!("must be 1-64 characters of [A-Za-z0-9._-], got {:?}", self.node.id),
+            ));
+        }
+        match (&self.api.tls_cert, &self.api.tls_key) {
+            (Some(_), None) => return Err(invalid("api.tls_key", "required when api.tls_cert is set".into())),
+            (None, Some(_)) => return Err(invalid("api.tls_cert", "required when api.tls_key is set".into())),
+            _ => {}
+        }
+        if self.compute.libvirt_uri.trim().is_empty() {
+            return Err(invalid("compute.libvirt_uri", "must not be empty".into()));
+        }
+        if self.compute.machine_type.trim().is_empty() {
+            return Err(invalid("compute.machine_type", "must not be empty".into()));
+        }
+        if self.compute.integration_bridge.is_empty() || self.compute.integration_bridge.len() > 15 {
+            return Err(invalid("compute.integration_bridge", "must be a Linux interface name (1-15 characters)".into()));
+        }
+        if !(self.compute.cpu_allocation_ratio > 0.0 && self.compute.cpu_allocation_ratio <= 64.0) {
+            return Err(invalid(
+                "compute.cpu_allocation_ratio",
+                format!("must be in (0, 64], got {}", self.compute.cpu_allocation_ratio),
+            ));
+        }
+        if !(self.compute.ram_allocation_ratio > 0.0 && self.compute.ram_allocation_ratio <= 4.0) {
+            return Err(invalid(
+                "compute.ram_allocation_ratio",
+                format!("must be in (0, 4], got {}", self.compute.ram_allocation_ratio),
+            ));
+        }
+        if !(1..=64).contains(&self.reconcile.workers) {
+            return Err(invalid("reconcile.workers", format!("must be between 1 and 64, got {}", self.reconcile.workers)));
+        }
+        if self.reconcile.resync_interval_secs == 0 {
+            return Err(invalid("reconcile.resync_interval_secs", "must be at least 1".into()));
+        }
+        if self.reconcile.observe_interval_ms < 50 {
+            return Err(invalid("reconcile.observe_interval_ms", "must be at least 50".into()));
+        }
+        if self.reconcile.change_poll_interval_ms < 10 {
+            return Err(invalid("reconcile.change_poll_interval_ms", "must be at least 10".into()));
+        }
+        if self.reconcile.backoff_initial_ms == 0 {
+            return Err(invalid("reconcile.backoff_initial_ms", "must be at least 1".into()));
+        }
+        if self.reconcile.backoff_max_secs.saturating_mul(1000) < self.reconcile.backoff_initial_ms {
+            return Err(invalid("reconcile.backoff_max_secs", "must not be below reconcile.backoff_initial_ms".into()));
+        }
+        if self.reconcile.stall_timeout_secs == 0 {
+            return Err(invalid("reconcile.stall_timeout_secs", "must be at least 1".into()));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
+            return Err(invalid("log.filter", format!("not a valid filter directive: {:?}", self.log.filter)));
+        }
+        Ok(())
+    }
+
+    /// Path of the SQLite store inside the state directory.
+    pub fn store_path(&self) -> PathBuf {
+        self.node.state_dir.join("agent.db")
+    }
+}
+
+impl ReconcileConfig {
+    /// The resync interval as a `Duration`.
+    pub fn resync_interval(&self) -> Duration {
+        Duration::from_secs(self.resync_interval_secs)
+    }
+}
+
+/// Node ids end up in libvirt metadata and file names: keep them to a safe alphabet.
+pub fn valid_node_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::parse(text, Path::new("/etc/scs-edge/agent.toml"))
+    }
+
+    #[test]
+    fn empty_file_yields_documented_defaults() {
+        let config = parse("").expect("defaults");
+        assert_eq!(config, AgentConfig::default());
+        assert_eq!(config.node.state_dir, PathBuf::from("/var/lib/scs-edge"));
+        assert_eq!(config.compute.libvirt_uri, "qemu:///system");
+        assert_eq!(config.reconcile.workers, 4);
+    }
+
+    #[test]
+    fn unknown_key_is_named_in_the_error() {
+        let err = parse("[reconcile]\nworkerz = 3\n").expect_err("unknown key");
+        let text = err.to_string();
+        assert!(text.contains("reconcile.workerz") || text.contains("workerz"), "{text}");
+        assert!(matches!(err, ConfigError::Parse { .. }));
+    }
+
+    #[test]
+    fn wrong_type_names_the_dotted_key() {
+        let err = parse("[reconcile]\nworkers = \"many\"\n").expect_err("wrong type");
+        match err {
+            ConfigError::Parse { key, reason, .. } => {
+                assert_eq!(key, "reconcile.workers");
+                assert!(reason.contains("invalid type"), "{reason}");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn out_of_range_value_names_key_and_reason() {
+        let err = parse("[reconcile]\nworkers = 0\n").expect_err("range");
+        assert_eq!(
+            err.to_string(),
+            "invalid config file /etc/scs-edge/agent.toml: key `reconcile.workers`: must be between 1 and 64, got 0"
+        );
+    }
+
+    #[test]
+    fn tls_cert_without_key_is_rejected() {
+        let err = parse("[api]\ntls_cert = \"/etc/x.pem\"\n").expect_err("pair");
+        assert!(err.to_string().contains("api.tls_key"), "{err}");
+    }
+
+    #[test]
+    fn relative_state_dir_is_rejected() {
+        let err = parse("[node]\nstate_dir = \"var/lib\"\n").expect_err("relative");
+        assert!(err.to_string().contains("node.state_dir"), "{err}");
+    }
+
+    #[test]
+    fn bad_enum_value_lists_the_key() {
+        let err = parse("[compute]\nvirt_type = \"xen\"\n").expect_err("enum");
+        match err {
+            ConfigError::Parse { key, .. } => assert_eq!(key, "compute.virt_type"),
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn missing_default_file_means_defaults_but_missing_explicit_file_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("agent.toml");
+        assert!(AgentConfig::load(&missing, false).is_ok());
+        assert!(matches!(AgentConfig::load(&missing, true), Err(ConfigError::Read { .. })));
+    }
+
+    #[test]
+    fn example_file_in_repository_is_valid_and_complete() {
+        let text = include_str!("../../agent.example.toml");
+        let config = parse(text).expect("example parses");
+        // The example documents every key with its default value.
+        assert_eq!(config, AgentConfig::default());
+        let serialized = toml::to_string(&AgentConfig::default()).expect("serialize");
+        for line in serialized.lines().filter(|l| l.contains(" = ")) {
+            let key = line.split(" = ").next().unwrap_or_default();
+            assert!(text.contains(&format!("{key} = ")) || text.contains(&format!("# {key} = ")), "example lacks {key}");
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! Wiring: builds the store, the domain services, the reconcilers, the API and the liveness task from
+//! the configuration, and runs them until SIGTERM.
+//!
+//! Host side effects come in through [`HostPorts`], so the same assembly runs with libvirt in the
+//! daemon and in benchmarks, and with fakes in unit tests.
+
+mod liveness;
+
+use crate::api::{self, ApiState};
+use crate::compute::files::{LocalServerFiles, ServerFiles};
+use crate::compute::host::{HostInventory, ProcHostInventory};
+use crate::compute::hypervisor::{Hypervisor, VirtType};
+use crate::compute::libvirt::LibvirtHypervisor;
+use crate::compute::reconciler::{ServerReconciler, ServerReconcilerSettings};
+use crate::compute::{ComputeService, ComputeSettings};
+use crate::config::AgentConfig;
+use crate::health::{HealthChecks, SubsystemHealth};
+use crate::image::files::{ImageFiles, LocalImageFiles};
+use crate::image::{ImageReconciler, ImageService};
+use crate::metrics::Metrics;
+use crate::reconcile::{Controller, ControllerBuilder, ControllerHandle, NoLoops, Settings};
+use crate::store::{Store, StoreError};
+use crate::system::clock::{Clock, SystemClock};
+use crate::system::notify::ServiceNotifier;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use liveness::LivenessState;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The state directory is unusable.
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        /// Directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No certificate.
+    #[error(transparent)]
+    Tls(#[from] api::tls::TlsError),
+    /// The listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The host side effects the agent uses.
+pub struct HostPorts {
+    /// libvirt.
+    pub hypervisor: Arc<dyn Hypervisor>,
+    /// Server disks and config drives.
+    pub server_files: Arc<dyn ServerFiles>,
+    /// Image files.
+    pub image_files: Arc<dyn ImageFiles>,
+    /// CPU and memory.
+    pub host: Arc<dyn HostInventory>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl HostPorts {
+    /// The real host: libvirt at the configured URI, files under the state directory.
+    pub fn real(config: &AgentConfig, node_id: &str) -> Result<Self, DaemonError> {
+        let state_dir = &config.node.state_dir;
+        let dir_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| DaemonError::StateDir { path, source }
+        };
+        let images = state_dir.join("images");
+        let servers = state_dir.join("servers");
+        Ok(Self {
+            hypervisor: Arc::new(LibvirtHypervisor::new(&config.compute.libvirt_uri, node_id)),
+            server_files: Arc::new(LocalServerFiles::new(servers.clone(), config.compute.qemu_img.clone()).map_err(dir_err(&servers))?),
+            image_files: Arc::new(LocalImageFiles::new(images.clone()).map_err(dir_err(&images))?),
+            host: Arc::new(ProcHostInventory),
+            clock: Arc::new(SystemClock),
+        })
+    }
+}
+
+/// Creates the state directory (traversable, not listable, by the QEMU user).
+pub fn prepare_state_dir(config: &AgentConfig) -> Result<(), DaemonError> {
+    let dir = &config.node.state_dir;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(dir)
+        .map_err(|source| DaemonError::StateDir { path: dir.clone(), source })
+}
+
+/// Opens the store and settles the node id: the configured one, or one generated once and kept.
+pub fn open_store(config: &AgentConfig) -> Result<(Arc<Store>, String), DaemonError> {
+    prepare_state_dir(config)?;
+    let store = Arc::new(Store::open(&config.store_path())?);
+    let node_id = if config.node.id.is_empty() {
+        store.setting_or_init("node_id", || uuid::Uuid::new_v4().to_string())?
+    } else {
+        config.node.id.clone()
+    };
+    Ok((store, node_id))
+}
+
+/// The domain services for a process without reconcile loops (the admin CLI).
+pub fn services_without_loops(config: &AgentConfig) -> Result<(Arc<ImageService>, Arc<ComputeService>), DaemonError> {
+    let (store, node_id) = open_store(config)?;
+    let ports = HostPorts::real(config, &node_id)?;
+    let images = Arc::new(ImageService::new(store.clone(), ports.image_files.clone(), ports.clock.clone()));
+    let compute = Arc::new(ComputeService::new(
+        store,
+        images.clone(),
+        ports.host,
+        ports.clock,
+        Arc::new(NoLoops),
+        ComputeSettings::from(&config.compute),
+    ));
+    Ok((images, compute))
+}
+
+/// An assembled agent: services usable at once, loops started by [`Agent::run`].
+pub struct Agent {
+    /// The configuration it was built from.
+    pub config: AgentConfig,
+    /// This node's id.
+    pub node_id: String,
+    /// Accelerator in use and why.
+    pub virt_type: (VirtType, String),
+    /// The store.
+    pub store: Arc<Store>,
+    /// Images.
+    pub images: Arc<ImageService>,
+    /// Flavors and servers.
+    pub compute: Arc<ComputeService>,
+    /// Enqueue, probe and health of the loops.
+    pub loops: ControllerHandle,
+    controller: Controller,
+    metrics: Arc<Metrics>,
+    health: Arc<HealthChecks>,
+    liveness: Arc<LivenessState>,
+}
+
+impl Agent {
+    /// Assembles everything over `ports`.
+    pub fn assemble(
+        config: AgentConfig,
+        store: Arc<Store>,
+        node_id: String,
+        virt_type: (VirtType, String),
+        ports: HostPorts,
+    ) -> Self {
+        let mut registry = Metrics::registry();
+        let images = Arc::new(ImageService::new(store.clone(), ports.image_files.clone(), ports.clock.clone()));
+        let servers = Arc::new(ServerReconciler::new(
+            store.clone(),
+            images.clone(),
+            ports.hypervisor.clone(),
+            ports.server_files.clone(),
+            ports.clock.clone(),
+            ServerReconcilerSettings {
+                node_id: node_id.clone(),
+                virt_type: virt_type.0,
+                machine: config.compute.machine_type.clone(),
+                nic_attachment: config.compute.nic_attachment,
+                integration_bridge: config.compute.integration_bridge.clone(),
+                shutdown_timeout: Duration::from_secs(config.compute.shutdown_timeout_secs),
+            },
+        ));
+        let feed_store = store.clone();
+        let (controller, loops) = ControllerBuilder::new(Settings::from(&config.reconcile))
+            .register(Arc::new(ImageReconciler::new(store.clone(), ports.image_files.clone())))
+            .register(servers)
+            .change_feed(Arc::new(move || Ok(feed_store.data_version()?)))
+            .metrics(&mut registry)
+            .build();
+        let compute = Arc::new(ComputeService::new(
+            store.clone(),
+            images.clone(),
+            ports.host.clone(),
+            ports.clock.clone(),
+            Arc::new(loops.clone()),
+            ComputeSettings::from(&config.compute),
+        ));
+        registry.register_collector(Box::new(ServerStatusCollector { compute: compute.clone() }));
+
+        let liveness = Arc::new(LivenessState::default());
+        let mut health = HealthChecks::default();
+        let store_check = store.clone();
+        health.add(
+            "store",
+            Box::new(move || match store_check.ping() {
+                Ok(()) => SubsystemHealth::ok(json!({ "path": store_check.path() })),
+                Err(err) => SubsystemHealth::failing(json!({ "error": err.to_string() })),
+            }),
+        );
+        let loops_check = loops.clone();
+        let live_check = liveness.clone();
+        health.add(
+            "reconciler",
+            Box::new(move || {
+                let h = loops_check.health();
+                let probe_ok = live_check.loops_answered();
+                let detail = json!({
+                    "loops_answer_probe": probe_ok,
+                    "first_pass_done": h.first_pass_done,
+                    "queue_depth": h.queue_depth,
+                    "stalled": h.stalled,
+                    "last_resync_age_secs": h.last_resync_age_secs,
+                });
+                if probe_ok && h.stalled.is_empty() { SubsystemHealth::ok(detail) } else { SubsystemHealth::failing(detail) }
+            }),
+        );
+        for kind in ["servers", "images"] {
+            let loops_check = loops.clone();
+            let name = if kind == "servers" { "libvirt" } else { "image-store" };
+            health.add(
+                name,
+                Box::new(move || match loops_check.health().scan_errors.get(kind) {
+                    None => SubsystemHealth::ok(json!({ "kind": kind })),
+                    Some(err) => SubsystemHealth::failing(json!({ "kind": kind, "error": err })),
+                }),
+            );
+        }
+
+        Self {
+            config,
+            node_id,
+            virt_type,
+            store,
+            images,
+            compute,
+            loops,
+            controller,
+            metrics: Arc::new(Metrics::new(registry)),
+            health: Arc::new(health),
+            liveness,
+        }
+    }
+
+    /// Starts the loops, the listener and the liveness task; reports READY after the first full pass;
+    /// returns when `shutdown` is cancelled and the loops stopped.
+    pub async fn run(self, notifier: Arc<dyn ServiceNotifier>, shutdown: CancellationToken) -> Result<(), DaemonError> {
+        let (tls, source) = api::tls::server_config(&self.config.api, &self.config.node.state_dir.join("tls"))?;
+        info!(?source, "TLS certificate");
+        let addr = self.config.api.listen;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| DaemonError::Listen { addr, source })?;
+        let app = api::router(ApiState { health: self.health.clone(), metrics: self.metrics.clone() });
+        let api_task = tokio::spawn(api::serve(listener, tls, app, shutdown.clone()));
+
+        let loops_task = tokio::spawn(self.controller.run(shutdown.clone()));
+        let first_pass = self.loops.clone();
+        tokio::select! {
+            () = first_pass.first_pass_done() => {}
+            () = shutdown.cancelled() => {}
+        }
+        if !shutdown.is_cancelled() {
+            let servers = self.compute.servers().map(|s| s.len()).unwrap_or_default();
+            notifier.ready(&format!("ready: node {}, {} servers, virt {:?}", self.node_id, servers, self.virt_type.0));
+            info!(node = %self.node_id, servers, "first full reconcile done; ready");
+        }
+        let liveness_task = tokio::spawn(liveness::run(
+            self.liveness.clone(),
+            self.loops.clone(),
+            self.store.clone(),
+            self.compute.clone(),
+            notifier.clone(),
+            shutdown.clone(),
+        ));
+        shutdown.cancelled().await;
+        notifier.stopping();
+        let _ = loops_task.await;
+        let _ = liveness_task.await;
+        let _ = api_task.await;
+        Ok(())
+    }
+}
+
+/// Server counts by status, computed at scrape time.
+struct ServerStatusCollector {
+    compute: Arc<ComputeService>,
+}
+
+impl std::fmt::Debug for ServerStatusCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerStatusCollector")
+    }
+}
+
+impl prometheus_client::collector::Collector for ServerStatusCollector {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let counts = self.compute.status_counts().unwrap_or_default();
+        let mut family = encoder.encode_descriptor(
+            "scs_edge_servers",
+            "Servers by status",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (status, count) in counts {
+            let gauge = prometheus_client::metrics::gauge::ConstGauge::new(count as i64);
+            let labels = [("status", status)];
+            gauge.encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
