@@ -56,7 +56,10 @@ mount -t devtmpfs devtmpfs /dev
 exec > /dev/ttyS0 2>&1
 for m in $(cat /lib/modules/load-order); do insmod /lib/modules/$m 2>/dev/null; done
 echo "SCS-GUEST-BOOT uptime=$(cut -d' ' -f1 /proc/uptime)"
-acpid -c /etc/acpi
+# acpid only watches input devices present when it starts: wait for the ACPI power button's.
+for i in $(seq 1 50); do grep -q 'Power Button' /proc/bus/input/devices 2>/dev/null && break; sleep 0.1; done
+mkdir -p /var/log /var/run
+acpid -f -c /etc/acpi &
 dev=""
 for i in $(seq 1 50); do
   dev=$(findfs LABEL=config-2 2>/dev/null)

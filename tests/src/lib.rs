@@ -1,1 +1,55 @@
-//! Harness for end-to-end tests.
+//! Harness for SCS Edge's end-to-end tests and benchmarks.
+//!
+//! It starts what the tests need itself — virtlogd and libvirtd, the tiny test guest image, the agent
+//! binary with its own state directory — and offers waits on observable conditions (a status in the
+//! store, a line on a serial console, a domain state in libvirt) instead of sleeps.
+#![allow(clippy::missing_panics_doc, clippy::print_stderr)]
+
+pub mod agent;
+pub mod guest;
+pub mod libvirt;
+pub mod wait;
+
+use std::path::{Path, PathBuf};
+
+/// Directory for cross-process harness state (locks, daemon pid files and logs).
+pub fn run_dir() -> PathBuf {
+    let dir = PathBuf::from("/run/scs-edge-tests");
+    std::fs::create_dir_all(&dir).expect("create /run/scs-edge-tests");
+    dir
+}
+
+/// Holds an exclusive lock on a file in [`run_dir`] until dropped; serialises set-up across the test
+/// processes nextest runs in parallel.
+pub struct RunLock(#[allow(dead_code)] std::fs::File);
+
+impl RunLock {
+    /// Blocks until the lock named `name` is held.
+    pub fn acquire(name: &str) -> Self {
+        let path = run_dir().join(format!("{name}.lock"));
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).expect("open lock");
+        file.lock().expect("lock");
+        Self(file)
+    }
+}
+
+/// The workspace's `target` directory (where the test binary itself lives).
+pub fn target_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").join("target")
+}
+
+/// A fresh directory QEMU (running as `libvirt-qemu`) can traverse.
+pub fn scratch_dir(label: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let base = target_dir().join("scs-edge-tests");
+    std::fs::create_dir_all(&base).expect("create scratch base");
+    for dir in [target_dir(), base.clone()] {
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755));
+    }
+    let dir = tempfile::Builder::new().prefix(&format!("{label}-")).tempdir_in(&base).expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
+    dir
+}

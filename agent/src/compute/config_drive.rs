@@ -80,6 +80,27 @@ impl ConfigDrive {
         &self.files
     }
 
+    /// The whole volume image, built in memory (fatfs does many small writes; a file would see them all).
+    pub fn render(&self) -> io::Result<Vec<u8>> {
+        let mut volume = io::Cursor::new(vec![0u8; VOLUME_BYTES as usize]);
+        self.write_vfat(&mut volume)?;
+        Ok(volume.into_inner())
+    }
+
+    /// Writes the volume into `file` sparsely: only blocks that are not all zero are written.
+    pub fn write_sparse(&self, file: &mut std::fs::File) -> io::Result<()> {
+        const BLOCK: usize = 4096;
+        let image = self.render()?;
+        file.set_len(image.len() as u64)?;
+        for (index, block) in image.chunks(BLOCK).enumerate() {
+            if block.iter().any(|&b| b != 0) {
+                file.seek(io::SeekFrom::Start((index * BLOCK) as u64))?;
+                file.write_all(block)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Formats `volume` (at least [`VOLUME_BYTES`] long) as vfat labelled `config-2` and writes the files.
     pub fn write_vfat<T: Read + Write + Seek>(&self, volume: &mut T) -> io::Result<()> {
         let mut label = [b' '; 11];

@@ -4,7 +4,7 @@
 //! Files appear atomically (written as `*.tmp`, synced, renamed, directory synced), so after a crash a
 //! file either exists complete or not at all; the whole directory goes when the server goes.
 
-use super::config_drive::{ConfigDrive, VOLUME_BYTES};
+use super::config_drive::ConfigDrive;
 use crate::image::format::DiskFormat;
 use std::collections::HashMap;
 use std::fs::{DirBuilder, File, OpenOptions};
@@ -188,8 +188,7 @@ impl ServerFiles for LocalServerFiles {
             .mode(0o600)
             .open(&tmp)
             .map_err(io("create"))?;
-        file.set_len(VOLUME_BYTES).map_err(io("size"))?;
-        drive.write_vfat(&mut file).map_err(io("write config drive"))?;
+        drive.write_sparse(&mut file).map_err(io("write config drive"))?;
         drop(file);
         publish(&tmp, &paths.config_drive)
     }

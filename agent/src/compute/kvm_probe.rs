@@ -1,9 +1,11 @@
 //! Deciding whether guests get KVM or TCG.
 //!
-//! `/dev/kvm` existing proves little: nested setups expose it but cannot run a stock guest (on this
-//! project's build machines the device belongs to a paravirtual module that hangs any normal kernel).
-//! So the probe runs guest code: a real-mode vCPU executes `mov al, 0x2a; out 0x10, al; hlt`, and KVM is
-//! used only if exactly that comes back, within a deadline.
+//! `/dev/kvm` existing proves little. Some nested setups back it with `kvm_pvm` (pagetable-based
+//! virtualization), which runs only PVM-enabled guest kernels: a stock cloud image hangs in its kernel's
+//! decompressor, and trivial guest code still runs fine (so running code alone is not a proof). The probe
+//! therefore asks, in order: does the CPU expose hardware virtualization (`vmx`/`svm`), is the matching
+//! KVM module (`kvm_intel`/`kvm_amd`) loaded, and does a real-mode vCPU execute
+//! `mov al, 0x2a; out 0x10, al; hlt` within a deadline. KVM is used only if all three hold.
 #![allow(unsafe_code)] // KVM's memory-region ioctl hands the kernel a raw host pointer.
 
 use super::hypervisor::VirtType;
@@ -102,8 +104,44 @@ fn run_guest() -> Result<(), String> {
     Err("guest code never halted under KVM".into())
 }
 
+/// Hardware virtualization as `/proc/cpuinfo` and the loaded modules show it.
+pub fn hardware_verdict(cpuinfo: &str, loaded_modules: &[String]) -> Result<(), String> {
+    let flags: Vec<&str> = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, f)| f.split_whitespace().collect())
+        .unwrap_or_default();
+    let (flag, module) = if flags.contains(&"vmx") {
+        ("vmx", "kvm_intel")
+    } else if flags.contains(&"svm") {
+        ("svm", "kvm_amd")
+    } else {
+        let pvm = if loaded_modules.iter().any(|m| m == "kvm_pvm") {
+            " (/dev/kvm is kvm_pvm, which runs only PVM-enabled guest kernels)"
+        } else {
+            ""
+        };
+        return Err(format!("the CPU exposes neither vmx nor svm{pvm}"));
+    };
+    if !loaded_modules.iter().any(|m| m == module) {
+        return Err(format!("the CPU has {flag} but {module} is not loaded"));
+    }
+    Ok(())
+}
+
+fn loaded_modules() -> Vec<String> {
+    std::fs::read_dir("/sys/module")
+        .map(|entries| entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+        .unwrap_or_default()
+}
+
 impl AcceleratorProbe for DevKvmProbe {
     fn probe(&self) -> KvmVerdict {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        if let Err(reason) = hardware_verdict(&cpuinfo, &loaded_modules()) {
+            return KvmVerdict::Unusable(reason);
+        }
         let (tx, rx) = std::sync::mpsc::channel();
         // A wedged KVM_RUN cannot be interrupted; the thread is abandoned if it never returns.
         let spawned = std::thread::Builder::new().name("kvm-probe".into()).spawn(move || {
@@ -150,5 +188,24 @@ mod tests {
         assert_eq!((t, why.as_str()), (VirtType::Qemu, "hangs"));
         assert_eq!(choose_virt_type(VirtTypeSetting::Qemu, &Fixed(KvmVerdict::Usable)).0, VirtType::Qemu);
         assert_eq!(choose_virt_type(VirtTypeSetting::Kvm, &Fixed(KvmVerdict::Unusable(String::new()))).0, VirtType::Kvm);
+    }
+
+    fn modules(names: &[&str]) -> Vec<String> {
+        names.iter().map(|&s| s.to_owned()).collect()
+    }
+
+    #[test]
+    fn pvm_backed_dev_kvm_is_not_hardware_virtualization() {
+        let cpuinfo = "processor\t: 0\nflags\t\t: fpu vme de pse hypervisor lm\n";
+        let err = hardware_verdict(cpuinfo, &modules(&["kvm", "kvm_pvm"])).expect_err("pvm");
+        assert!(err.contains("kvm_pvm"), "{err}");
+    }
+
+    #[test]
+    fn vmx_needs_kvm_intel_loaded() {
+        let cpuinfo = "flags\t\t: fpu vmx lm\n";
+        assert!(hardware_verdict(cpuinfo, &modules(&["kvm"])).expect_err("module").contains("kvm_intel"));
+        assert_eq!(hardware_verdict(cpuinfo, &modules(&["kvm", "kvm_intel"])), Ok(()));
+        assert_eq!(hardware_verdict("flags : svm\n", &modules(&["kvm_amd"])), Ok(()));
     }
 }

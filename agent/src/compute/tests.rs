@@ -5,7 +5,7 @@ use super::config_drive::ConfigDrive;
 use super::fake::FakeHypervisor;
 use super::files::{FakeServerFiles, ServerFiles};
 use super::host::{FixedHostInventory, HostResources};
-use super::hypervisor::{DomainPower, Hypervisor, ShutoffReason, VirtType};
+use super::hypervisor::{DomainPower, ShutoffReason, VirtType};
 use super::reconciler::{BUILD_ATTEMPTS, ServerReconciler, ServerReconcilerSettings};
 use super::server::PowerState;
 use super::*;
@@ -175,9 +175,12 @@ fn config_drive_is_a_vfat_volume_labelled_config_2_with_nova_layout() {
     rig.settle(server.id);
     let drive = rig.files.dir(server.id).and_then(|d| d.config_drive).expect("drive");
 
-    let mut volume = std::io::Cursor::new(vec![0u8; super::config_drive::VOLUME_BYTES as usize]);
-    drive.write_vfat(&mut volume).expect("format");
-    volume.set_position(0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config-drive.img");
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).expect("file");
+    drive.write_sparse(&mut file).expect("write");
+    drop(file);
+    let mut volume = std::fs::OpenOptions::new().read(true).write(true).open(&path).expect("reopen");
     let (label, files) = ConfigDrive::read_vfat(&mut volume).expect("read back");
     assert_eq!(label, "config-2");
     let meta: serde_json::Value = serde_json::from_slice(&files["openstack/latest/meta_data.json"]).expect("json");

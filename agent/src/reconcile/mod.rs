@@ -10,7 +10,7 @@
 mod controller;
 mod queue;
 
-pub use controller::{Controller, ControllerBuilder, ControllerHandle, ControllerHealth, Settings, StalledItem};
+pub use controller::{ChangeFeed, Controller, ControllerBuilder, ControllerHandle, ControllerHealth, Settings, StalledItem};
 
 use std::time::Duration;
 

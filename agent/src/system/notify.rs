@@ -34,6 +34,10 @@ impl SdNotifier {
     }
 
     fn send(states: &[sd_notify::NotifyState<'_>]) {
+        // Not started by systemd (or told not to talk to it): nothing to do.
+        if std::env::var_os("NOTIFY_SOCKET").is_none_or(|s| s.is_empty()) {
+            return;
+        }
         if let Err(err) = sd_notify::notify(states) {
             tracing::warn!(%err, "sd_notify failed");
         }
