@@ -1,4 +1,5 @@
 //! `scs-edge-agent`: the daemon and its admin CLI.
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a CLI's output is its interface
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -38,7 +39,10 @@ fn main() -> ExitCode {
         }
         admin => {
             let result = daemon::services_without_loops(&config)
-                .map_err(|err| scs_edge_agent::cli::CliFailure { message: err.to_string(), code: 1 })
+                .map_err(|err| scs_edge_agent::cli::CliFailure {
+                    message: err.to_string(),
+                    code: 1,
+                })
                 .and_then(|(images, compute)| run_admin(admin, &images, &compute));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
@@ -53,24 +57,32 @@ fn main() -> ExitCode {
 
 fn run_daemon(config: AgentConfig) -> anyhow::Result<()> {
     let sink = logging::init(&config.log.filter, config.log.format);
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), ?sink, "scs-edge-agent starting");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("agent").build()?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        ?sink,
+        "scs-edge-agent starting"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("agent")
+        .build()?;
     runtime.block_on(async move {
         let (store, node_id) = daemon::open_store(&config).context("opening the store")?;
         let virt_type = choose_virt_type(config.compute.virt_type, &DevKvmProbe::default());
         tracing::info!(virt_type = ?virt_type.0, reason = %virt_type.1, "accelerator chosen");
         let ports = HostPorts::real(&config, &node_id)?;
-        let agent = Agent::assemble(config, store, node_id, virt_type, ports);
+        let agent = Agent::assemble(config, store, node_id, virt_type, &ports);
         let shutdown = CancellationToken::new();
         let signals = shutdown.clone();
         tokio::spawn(async move {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(err) => {
-                    tracing::error!(%err, "cannot listen for SIGTERM");
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(err) => {
+                        tracing::error!(%err, "cannot listen for SIGTERM");
+                        return;
+                    }
+                };
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
@@ -78,6 +90,9 @@ fn run_daemon(config: AgentConfig) -> anyhow::Result<()> {
             tracing::info!("shutdown requested");
             signals.cancel();
         });
-        agent.run(Arc::new(SdNotifier::from_env()), shutdown).await.context("running the agent")
+        agent
+            .run(Arc::new(SdNotifier::from_env()), shutdown)
+            .await
+            .context("running the agent")
     })
 }

@@ -26,7 +26,13 @@ pub struct AgentOptions {
 
 impl Default for AgentOptions {
     fn default() -> Self {
-        Self { shutdown_timeout_secs: 20, observe_interval_ms: 300, resync_interval_secs: 30, watchdog_usec: None, extra: String::new() }
+        Self {
+            shutdown_timeout_secs: 20,
+            observe_interval_ms: 300,
+            resync_interval_secs: 30,
+            watchdog_usec: None,
+            extra: String::new(),
+        }
     }
 }
 
@@ -63,14 +69,26 @@ pub fn binary() -> PathBuf {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    // Test binaries live in target/<profile>/deps, other binaries (the bench) in target/<profile>.
+    let mut profile_dir = exe.parent().expect("exe dir");
+    if profile_dir.ends_with("deps") {
+        profile_dir = profile_dir.parent().expect("target/<profile>");
+    }
     let bin = profile_dir.join("scs-edge-agent");
-    assert!(bin.exists(), "{} missing: build it first (`cargo build --workspace --bins`)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} missing: build it first (`cargo build --workspace --bins`)",
+        bin.display()
+    );
     bin
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 impl AgentProcess {
@@ -78,7 +96,7 @@ impl AgentProcess {
     pub fn start(label: &str, options: AgentOptions) -> Self {
         let mut agent = Self::prepare(label, options);
         agent.spawn();
-        agent.wait_ready(Duration::from_secs(120));
+        agent.wait_ready(Duration::from_mins(2));
         agent
     }
 
@@ -99,14 +117,29 @@ impl AgentProcess {
             options.extra
         );
         std::fs::write(&config, text).expect("write config");
-        let notify = UnixDatagram::bind(dir.path().join("notify.sock")).expect("bind notify socket");
-        Self { dir, config, state_dir, node_id, port, options, child: None, notify }
+        let notify =
+            UnixDatagram::bind(dir.path().join("notify.sock")).expect("bind notify socket");
+        Self {
+            dir,
+            config,
+            state_dir,
+            node_id,
+            port,
+            options,
+            child: None,
+            notify,
+        }
     }
 
     /// Starts the daemon without waiting for readiness.
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "agent already running");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
+        self.drain_notifications();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
         let mut command = Command::new(binary());
         command
             .arg("--config")
@@ -135,7 +168,11 @@ impl AgentProcess {
         let mut buf = vec![0u8; 4096];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "no {needle} within {timeout:?}; got {seen:?}\n{}", self.log_tail());
+            assert!(
+                !left.is_zero(),
+                "no {needle} within {timeout:?}; got {seen:?}\n{}",
+                self.log_tail()
+            );
             self.notify.set_read_timeout(Some(left)).expect("timeout");
             if let Ok(n) = self.notify.recv(&mut buf) {
                 let text = String::from_utf8_lossy(&buf[..n]).into_owned();
@@ -146,6 +183,14 @@ impl AgentProcess {
                 }
             }
         }
+    }
+
+    /// Discards notifications a previous process instance sent, so waits only see the new one's.
+    fn drain_notifications(&self) {
+        let mut buf = vec![0u8; 4096];
+        self.notify.set_nonblocking(true).expect("nonblocking");
+        while self.notify.recv(&mut buf).is_ok() {}
+        self.notify.set_nonblocking(false).expect("blocking");
     }
 
     /// SIGKILL, as a power cut or OOM kill would.
@@ -164,14 +209,26 @@ impl AgentProcess {
         child.wait().ok().and_then(|s| s.code())
     }
 
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// Runs an admin command (`flavor …`, `image …`, `server …`).
     pub fn cli(&self, args: &[&str]) -> CliOutput {
-        let output: Output = Command::new(binary()).arg("--config").arg(&self.config).args(args).output().expect("run cli");
+        let output: Output = Command::new(binary())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("run cli");
         CliOutput {
             code: output.status.code().unwrap_or(-1),
             json: serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null),
@@ -182,22 +239,40 @@ impl AgentProcess {
     /// Runs an admin command that must succeed; returns its JSON.
     pub fn cli_ok(&self, args: &[&str]) -> serde_json::Value {
         let out = self.cli(args);
-        assert_eq!(out.code, 0, "scs-edge-agent {args:?} failed: {}", out.stderr);
+        assert_eq!(
+            out.code, 0,
+            "scs-edge-agent {args:?} failed: {}",
+            out.stderr
+        );
         out.json
     }
 
     /// Imports the test guest and creates a flavor `tiny` (1 vCPU, 128 MiB, 1 GiB); returns the image id.
     pub fn seed_guest(&self) -> Uuid {
         let image = crate::guest::image();
-        let json = self.cli_ok(&["image", "import", "--name", "busybox-guest", "--disk-format", "raw", "--file", image.to_str().expect("utf8")]);
-        self.cli_ok(&["flavor", "create", "--id", "tiny", "--name", "tiny", "--vcpus", "1", "--ram", "128", "--disk", "1"]);
+        let json = self.cli_ok(&[
+            "image",
+            "import",
+            "--name",
+            "busybox-guest",
+            "--disk-format",
+            "raw",
+            "--file",
+            image.to_str().expect("utf8"),
+        ]);
+        self.cli_ok(&[
+            "flavor", "create", "--id", "tiny", "--name", "tiny", "--vcpus", "1", "--ram", "128",
+            "--disk", "1",
+        ]);
         Uuid::parse_str(json["id"].as_str().expect("image id")).expect("uuid")
     }
 
     /// Creates a server and returns its id.
     pub fn create_server(&self, name: &str, image: Uuid, extra: &[&str]) -> Uuid {
         let image = image.to_string();
-        let mut args = vec!["server", "create", "--name", name, "--flavor", "tiny", "--image", &image];
+        let mut args = vec![
+            "server", "create", "--name", name, "--flavor", "tiny", "--image", &image,
+        ];
         args.extend_from_slice(extra);
         let json = self.cli_ok(&args);
         Uuid::parse_str(json["id"].as_str().expect("server id")).expect("uuid")
@@ -207,8 +282,22 @@ impl AgentProcess {
     pub fn wait_status(&self, id: Uuid, status: &str, timeout: Duration) -> serde_json::Value {
         let id = id.to_string();
         let secs = timeout.as_secs().to_string();
-        let out = self.cli(&["server", "wait", &id, "--status", status, "--timeout", &secs]);
-        assert_eq!(out.code, 0, "server {id} did not reach {status}: {}\n{}", out.stderr, self.log_tail());
+        let out = self.cli(&[
+            "server",
+            "wait",
+            &id,
+            "--status",
+            status,
+            "--timeout",
+            &secs,
+        ]);
+        assert_eq!(
+            out.code,
+            0,
+            "server {id} did not reach {status}: {}\n{}",
+            out.stderr,
+            self.log_tail()
+        );
         out.json
     }
 
@@ -224,10 +313,14 @@ impl AgentProcess {
 
     /// Waits until the console shows `needle` at least `count` times.
     pub fn wait_console(&self, id: Uuid, needle: &str, count: usize, timeout: Duration) -> String {
-        crate::wait::until(&format!("{count}x {needle:?} on the console of {id}"), timeout, || {
-            let text = self.console(id);
-            (text.matches(needle).count() >= count).then_some(text)
-        })
+        crate::wait::until(
+            &format!("{count}x {needle:?} on the console of {id}"),
+            timeout,
+            || {
+                let text = self.console(id);
+                (text.matches(needle).count() >= count).then_some(text)
+            },
+        )
     }
 
     /// Path of the agent's log file.

@@ -31,13 +31,24 @@ fn script() -> PathBuf {
 pub fn image() -> PathBuf {
     let script = script();
     let text = std::fs::read(&script).expect("read guest script");
-    let version = text.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    let out = target_dir().join("scs-edge-tests").join(format!("guest-{version:016x}.raw"));
+    let version = text.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let out = target_dir()
+        .join("scs-edge-tests")
+        .join(format!("guest-{version:016x}.raw"));
     let _lock = RunLock::acquire("guest-image");
     if !out.exists() {
         std::fs::create_dir_all(out.parent().expect("parent")).expect("mkdir");
-        let status = Command::new("bash").arg(&script).arg(&out).status().expect("run guest build script");
-        assert!(status.success(), "building the test guest failed (needs linux-image-amd64 busybox-static syslinux mtools dosfstools cpio)");
+        let status = Command::new("bash")
+            .arg(&script)
+            .arg(&out)
+            .status()
+            .expect("run guest build script");
+        assert!(
+            status.success(),
+            "building the test guest failed (needs linux-image-amd64 busybox-static syslinux mtools dosfstools cpio)"
+        );
     }
     out
 }

@@ -6,6 +6,7 @@
 #![allow(clippy::missing_panics_doc, clippy::print_stderr)]
 
 pub mod agent;
+pub mod bench;
 pub mod guest;
 pub mod libvirt;
 pub mod wait;
@@ -27,7 +28,12 @@ impl RunLock {
     /// Blocks until the lock named `name` is held.
     pub fn acquire(name: &str) -> Self {
         let path = run_dir().join(format!("{name}.lock"));
-        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).expect("open lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .expect("open lock");
         file.lock().expect("lock");
         Self(file)
     }
@@ -38,7 +44,10 @@ pub fn target_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
         return PathBuf::from(dir);
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").join("target")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .join("target")
 }
 
 /// A fresh directory QEMU (running as `libvirt-qemu`) can traverse.
@@ -49,7 +58,10 @@ pub fn scratch_dir(label: &str) -> tempfile::TempDir {
     for dir in [target_dir(), base.clone()] {
         let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755));
     }
-    let dir = tempfile::Builder::new().prefix(&format!("{label}-")).tempdir_in(&base).expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{label}-"))
+        .tempdir_in(&base)
+        .expect("tempdir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
     dir
 }

@@ -12,7 +12,7 @@ use virt::domain::Domain;
 pub const URI: &str = "qemu:///system";
 
 fn answers() -> bool {
-    Connect::open(Some(URI)).map(|mut c| c.close().is_ok()).unwrap_or(false)
+    Connect::open(Some(URI)).is_ok_and(|mut c| c.close().is_ok())
 }
 
 /// Makes sure virtlogd and libvirtd run; starts them (daemonised, pid files and logs under
@@ -24,7 +24,10 @@ pub fn ensure_daemons() {
         return;
     }
     let dir = run_dir();
-    let virtlogd_running = Command::new("pgrep").args(["-x", "virtlogd"]).status().is_ok_and(|s| s.success());
+    let virtlogd_running = Command::new("pgrep")
+        .args(["-x", "virtlogd"])
+        .status()
+        .is_ok_and(|s| s.success());
     if !virtlogd_running {
         let status = Command::new("/usr/sbin/virtlogd")
             .args(["-d", "-p"])
@@ -36,11 +39,16 @@ pub fn ensure_daemons() {
     let status = Command::new("/usr/sbin/libvirtd")
         .args(["-d", "--pid-file"])
         .arg(dir.join("libvirtd.pid"))
-        .env("LIBVIRT_LOG_OUTPUTS", format!("3:file:{}", dir.join("libvirtd.log").display()))
+        .env(
+            "LIBVIRT_LOG_OUTPUTS",
+            format!("3:file:{}", dir.join("libvirtd.log").display()),
+        )
         .status()
         .expect("run libvirtd (apt-get install libvirt-daemon-system)");
     assert!(status.success(), "libvirtd failed to start");
-    crate::wait::until("libvirtd to answer", Duration::from_secs(30), || answers().then_some(()));
+    crate::wait::until("libvirtd to answer", Duration::from_secs(30), || {
+        answers().then_some(())
+    });
 }
 
 /// A libvirt connection for observing domains from the test side.
@@ -58,7 +66,9 @@ impl Observer {
     /// Connects (starting the daemons if needed).
     pub fn connect() -> Self {
         ensure_daemons();
-        Self { conn: Connect::open(Some(URI)).expect("connect to libvirt") }
+        Self {
+            conn: Connect::open(Some(URI)).expect("connect to libvirt"),
+        }
     }
 
     /// The domain of a server, if libvirt has one.
@@ -73,12 +83,14 @@ impl Observer {
 
     /// Whether the domain is running.
     pub fn running(&self, id: Uuid) -> bool {
-        self.state(id).is_some_and(|(s, _)| s == virt::sys::VIR_DOMAIN_RUNNING)
+        self.state(id)
+            .is_some_and(|(s, _)| s == virt::sys::VIR_DOMAIN_RUNNING)
     }
 
     /// Whether the domain is shut off.
     pub fn shut_off(&self, id: Uuid) -> bool {
-        self.state(id).is_some_and(|(s, _)| s == virt::sys::VIR_DOMAIN_SHUTOFF)
+        self.state(id)
+            .is_some_and(|(s, _)| s == virt::sys::VIR_DOMAIN_SHUTOFF)
     }
 
     /// QEMU process id of a running domain (changes on every cold start).
@@ -99,8 +111,15 @@ impl Observer {
             .list_all_domains(0)
             .expect("list domains")
             .into_iter()
-            .filter(|d| d.get_xml_desc(0).is_ok_and(|x| x.contains(&needle) || x.contains(&needle2)))
-            .filter_map(|d| d.get_uuid_string().ok().and_then(|u| Uuid::parse_str(&u).ok()))
+            .filter(|d| {
+                d.get_xml_desc(0)
+                    .is_ok_and(|x| x.contains(&needle) || x.contains(&needle2))
+            })
+            .filter_map(|d| {
+                d.get_uuid_string()
+                    .ok()
+                    .and_then(|u| Uuid::parse_str(&u).ok())
+            })
             .collect()
     }
 

@@ -10,7 +10,10 @@ pub fn until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option
         if let Some(value) = probe() {
             return value;
         }
-        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

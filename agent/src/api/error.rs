@@ -19,12 +19,18 @@ pub struct ApiError {
 impl ApiError {
     /// 404 with a message.
     pub fn not_found(message: &str) -> Self {
-        Self { status: StatusCode::NOT_FOUND, message: message.to_owned() }
+        Self {
+            status: StatusCode::NOT_FOUND,
+            message: message.to_owned(),
+        }
     }
 
     /// 500 with the generic message.
     pub fn internal() -> Self {
-        Self { status: StatusCode::INTERNAL_SERVER_ERROR, message: GENERIC.to_owned() }
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: GENERIC.to_owned(),
+        }
     }
 
     /// Maps any classified domain error.
@@ -39,9 +45,15 @@ impl ApiError {
         };
         if class == ErrorClass::Internal {
             tracing::error!(error = %err, "internal error answering a request");
-            return Self { status, message: GENERIC.to_owned() };
+            return Self {
+                status,
+                message: GENERIC.to_owned(),
+            };
         }
-        Self { status, message: err.to_string() }
+        Self {
+            status,
+            message: err.to_string(),
+        }
     }
 
     /// The HTTP status.
@@ -62,7 +74,8 @@ impl ApiError {
     }
 }
 
-const GENERIC: &str = "The server has either erred or is incapable of performing the requested operation.";
+const GENERIC: &str =
+    "The server has either erred or is incapable of performing the requested operation.";
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -79,8 +92,14 @@ mod tests {
     fn domain_errors_map_to_openstack_statuses_and_bodies() {
         let err = ApiError::from_domain(&ComputeError::ServerNotFound("x".into()));
         assert_eq!(err.status(), StatusCode::NOT_FOUND);
-        assert_eq!(err.body(), json!({"itemNotFound": {"code": 404, "message": "server x could not be found"}}));
-        let err = ApiError::from_domain(&ComputeError::Duplicate { what: "server", id: "y".into() });
+        assert_eq!(
+            err.body(),
+            json!({"itemNotFound": {"code": 404, "message": "server x could not be found"}})
+        );
+        let err = ApiError::from_domain(&ComputeError::Duplicate {
+            what: "server",
+            id: "y".into(),
+        });
         assert_eq!(err.body()["conflictingRequest"]["code"], 409);
     }
 

@@ -46,8 +46,16 @@ async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
     let health = state.health.clone();
     match tokio::task::spawn_blocking(move || health.run()).await {
         Ok(report) => {
-            let status = if report.is_healthy() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            (status, axum::Json(serde_json::to_value(&report).unwrap_or_default())).into_response()
+            let status = if report.is_healthy() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (
+                status,
+                axum::Json(serde_json::to_value(&report).unwrap_or_default()),
+            )
+                .into_response()
         }
         Err(_) => error::ApiError::internal().into_response(),
     }
@@ -56,13 +64,25 @@ async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     let metrics = state.metrics.clone();
     match tokio::task::spawn_blocking(move || metrics.encode()).await {
-        Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response(),
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
         Err(_) => error::ApiError::internal().into_response(),
     }
 }
 
 /// Accepts TLS connections until `shutdown`; each connection is served on its own task.
-pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: Router, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    shutdown: CancellationToken,
+) {
     let acceptor = TlsAcceptor::from(tls);
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "HTTPS listener up");
@@ -82,7 +102,12 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: R
         let app = app.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let tls_stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+            let tls_stream = match tokio::time::timeout(
+                Duration::from_secs(10),
+                acceptor.accept(stream),
+            )
+            .await
+            {
                 Ok(Ok(s)) => s,
                 Ok(Err(err)) => {
                     debug!(%peer, %err, "TLS handshake failed");
@@ -95,7 +120,8 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: R
             };
             let service = TowerToHyperService::new(app);
             let builder = Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+            let connection =
+                builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
             tokio::select! {
                 result = connection => if let Err(err) = result { debug!(%peer, %err, "connection ended with error"); },
                 () = shutdown.cancelled() => {}

@@ -48,15 +48,31 @@ pub enum CertificateSource {
     Kept(PathBuf),
 }
 
-fn load(cert: &Path, key: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
-    fn load_err(what: &'static str, path: &Path) -> impl Fn(rustls::pki_types::pem::Error) -> TlsError + use<> {
+fn load(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    fn load_err(
+        what: &'static str,
+        path: &Path,
+    ) -> impl Fn(rustls::pki_types::pem::Error) -> TlsError + use<> {
         let path = path.to_owned();
-        move |e| TlsError::Load { what, path: path.clone(), reason: e.to_string() }
+        move |e| TlsError::Load {
+            what,
+            path: path.clone(),
+            reason: e.to_string(),
+        }
     }
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(cert).map_err(load_err("certificate", cert))?.collect::<Result<_, _>>().map_err(load_err("certificate", cert))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(load_err("certificate", cert))?
+        .collect::<Result<_, _>>()
+        .map_err(load_err("certificate", cert))?;
     if certs.is_empty() {
-        return Err(TlsError::Load { what: "certificate", path: cert.to_owned(), reason: "no certificate in file".into() });
+        return Err(TlsError::Load {
+            what: "certificate",
+            path: cert.to_owned(),
+            reason: "no certificate in file".into(),
+        });
     }
     let key = PrivateKeyDer::from_pem_file(key).map_err(load_err("private key", key))?;
     Ok((certs, key))
@@ -64,7 +80,12 @@ fn load(cert: &Path, key: &Path) -> Result<(Vec<CertificateDer<'static>>, Privat
 
 fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -72,38 +93,54 @@ fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
 }
 
 fn host_name() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
 }
 
 /// Loads the configured pair, or loads/creates the self-signed pair under `tls_dir`.
-pub fn server_config(api: &ApiConfig, tls_dir: &Path) -> Result<(Arc<rustls::ServerConfig>, CertificateSource), TlsError> {
-    let (certs, key, source) = match (&api.tls_cert, &api.tls_key) {
-        (Some(cert), Some(key)) => {
-            let (certs, key_der) = load(cert, key)?;
-            (certs, key_der, CertificateSource::Configured(cert.clone()))
-        }
-        _ => {
-            let cert = tls_dir.join("api.crt");
-            let key = tls_dir.join("api.key");
-            if cert.exists() && key.exists() {
-                let (certs, key_der) = load(&cert, &key)?;
-                (certs, key_der, CertificateSource::Kept(cert))
-            } else {
-                let create_err = |reason: String| TlsError::Create { dir: tls_dir.to_owned(), reason };
-                let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-                names.extend(host_name());
-                names.extend(api.tls_names.iter().cloned());
-                names.dedup();
-                let generated = rcgen::generate_simple_self_signed(names).map_err(|e| create_err(e.to_string()))?;
-                std::fs::create_dir_all(tls_dir).map_err(|e| create_err(e.to_string()))?;
-                // Key first: a crash between the two writes leaves no certificate, so the next start
-                // makes a fresh pair instead of loading a certificate without its key.
-                write_atomically(&key, generated.signing_key.serialize_pem().as_bytes(), 0o600)
-                    .map_err(|e| create_err(e.to_string()))?;
-                write_atomically(&cert, generated.cert.pem().as_bytes(), 0o644).map_err(|e| create_err(e.to_string()))?;
-                let (certs, key_der) = load(&cert, &key)?;
-                (certs, key_der, CertificateSource::Created(cert))
-            }
+pub fn server_config(
+    api: &ApiConfig,
+    tls_dir: &Path,
+) -> Result<(Arc<rustls::ServerConfig>, CertificateSource), TlsError> {
+    let (certs, key, source) = if let (Some(cert), Some(key)) = (&api.tls_cert, &api.tls_key) {
+        let (certs, key_der) = load(cert, key)?;
+        (certs, key_der, CertificateSource::Configured(cert.clone()))
+    } else {
+        let cert = tls_dir.join("api.crt");
+        let key = tls_dir.join("api.key");
+        if cert.exists() && key.exists() {
+            let (certs, key_der) = load(&cert, &key)?;
+            (certs, key_der, CertificateSource::Kept(cert))
+        } else {
+            let create_err = |reason: String| TlsError::Create {
+                dir: tls_dir.to_owned(),
+                reason,
+            };
+            let mut names = vec![
+                "localhost".to_owned(),
+                "127.0.0.1".to_owned(),
+                "::1".to_owned(),
+            ];
+            names.extend(host_name());
+            names.extend(api.tls_names.iter().cloned());
+            names.dedup();
+            let generated =
+                rcgen::generate_simple_self_signed(names).map_err(|e| create_err(e.to_string()))?;
+            std::fs::create_dir_all(tls_dir).map_err(|e| create_err(e.to_string()))?;
+            // Key first: a crash between the two writes leaves no certificate, so the next start
+            // makes a fresh pair instead of loading a certificate without its key.
+            write_atomically(
+                &key,
+                generated.signing_key.serialize_pem().as_bytes(),
+                0o600,
+            )
+            .map_err(|e| create_err(e.to_string()))?;
+            write_atomically(&cert, generated.cert.pem().as_bytes(), 0o644)
+                .map_err(|e| create_err(e.to_string()))?;
+            let (certs, key_der) = load(&cert, &key)?;
+            (certs, key_der, CertificateSource::Created(cert))
         }
     };
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -128,15 +165,25 @@ mod tests {
         let pem = std::fs::read(dir.path().join("api.crt")).expect("cert");
         let (_, second) = server_config(&api, dir.path()).expect("reload");
         assert!(matches!(second, CertificateSource::Kept(_)));
-        assert_eq!(std::fs::read(dir.path().join("api.crt")).expect("cert"), pem);
+        assert_eq!(
+            std::fs::read(dir.path().join("api.crt")).expect("cert"),
+            pem
+        );
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("api.key")).expect("key").permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("api.key"))
+            .expect("key")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
     fn configured_pair_that_does_not_exist_is_a_clear_error() {
-        let api = ApiConfig { tls_cert: Some("/nonexistent/c.pem".into()), tls_key: Some("/nonexistent/k.pem".into()), ..ApiConfig::default() };
+        let api = ApiConfig {
+            tls_cert: Some("/nonexistent/c.pem".into()),
+            tls_key: Some("/nonexistent/k.pem".into()),
+            ..ApiConfig::default()
+        };
         let err = server_config(&api, Path::new("/tmp")).expect_err("missing");
         assert!(err.to_string().contains("/nonexistent/c.pem"), "{err}");
     }

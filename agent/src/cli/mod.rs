@@ -247,7 +247,10 @@ impl<E: Classify + std::fmt::Display> From<E> for CliFailure {
             ErrorClass::Unavailable => 6,
             ErrorClass::Internal => 1,
         };
-        Self { message: err.to_string(), code }
+        Self {
+            message: err.to_string(),
+            code,
+        }
     }
 }
 
@@ -258,13 +261,22 @@ impl CliFailure {
 }
 
 fn print<T: serde::Serialize>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
 
 /// Runs one admin command against the services.
-pub fn run_admin(command: Command, images: &ImageService, compute: &ComputeService) -> Result<(), CliFailure> {
+pub fn run_admin(
+    command: Command,
+    images: &ImageService,
+    compute: &ComputeService,
+) -> Result<(), CliFailure> {
     match command {
-        Command::Run | Command::CheckConfig => Err(CliFailure::other("not an admin command".into())),
+        Command::Run | Command::CheckConfig => {
+            Err(CliFailure::other("not an admin command".into()))
+        }
         Command::Flavor(cmd) => match cmd {
             FlavorCommand::Create(args) => {
                 print(&compute.create_flavor(NewFlavor {
@@ -281,14 +293,22 @@ pub fn run_admin(command: Command, images: &ImageService, compute: &ComputeServi
                 })?);
                 Ok(())
             }
-            FlavorCommand::List => Ok(print(&compute.flavors()?)),
-            FlavorCommand::Show { id } => Ok(print(&compute.flavor(&id)?)),
+            FlavorCommand::List => {
+                let _: () = print(&compute.flavors()?);
+                Ok(())
+            }
+            FlavorCommand::Show { id } => {
+                let _: () = print(&compute.flavor(&id)?);
+                Ok(())
+            }
             FlavorCommand::Delete { id } => Ok(compute.delete_flavor(&id)?),
         },
         Command::Image(cmd) => match cmd {
             ImageCommand::Import(args) => {
-                let mut file = std::fs::File::open(&args.file)
-                    .map_err(|e| CliFailure { message: format!("cannot open {}: {e}", args.file.display()), code: 3 })?;
+                let mut file = std::fs::File::open(&args.file).map_err(|e| CliFailure {
+                    message: format!("cannot open {}: {e}", args.file.display()),
+                    code: 3,
+                })?;
                 let request = NewImage {
                     id: args.id,
                     name: args.name,
@@ -298,10 +318,17 @@ pub fn run_admin(command: Command, images: &ImageService, compute: &ComputeServi
                     properties: args.properties.into_iter().collect::<BTreeMap<_, _>>(),
                     expected_sha512: args.sha512,
                 };
-                Ok(print(&images.import(request, &mut file)?))
+                let _: () = print(&images.import(request, &mut file)?);
+                Ok(())
             }
-            ImageCommand::List => Ok(print(&images.list()?)),
-            ImageCommand::Show { id } => Ok(print(&images.get(id)?)),
+            ImageCommand::List => {
+                let _: () = print(&images.list()?);
+                Ok(())
+            }
+            ImageCommand::Show { id } => {
+                let _: () = print(&images.get(id)?);
+                Ok(())
+            }
             ImageCommand::Delete { id } => Ok(images.delete(id)?),
         },
         Command::Server(cmd) => match cmd {
@@ -313,7 +340,7 @@ pub fn run_admin(command: Command, images: &ImageService, compute: &ComputeServi
                     })?),
                     None => None,
                 };
-                Ok(print(&compute.create_server(NewServer {
+                let _: () = print(&compute.create_server(NewServer {
                     id: args.id,
                     name: args.name,
                     project_id: args.project,
@@ -323,44 +350,85 @@ pub fn run_admin(command: Command, images: &ImageService, compute: &ComputeServi
                     user_data,
                     metadata: args.metadata.into_iter().collect(),
                     nics: args.nics,
-                })?))
+                })?);
+                Ok(())
             }
-            ServerCommand::List => Ok(print(&compute.servers()?)),
-            ServerCommand::Show { id } => Ok(print(&compute.server(id)?)),
-            ServerCommand::Start { id } => Ok(print(&compute.start_server(id)?)),
-            ServerCommand::Stop { id } => Ok(print(&compute.stop_server(id)?)),
+            ServerCommand::List => {
+                let _: () = print(&compute.servers()?);
+                Ok(())
+            }
+            ServerCommand::Show { id } => {
+                let _: () = print(&compute.server(id)?);
+                Ok(())
+            }
+            ServerCommand::Start { id } => {
+                let _: () = print(&compute.start_server(id)?);
+                Ok(())
+            }
+            ServerCommand::Stop { id } => {
+                let _: () = print(&compute.stop_server(id)?);
+                Ok(())
+            }
             ServerCommand::Reboot { id, hard } => {
-                Ok(print(&compute.reboot_server(id, if hard { RebootKind::Hard } else { RebootKind::Soft })?))
+                let _: () = print(&compute.reboot_server(
+                    id,
+                    if hard {
+                        RebootKind::Hard
+                    } else {
+                        RebootKind::Soft
+                    },
+                )?);
+                Ok(())
             }
             ServerCommand::Delete { id } => Ok(compute.delete_server(id)?),
-            ServerCommand::Wait { id, status, timeout } => wait(compute, id, &status, Duration::from_secs(timeout)),
+            ServerCommand::Wait {
+                id,
+                status,
+                timeout,
+            } => wait(compute, id, &status, Duration::from_secs(timeout)),
         },
     }
 }
 
 /// Polls the store until the server has `status` and no pending work (or is gone for `DELETED`).
-fn wait(compute: &ComputeService, id: Uuid, status: &str, timeout: Duration) -> Result<(), CliFailure> {
+fn wait(
+    compute: &ComputeService,
+    id: Uuid,
+    status: &str,
+    timeout: Duration,
+) -> Result<(), CliFailure> {
     let want_deleted = status == "DELETED";
     let want = if want_deleted {
         None
     } else {
-        Some(ServerStatus::parse(status).ok_or_else(|| CliFailure { message: format!("unknown status {status:?}"), code: 3 })?)
+        Some(ServerStatus::parse(status).ok_or_else(|| CliFailure {
+            message: format!("unknown status {status:?}"),
+            code: 3,
+        })?)
     };
     let started = Instant::now();
     loop {
         match compute.server(id) {
-            Ok(server) if Some(server.status) == want && server.generation == server.observed_generation => {
+            Ok(server)
+                if Some(server.status) == want
+                    && server.generation == server.observed_generation =>
+            {
                 print(&server);
                 return Ok(());
             }
             Ok(server) if started.elapsed() >= timeout => {
                 return Err(CliFailure {
-                    message: format!("server {id} is {} after {timeout:?}, not {status}", server.status.as_str()),
+                    message: format!(
+                        "server {id} is {} after {timeout:?}, not {status}",
+                        server.status.as_str()
+                    ),
                     code: 7,
                 });
             }
             Err(crate::compute::ComputeError::ServerNotFound(_)) if want_deleted => return Ok(()),
-            Err(err) if !matches!(err, crate::compute::ComputeError::ServerNotFound(_)) => return Err(err.into()),
+            Err(err) if !matches!(err, crate::compute::ComputeError::ServerNotFound(_)) => {
+                return Err(err.into());
+            }
             Err(err) if started.elapsed() >= timeout => return Err(err.into()),
             _ => std::thread::sleep(Duration::from_millis(100)),
         }

@@ -12,8 +12,9 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::{self, Read, Seek, Write};
 
-/// Size of the volume: far more than metadata needs, still tiny and sparse on disk.
-pub const VOLUME_BYTES: u64 = 16 * 1024 * 1024;
+/// Size of the volume: 30 times what the largest metadata and user data (64 KiB) need, and small
+/// enough to build in memory on every create.
+pub const VOLUME_BYTES: u64 = 2 * 1024 * 1024;
 /// The label cloud-init looks for.
 pub const LABEL: &str = "config-2";
 
@@ -58,17 +59,35 @@ impl ConfigDrive {
                     NicAttachment::Tap { dev } => ("tap", dev),
                     NicAttachment::Ovs { dev, .. } => ("ovs", dev),
                 };
-                Link { id: dev.clone(), vif_id: nic.port_id.to_string(), kind, ethernet_mac_address: &nic.mac, mtu: 1500 }
+                Link {
+                    id: dev.clone(),
+                    vif_id: nic.port_id.to_string(),
+                    kind,
+                    ethernet_mac_address: &nic.mac,
+                    mtu: 1500,
+                }
             })
             .collect();
         let network_data = json!({ "links": links, "networks": [], "services": [] });
 
         let mut files = BTreeMap::new();
         let pretty = |v: &serde_json::Value| serde_json::to_vec_pretty(v).unwrap_or_default();
-        files.insert("openstack/latest/meta_data.json".to_owned(), pretty(&meta_data));
-        files.insert("openstack/latest/network_data.json".to_owned(), pretty(&network_data));
-        files.insert("openstack/latest/vendor_data.json".to_owned(), b"{}".to_vec());
-        files.insert("openstack/latest/vendor_data2.json".to_owned(), b"{}".to_vec());
+        files.insert(
+            "openstack/latest/meta_data.json".to_owned(),
+            pretty(&meta_data),
+        );
+        files.insert(
+            "openstack/latest/network_data.json".to_owned(),
+            pretty(&network_data),
+        );
+        files.insert(
+            "openstack/latest/vendor_data.json".to_owned(),
+            b"{}".to_vec(),
+        );
+        files.insert(
+            "openstack/latest/vendor_data2.json".to_owned(),
+            b"{}".to_vec(),
+        );
         if let Some(user_data) = &server.user_data {
             files.insert("openstack/latest/user_data".to_owned(), user_data.clone());
         }
@@ -105,7 +124,10 @@ impl ConfigDrive {
     pub fn write_vfat<T: Read + Write + Seek>(&self, volume: &mut T) -> io::Result<()> {
         let mut label = [b' '; 11];
         label[..LABEL.len()].copy_from_slice(LABEL.as_bytes());
-        fatfs::format_volume(&mut *volume, fatfs::FormatVolumeOptions::new().volume_label(label))?;
+        fatfs::format_volume(
+            &mut *volume,
+            fatfs::FormatVolumeOptions::new().volume_label(label),
+        )?;
         let fs = fatfs::FileSystem::new(&mut *volume, fatfs::FsOptions::new())?;
         {
             let root = fs.root_dir();
@@ -129,7 +151,9 @@ impl ConfigDrive {
     }
 
     /// Reads every file back from a vfat volume; the inverse of `write_vfat`, used to verify drives.
-    pub fn read_vfat<T: Read + Write + Seek>(volume: &mut T) -> io::Result<(String, BTreeMap<String, Vec<u8>>)> {
+    pub fn read_vfat<T: Read + Write + Seek>(
+        volume: &mut T,
+    ) -> io::Result<(String, BTreeMap<String, Vec<u8>>)> {
         let fs = fatfs::FileSystem::new(&mut *volume, fatfs::FsOptions::new())?;
         let label = fs.volume_label().trim_end().to_owned();
         let mut files = BTreeMap::new();
@@ -141,7 +165,11 @@ impl ConfigDrive {
                 if name == "." || name == ".." {
                     continue;
                 }
-                let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+                let path = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}/{name}")
+                };
                 if entry.is_dir() {
                     stack.push((path, entry.to_dir()));
                 } else {

@@ -1,7 +1,9 @@
 //! An in-memory hypervisor for unit tests: domains, power states, injected failures and a guest model
 //! (does it answer the ACPI power button?). Real behaviour is proven against libvirt in `tests/`.
 
-use super::hypervisor::{DomainPower, DomainSpec, DomainStatus, Hypervisor, HypervisorError, ShutoffReason};
+use super::hypervisor::{
+    DomainPower, DomainSpec, DomainStatus, Hypervisor, HypervisorError, ShutoffReason,
+};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 use uuid::Uuid;
@@ -40,7 +42,10 @@ pub struct FakeHypervisor {
 impl FakeHypervisor {
     /// A fake hypervisor whose owned domains carry `node_id`.
     pub fn new(node_id: &str) -> Self {
-        Self { node_id: node_id.to_owned(), state: Mutex::default() }
+        Self {
+            node_id: node_id.to_owned(),
+            state: Mutex::default(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -94,7 +99,15 @@ impl FakeHypervisor {
     /// Plants a domain (owned by `node_id`) as if left by an earlier run or another tool.
     pub fn plant(&self, spec: DomainSpec, node_id: &str, power: DomainPower) {
         let id = spec.id;
-        self.lock().domains.insert(id, FakeDomain { spec, node_id: node_id.to_owned(), power, starts: 0 });
+        self.lock().domains.insert(
+            id,
+            FakeDomain {
+                spec,
+                node_id: node_id.to_owned(),
+                power,
+                starts: 0,
+            },
+        );
     }
 
     /// Every call so far, as `operation:id`.
@@ -102,9 +115,16 @@ impl FakeHypervisor {
         self.lock().calls.clone()
     }
 
-    fn enter(&self, operation: &'static str, id: Option<Uuid>) -> Result<std::sync::MutexGuard<'_, State>, HypervisorError> {
+    fn enter(
+        &self,
+        operation: &'static str,
+        id: Option<Uuid>,
+    ) -> Result<std::sync::MutexGuard<'_, State>, HypervisorError> {
         let mut state = self.lock();
-        state.calls.push(format!("{operation}:{}", id.map(|i| i.to_string()).unwrap_or_default()));
+        state.calls.push(format!(
+            "{operation}:{}",
+            id.map(|i| i.to_string()).unwrap_or_default()
+        ));
         if state.unreachable {
             return Err(HypervisorError::Unreachable("fake libvirtd is down".into()));
         }
@@ -118,28 +138,50 @@ impl FakeHypervisor {
         Ok(state)
     }
 
-    fn status(&self, domain: &FakeDomain) -> DomainStatus {
-        DomainStatus { id: domain.spec.id, power: domain.power, spec_digest: Some(domain.spec.digest()) }
+    fn status(domain: &FakeDomain) -> DomainStatus {
+        DomainStatus {
+            id: domain.spec.id,
+            power: domain.power,
+            spec_digest: Some(domain.spec.digest()),
+        }
     }
 
-    fn owned<'a>(&self, state: &'a mut State, operation: &'static str, id: Uuid) -> Result<&'a mut FakeDomain, HypervisorError> {
+    fn owned<'a>(
+        &self,
+        state: &'a mut State,
+        operation: &'static str,
+        id: Uuid,
+    ) -> Result<&'a mut FakeDomain, HypervisorError> {
         state
             .domains
             .get_mut(&id)
             .filter(|d| d.node_id == self.node_id)
-            .ok_or_else(|| HypervisorError::Operation { operation, id, message: "no such domain".into() })
+            .ok_or_else(|| HypervisorError::Operation {
+                operation,
+                id,
+                message: "no such domain".into(),
+            })
     }
 }
 
 impl Hypervisor for FakeHypervisor {
     fn domains(&self) -> Result<Vec<DomainStatus>, HypervisorError> {
         let state = self.enter("list", None)?;
-        Ok(state.domains.values().filter(|d| d.node_id == self.node_id).map(|d| self.status(d)).collect())
+        Ok(state
+            .domains
+            .values()
+            .filter(|d| d.node_id == self.node_id)
+            .map(Self::status)
+            .collect())
     }
 
     fn domain(&self, id: Uuid) -> Result<Option<DomainStatus>, HypervisorError> {
         let state = self.enter("lookup", Some(id))?;
-        Ok(state.domains.get(&id).filter(|d| d.node_id == self.node_id).map(|d| self.status(d)))
+        Ok(state
+            .domains
+            .get(&id)
+            .filter(|d| d.node_id == self.node_id)
+            .map(Self::status))
     }
 
     fn define(&self, spec: &DomainSpec) -> Result<(), HypervisorError> {
@@ -173,7 +215,11 @@ impl Hypervisor for FakeHypervisor {
         let mut state = self.enter("start", Some(id))?;
         let domain = self.owned(&mut state, "start", id)?;
         if domain.power == DomainPower::Running {
-            return Err(HypervisorError::Operation { operation: "start", id, message: "domain is already running".into() });
+            return Err(HypervisorError::Operation {
+                operation: "start",
+                id,
+                message: "domain is already running".into(),
+            });
         }
         domain.power = DomainPower::Running;
         domain.starts += 1;
@@ -203,10 +249,18 @@ impl Hypervisor for FakeHypervisor {
         let mut state = self.enter("undefine", Some(id))?;
         if let Some(domain) = state.domains.get(&id) {
             if domain.node_id != self.node_id {
-                return Err(HypervisorError::Operation { operation: "undefine", id, message: "not ours".into() });
+                return Err(HypervisorError::Operation {
+                    operation: "undefine",
+                    id,
+                    message: "not ours".into(),
+                });
             }
             if domain.power == DomainPower::Running {
-                return Err(HypervisorError::Operation { operation: "undefine", id, message: "domain is running".into() });
+                return Err(HypervisorError::Operation {
+                    operation: "undefine",
+                    id,
+                    message: "domain is running".into(),
+                });
             }
             state.domains.remove(&id);
         }

@@ -60,8 +60,13 @@ pub trait ServerFiles: Send + Sync {
     /// Whether the root disk exists.
     fn root_disk_exists(&self, id: Uuid) -> io::Result<bool>;
     /// Creates the root disk as an overlay of `backing`, `size_bytes` large.
-    fn create_root_disk(&self, id: Uuid, backing: &Path, backing_format: DiskFormat, size_bytes: u64)
-    -> Result<(), FilesError>;
+    fn create_root_disk(
+        &self,
+        id: Uuid,
+        backing: &Path,
+        backing_format: DiskFormat,
+        size_bytes: u64,
+    ) -> Result<(), FilesError>;
     /// Whether the config drive exists.
     fn config_drive_exists(&self, id: Uuid) -> io::Result<bool>;
     /// Writes the config drive.
@@ -80,16 +85,29 @@ pub struct LocalServerFiles {
 impl LocalServerFiles {
     /// Files under `root` (created if needed).
     pub fn new(root: PathBuf, qemu_img: PathBuf) -> io::Result<Self> {
-        DirBuilder::new().recursive(true).mode(0o711).create(&root)?;
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&root)?;
         Ok(Self { root, qemu_img })
     }
 
     fn ensure_dir(&self, id: Uuid) -> Result<PathBuf, FilesError> {
         let dir = self.root.join(id.to_string());
         match DirBuilder::new().mode(0o711).create(&dir) {
-            Ok(()) => sync_dir(&self.root).map_err(|source| FilesError::Io { what: "sync", path: self.root.clone(), source })?,
+            Ok(()) => sync_dir(&self.root).map_err(|source| FilesError::Io {
+                what: "sync",
+                path: self.root.clone(),
+                source,
+            })?,
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(source) => return Err(FilesError::Io { what: "create directory", path: dir, source }),
+            Err(source) => {
+                return Err(FilesError::Io {
+                    what: "create directory",
+                    path: dir,
+                    source,
+                });
+            }
         }
         Ok(dir)
     }
@@ -105,7 +123,9 @@ fn publish(tmp: &Path, target: &Path) -> Result<(), FilesError> {
         let path = path.to_owned();
         move |source| FilesError::Io { what, path, source }
     }
-    File::open(tmp).and_then(|f| f.sync_all()).map_err(io("sync", tmp))?;
+    File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io("sync", tmp))?;
     std::fs::rename(tmp, target).map_err(io("rename", tmp))?;
     let dir = target.parent().unwrap_or(Path::new("/"));
     sync_dir(dir).map_err(io("sync", dir))
@@ -126,7 +146,11 @@ impl ServerFiles for LocalServerFiles {
         let mut ids = Vec::new();
         for entry in std::fs::read_dir(&self.root)? {
             let entry = entry?;
-            if let Some(id) = entry.file_name().to_str().and_then(|n| Uuid::parse_str(n).ok()) {
+            if let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| Uuid::parse_str(n).ok())
+            {
                 ids.push(id);
             }
         }
@@ -151,12 +175,24 @@ impl ServerFiles for LocalServerFiles {
         // -u: do not open the backing file (it may be in use by running guests); the size is given.
         let output = Command::new(&self.qemu_img)
             .arg("create")
-            .args(["-q", "-u", "-f", "qcow2", "-F", backing_format.as_str(), "-b"])
+            .args([
+                "-q",
+                "-u",
+                "-f",
+                "qcow2",
+                "-F",
+                backing_format.as_str(),
+                "-b",
+            ])
             .arg(backing)
             .arg(&tmp)
             .arg(size_bytes.to_string())
             .output()
-            .map_err(|source| FilesError::Io { what: "run", path: self.qemu_img.clone(), source })?;
+            .map_err(|source| FilesError::Io {
+                what: "run",
+                path: self.qemu_img.clone(),
+                source,
+            })?;
         if !output.status.success() {
             let _ = std::fs::remove_file(&tmp);
             return Err(FilesError::QemuImg {
@@ -188,7 +224,9 @@ impl ServerFiles for LocalServerFiles {
             .mode(0o600)
             .open(&tmp)
             .map_err(io("create"))?;
-        drive.write_sparse(&mut file).map_err(io("write config drive"))?;
+        drive
+            .write_sparse(&mut file)
+            .map_err(io("write config drive"))?;
         drop(file);
         publish(&tmp, &paths.config_drive)
     }
@@ -259,13 +297,22 @@ impl ServerFiles for FakeServerFiles {
         Ok(self.lock().get(&id).is_some_and(|d| d.root_disk.is_some()))
     }
 
-    fn create_root_disk(&self, id: Uuid, backing: &Path, _: DiskFormat, size_bytes: u64) -> Result<(), FilesError> {
+    fn create_root_disk(
+        &self,
+        id: Uuid,
+        backing: &Path,
+        _: DiskFormat,
+        size_bytes: u64,
+    ) -> Result<(), FilesError> {
         self.lock().entry(id).or_default().root_disk = Some((backing.to_owned(), size_bytes));
         Ok(())
     }
 
     fn config_drive_exists(&self, id: Uuid) -> io::Result<bool> {
-        Ok(self.lock().get(&id).is_some_and(|d| d.config_drive.is_some()))
+        Ok(self
+            .lock()
+            .get(&id)
+            .is_some_and(|d| d.config_drive.is_some()))
     }
 
     fn write_config_drive(&self, id: Uuid, drive: &ConfigDrive) -> Result<(), FilesError> {

@@ -67,7 +67,10 @@ const MAX_RAM_MB: u64 = 16 * 1024 * 1024; // 16 TiB
 const MAX_DISK_GB: u64 = 1024 * 1024; // 1 PiB
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ComputeError {
-    ComputeError::Invalid { field, reason: reason.into() }
+    ComputeError::Invalid {
+        field,
+        reason: reason.into(),
+    }
 }
 
 /// Flavor ids and names: printable, no surrounding whitespace, 1–255 characters (Nova's rule).
@@ -95,29 +98,48 @@ impl NewFlavor {
         }
         validate_text("flavor name", &self.name)?;
         if !(1..=MAX_VCPUS).contains(&self.vcpus) {
-            return Err(invalid("vcpus", format!("must be between 1 and {MAX_VCPUS}, got {}", self.vcpus)));
+            return Err(invalid(
+                "vcpus",
+                format!("must be between 1 and {MAX_VCPUS}, got {}", self.vcpus),
+            ));
         }
         if !(1..=MAX_RAM_MB).contains(&self.ram_mb) {
-            return Err(invalid("ram", format!("must be between 1 and {MAX_RAM_MB} MiB, got {}", self.ram_mb)));
+            return Err(invalid(
+                "ram",
+                format!(
+                    "must be between 1 and {MAX_RAM_MB} MiB, got {}",
+                    self.ram_mb
+                ),
+            ));
         }
         for (field, value) in [("disk", self.disk_gb), ("ephemeral", self.ephemeral_gb)] {
             if value > MAX_DISK_GB {
-                return Err(invalid(field, format!("must be at most {MAX_DISK_GB} GiB, got {value}")));
+                return Err(invalid(
+                    field,
+                    format!("must be at most {MAX_DISK_GB} GiB, got {value}"),
+                ));
             }
         }
         if self.swap_mb > MAX_RAM_MB {
-            return Err(invalid("swap", format!("must be at most {MAX_RAM_MB} MiB, got {}", self.swap_mb)));
+            return Err(invalid(
+                "swap",
+                format!("must be at most {MAX_RAM_MB} MiB, got {}", self.swap_mb),
+            ));
         }
         for (key, value) in &self.extra_specs {
             if key.is_empty() || key.len() > 255 || value.len() > 255 {
-                return Err(invalid("extra_specs", format!("key {key:?}: keys 1-255, values up to 255 characters")));
+                return Err(invalid(
+                    "extra_specs",
+                    format!("key {key:?}: keys 1-255, values up to 255 characters"),
+                ));
             }
         }
         Ok(())
     }
 }
 
-const COLUMNS: &str = "id, name, description, vcpus, ram_mb, disk_gb, ephemeral_gb, swap_mb, is_public, extra_specs";
+const COLUMNS: &str =
+    "id, name, description, vcpus, ram_mb, disk_gb, ephemeral_gb, swap_mb, is_public, extra_specs";
 
 fn from_row(row: &Row<'_>) -> Result<Flavor, ComputeError> {
     let specs: String = row.get(9)?;
@@ -136,14 +158,27 @@ fn from_row(row: &Row<'_>) -> Result<Flavor, ComputeError> {
 }
 
 /// Inserts a validated flavor; a taken id or name is a conflict.
-pub(super) fn insert(tx: &Transaction<'_>, request: NewFlavor, now: Timestamp) -> Result<Flavor, ComputeError> {
-    let id = request.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+pub(super) fn insert(
+    tx: &Transaction<'_>,
+    request: NewFlavor,
+    now: Timestamp,
+) -> Result<Flavor, ComputeError> {
+    let id = request
+        .id
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     if find(tx, &id)?.is_some() {
         return Err(ComputeError::Duplicate { what: "flavor", id });
     }
-    let name_taken: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM flavors WHERE name = ?1)", [&request.name], |r| r.get(0))?;
+    let name_taken: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM flavors WHERE name = ?1)",
+        [&request.name],
+        |r| r.get(0),
+    )?;
     if name_taken {
-        return Err(ComputeError::Duplicate { what: "flavor with name", id: request.name });
+        return Err(ComputeError::Duplicate {
+            what: "flavor with name",
+            id: request.name,
+        });
     }
     let flavor = Flavor {
         id,
@@ -178,16 +213,23 @@ pub(super) fn insert(tx: &Transaction<'_>, request: NewFlavor, now: Timestamp) -
 
 /// The flavor with this id, if any.
 pub(super) fn find(tx: &Transaction<'_>, id: &str) -> Result<Option<Flavor>, ComputeError> {
-    tx.query_row(&format!("SELECT {COLUMNS} FROM flavors WHERE id = ?1"), [id], |row| Ok(from_row(row)))
-        .optional()?
-        .transpose()
+    tx.query_row(
+        &format!("SELECT {COLUMNS} FROM flavors WHERE id = ?1"),
+        [id],
+        |row| Ok(from_row(row)),
+    )
+    .optional()?
+    .transpose()
 }
 
 /// All flavors, smallest first (Nova's default order is by flavor id; size order reads better).
 pub(super) fn list(tx: &Transaction<'_>) -> Result<Vec<Flavor>, ComputeError> {
-    let mut stmt = tx.prepare(&format!("SELECT {COLUMNS} FROM flavors ORDER BY vcpus, ram_mb, disk_gb, id"))?;
+    let mut stmt = tx.prepare(&format!(
+        "SELECT {COLUMNS} FROM flavors ORDER BY vcpus, ram_mb, disk_gb, id"
+    ))?;
     let rows = stmt.query_map([], |row| Ok(from_row(row)))?;
-    rows.map(|r| r.map_err(ComputeError::from).and_then(|f| f)).collect()
+    rows.map(|r| r.map_err(ComputeError::from).and_then(|f| f))
+        .collect()
 }
 
 /// Deletes a flavor; servers keep their copy.

@@ -28,14 +28,25 @@ impl HostInventory for ProcHostInventory {
     fn resources(&self) -> io::Result<HostResources> {
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as u32;
         let meminfo = std::fs::read_to_string("/proc/meminfo")?;
-        let memory_kib = parse_mem_total(&meminfo)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no MemTotal in /proc/meminfo"))?;
-        Ok(HostResources { cpus, memory_mib: memory_kib / 1024 })
+        let memory_kib = parse_mem_total(&meminfo).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "no MemTotal in /proc/meminfo")
+        })?;
+        Ok(HostResources {
+            cpus,
+            memory_mib: memory_kib / 1024,
+        })
     }
 }
 
 fn parse_mem_total(meminfo: &str) -> Option<u64> {
-    meminfo.lines().find_map(|line| line.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+    meminfo.lines().find_map(|line| {
+        line.strip_prefix("MemTotal:")?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// Fixed resources for tests.
@@ -54,7 +65,10 @@ mod tests {
 
     #[test]
     fn mem_total_is_read_in_kib() {
-        assert_eq!(parse_mem_total("MemTotal:       24576000 kB\nMemFree: 1 kB\n"), Some(24_576_000));
+        assert_eq!(
+            parse_mem_total("MemTotal:       24576000 kB\nMemFree: 1 kB\n"),
+            Some(24_576_000)
+        );
         assert_eq!(parse_mem_total("MemFree: 1 kB\n"), None);
     }
 

@@ -36,7 +36,9 @@ pub struct DevKvmProbe {
 
 impl Default for DevKvmProbe {
     fn default() -> Self {
-        Self { deadline: Duration::from_secs(3) }
+        Self {
+            deadline: Duration::from_secs(3),
+        }
     }
 }
 
@@ -76,7 +78,9 @@ fn run_guest() -> Result<(), String> {
     let page = GuestPage::new().ok_or("cannot allocate guest memory")?;
     // SAFETY: `page` is a live, exclusively owned 4 KiB allocation; the code fits in it.
     unsafe { std::ptr::copy_nonoverlapping(PROBE_CODE.as_ptr(), page.ptr, PROBE_CODE.len()) };
-    let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM failed: {e}"))?;
+    let vm = kvm
+        .create_vm()
+        .map_err(|e| format!("KVM_CREATE_VM failed: {e}"))?;
     let region = kvm_bindings::kvm_userspace_memory_region {
         slot: 0,
         guest_phys_addr: CODE_ADDR,
@@ -85,14 +89,25 @@ fn run_guest() -> Result<(), String> {
         flags: 0,
     };
     // SAFETY: the region points at `page`, which outlives `vm` (declared before it, dropped after).
-    unsafe { vm.set_user_memory_region(region) }.map_err(|e| format!("KVM_SET_USER_MEMORY_REGION failed: {e}"))?;
-    let mut vcpu = vm.create_vcpu(0).map_err(|e| format!("KVM_CREATE_VCPU failed: {e}"))?;
-    let mut sregs = vcpu.get_sregs().map_err(|e| format!("KVM_GET_SREGS failed: {e}"))?;
+    unsafe { vm.set_user_memory_region(region) }
+        .map_err(|e| format!("KVM_SET_USER_MEMORY_REGION failed: {e}"))?;
+    let mut vcpu = vm
+        .create_vcpu(0)
+        .map_err(|e| format!("KVM_CREATE_VCPU failed: {e}"))?;
+    let mut sregs = vcpu
+        .get_sregs()
+        .map_err(|e| format!("KVM_GET_SREGS failed: {e}"))?;
     sregs.cs.base = 0;
     sregs.cs.selector = 0;
-    vcpu.set_sregs(&sregs).map_err(|e| format!("KVM_SET_SREGS failed: {e}"))?;
-    let regs = kvm_bindings::kvm_regs { rip: CODE_ADDR, rflags: 0x2, ..Default::default() };
-    vcpu.set_regs(&regs).map_err(|e| format!("KVM_SET_REGS failed: {e}"))?;
+    vcpu.set_sregs(&sregs)
+        .map_err(|e| format!("KVM_SET_SREGS failed: {e}"))?;
+    let regs = kvm_bindings::kvm_regs {
+        rip: CODE_ADDR,
+        rflags: 0x2,
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs)
+        .map_err(|e| format!("KVM_SET_REGS failed: {e}"))?;
     let mut wrote = false;
     for _ in 0..16 {
         match vcpu.run().map_err(|e| format!("KVM_RUN failed: {e}"))? {
@@ -132,7 +147,12 @@ pub fn hardware_verdict(cpuinfo: &str, loaded_modules: &[String]) -> Result<(), 
 
 fn loaded_modules() -> Vec<String> {
     std::fs::read_dir("/sys/module")
-        .map(|entries| entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -144,22 +164,30 @@ impl AcceleratorProbe for DevKvmProbe {
         }
         let (tx, rx) = std::sync::mpsc::channel();
         // A wedged KVM_RUN cannot be interrupted; the thread is abandoned if it never returns.
-        let spawned = std::thread::Builder::new().name("kvm-probe".into()).spawn(move || {
-            let _ = tx.send(run_guest());
-        });
+        let spawned = std::thread::Builder::new()
+            .name("kvm-probe".into())
+            .spawn(move || {
+                let _ = tx.send(run_guest());
+            });
         if let Err(err) = spawned {
             return KvmVerdict::Unusable(format!("cannot start probe thread: {err}"));
         }
         match rx.recv_timeout(self.deadline) {
             Ok(Ok(())) => KvmVerdict::Usable,
             Ok(Err(reason)) => KvmVerdict::Unusable(reason),
-            Err(_) => KvmVerdict::Unusable(format!("guest code did not finish within {:?}", self.deadline)),
+            Err(_) => KvmVerdict::Unusable(format!(
+                "guest code did not finish within {:?}",
+                self.deadline
+            )),
         }
     }
 }
 
 /// Applies the `compute.virt_type` setting: explicit choices win, `auto` asks the probe.
-pub fn choose_virt_type(setting: VirtTypeSetting, probe: &dyn AcceleratorProbe) -> (VirtType, String) {
+pub fn choose_virt_type(
+    setting: VirtTypeSetting,
+    probe: &dyn AcceleratorProbe,
+) -> (VirtType, String) {
     match setting {
         VirtTypeSetting::Kvm => (VirtType::Kvm, "configured".into()),
         VirtTypeSetting::Qemu => (VirtType::Qemu, "configured".into()),
@@ -183,11 +211,27 @@ mod tests {
 
     #[test]
     fn auto_follows_the_probe_and_explicit_settings_skip_it() {
-        assert_eq!(choose_virt_type(VirtTypeSetting::Auto, &Fixed(KvmVerdict::Usable)).0, VirtType::Kvm);
-        let (t, why) = choose_virt_type(VirtTypeSetting::Auto, &Fixed(KvmVerdict::Unusable("hangs".into())));
+        assert_eq!(
+            choose_virt_type(VirtTypeSetting::Auto, &Fixed(KvmVerdict::Usable)).0,
+            VirtType::Kvm
+        );
+        let (t, why) = choose_virt_type(
+            VirtTypeSetting::Auto,
+            &Fixed(KvmVerdict::Unusable("hangs".into())),
+        );
         assert_eq!((t, why.as_str()), (VirtType::Qemu, "hangs"));
-        assert_eq!(choose_virt_type(VirtTypeSetting::Qemu, &Fixed(KvmVerdict::Usable)).0, VirtType::Qemu);
-        assert_eq!(choose_virt_type(VirtTypeSetting::Kvm, &Fixed(KvmVerdict::Unusable(String::new()))).0, VirtType::Kvm);
+        assert_eq!(
+            choose_virt_type(VirtTypeSetting::Qemu, &Fixed(KvmVerdict::Usable)).0,
+            VirtType::Qemu
+        );
+        assert_eq!(
+            choose_virt_type(
+                VirtTypeSetting::Kvm,
+                &Fixed(KvmVerdict::Unusable(String::new()))
+            )
+            .0,
+            VirtType::Kvm
+        );
     }
 
     fn modules(names: &[&str]) -> Vec<String> {
@@ -204,8 +248,18 @@ mod tests {
     #[test]
     fn vmx_needs_kvm_intel_loaded() {
         let cpuinfo = "flags\t\t: fpu vmx lm\n";
-        assert!(hardware_verdict(cpuinfo, &modules(&["kvm"])).expect_err("module").contains("kvm_intel"));
-        assert_eq!(hardware_verdict(cpuinfo, &modules(&["kvm", "kvm_intel"])), Ok(()));
-        assert_eq!(hardware_verdict("flags : svm\n", &modules(&["kvm_amd"])), Ok(()));
+        assert!(
+            hardware_verdict(cpuinfo, &modules(&["kvm"]))
+                .expect_err("module")
+                .contains("kvm_intel")
+        );
+        assert_eq!(
+            hardware_verdict(cpuinfo, &modules(&["kvm", "kvm_intel"])),
+            Ok(())
+        );
+        assert_eq!(
+            hardware_verdict("flags : svm\n", &modules(&["kvm_amd"])),
+            Ok(())
+        );
     }
 }

@@ -16,10 +16,10 @@ pub mod kvm_probe;
 pub mod libvirt;
 pub mod reconciler;
 mod repo;
-#[cfg(test)]
-mod tests;
 pub mod server;
 pub mod service;
+#[cfg(test)]
+mod tests;
 
 use crate::error_class::{Classify, ErrorClass};
 use crate::image::ImageError;
@@ -101,8 +101,12 @@ impl Classify for ComputeError {
         match self {
             Self::FlavorNotFound(_) | Self::ServerNotFound(_) => ErrorClass::NotFound,
             // Nova answers 400 when a create request names an image or flavor that does not exist.
-            Self::ImageNotFound(_) | Self::Invalid { .. } | Self::FlavorImageMismatch(_) => ErrorClass::BadRequest,
-            Self::Duplicate { .. } | Self::InvalidState { .. } | Self::NoCapacity(_) => ErrorClass::Conflict,
+            Self::ImageNotFound(_) | Self::Invalid { .. } | Self::FlavorImageMismatch(_) => {
+                ErrorClass::BadRequest
+            }
+            Self::Duplicate { .. } | Self::InvalidState { .. } | Self::NoCapacity(_) => {
+                ErrorClass::Conflict
+            }
             Self::Image(err) => err.class(),
             Self::Store(_) => ErrorClass::Internal,
         }

@@ -8,7 +8,10 @@
 
 use super::config_drive::ConfigDrive;
 use super::files::{ServerFiles, ServerPaths};
-use super::hypervisor::{DomainPower, DomainSpec, DomainStatus, Hypervisor, NicAttachment, NicSpec, ShutoffReason, VirtType};
+use super::hypervisor::{
+    DomainPower, DomainSpec, DomainStatus, Hypervisor, NicAttachment, NicSpec, ShutoffReason,
+    VirtType,
+};
 use super::repo::{self, ServerRecord};
 use super::server::{Fault, PowerIntent, PowerState, RebootKind, Server, ServerStatus};
 use super::service::SERVERS;
@@ -82,7 +85,11 @@ fn power_of(domain: Option<&DomainStatus>) -> PowerState {
 
 /// Root disk size: the flavor's, or for disk-less flavors as large as the image needs.
 pub fn root_disk_bytes(flavor_disk_gb: u64, image: &Image) -> u64 {
-    if flavor_disk_gb > 0 { flavor_disk_gb * GIB } else { image.virtual_size.max(image.min_disk_gb * GIB) }
+    if flavor_disk_gb > 0 {
+        flavor_disk_gb * GIB
+    } else {
+        image.virtual_size.max(image.min_disk_gb * GIB)
+    }
 }
 
 /// Tap names follow Nova: `tap` + the first 11 characters of the port id (fits IFNAMSIZ).
@@ -101,7 +108,14 @@ impl ServerReconciler {
         clock: Arc<dyn Clock>,
         settings: ServerReconcilerSettings,
     ) -> Self {
-        Self { store, images, hypervisor, files, clock, settings }
+        Self {
+            store,
+            images,
+            hypervisor,
+            files,
+            clock,
+            settings,
+        }
     }
 
     /// The domain spec of a server.
@@ -113,9 +127,16 @@ impl ServerReconciler {
                 let dev = tap_name(port.id);
                 let attachment = match self.settings.nic_attachment {
                     NicAttachmentSetting::Ethernet => NicAttachment::Tap { dev },
-                    NicAttachmentSetting::Ovs => NicAttachment::Ovs { bridge: self.settings.integration_bridge.clone(), dev },
+                    NicAttachmentSetting::Ovs => NicAttachment::Ovs {
+                        bridge: self.settings.integration_bridge.clone(),
+                        dev,
+                    },
                 };
-                NicSpec { port_id: port.id, mac: port.mac.clone(), attachment }
+                NicSpec {
+                    port_id: port.id,
+                    mac: port.mac.clone(),
+                    attachment,
+                }
             })
             .collect();
         DomainSpec {
@@ -137,7 +158,10 @@ impl ServerReconciler {
     /// Removes the domain and files of a server that should not exist.
     fn teardown(&self, id: Uuid) -> Result<(), BoxError> {
         if let Some(domain) = self.hypervisor.domain(id)? {
-            if matches!(domain.power, DomainPower::Running | DomainPower::Paused | DomainPower::Crashed) {
+            if matches!(
+                domain.power,
+                DomainPower::Running | DomainPower::Paused | DomainPower::Crashed
+            ) {
                 self.hypervisor.power_off(id)?;
             }
             self.hypervisor.undefine(id)?;
@@ -147,7 +171,7 @@ impl ServerReconciler {
         Ok(())
     }
 
-    fn converge(&self, original: ServerRecord) -> Result<Next, BoxError> {
+    fn converge(&self, original: &ServerRecord) -> Result<Next, BoxError> {
         let mut record = original.clone();
         let now = self.clock.now();
         let outcome = self.drive(&mut record);
@@ -165,8 +189,17 @@ impl ServerReconciler {
                     warn!(server = %record.server.id, %message, "server failed permanently");
                 }
                 record.server.status = ServerStatus::Error;
-                if record.server.fault.as_ref().is_none_or(|f| f.message != message) {
-                    record.server.fault = Some(Fault { code: 500, message, created: now });
+                if record
+                    .server
+                    .fault
+                    .as_ref()
+                    .is_none_or(|f| f.message != message)
+                {
+                    record.server.fault = Some(Fault {
+                        code: 500,
+                        message,
+                        created: now,
+                    });
                 }
                 record.failed_attempts = 0;
                 record.server.observed_generation = record.server.generation;
@@ -174,15 +207,22 @@ impl ServerReconciler {
             }
             Err(Failure::Transient(err)) => {
                 record.failed_attempts += 1;
-                record.server.fault = Some(Fault { code: 500, message: err.to_string(), created: now });
-                if record.server.status == ServerStatus::Build && record.failed_attempts >= BUILD_ATTEMPTS {
+                record.server.fault = Some(Fault {
+                    code: 500,
+                    message: err.to_string(),
+                    created: now,
+                });
+                if record.server.status == ServerStatus::Build
+                    && record.failed_attempts >= BUILD_ATTEMPTS
+                {
                     record.server.status = ServerStatus::Error;
                 }
                 Err(err)
             }
         };
-        if record != original {
-            self.store.write(|tx| repo::write_observed(tx, &record, now))?;
+        if record != *original {
+            self.store
+                .write(|tx| repo::write_observed(tx, &record, now))?;
         }
         result
     }
@@ -194,7 +234,10 @@ impl ServerReconciler {
         record.server.power_state = power_of(domain.as_ref());
 
         let Some(image) = self.images.find(record.server.image_id)? else {
-            return Err(Failure::Permanent(format!("image {} is gone", record.server.image_id)));
+            return Err(Failure::Permanent(format!(
+                "image {} is gone",
+                record.server.image_id
+            )));
         };
         let paths = self.files.paths(id);
         if !self.files.root_disk_exists(id)? {
@@ -205,26 +248,43 @@ impl ServerReconciler {
                 )));
             }
             if !self.images.file_exists(image.id)? {
-                return Err(Failure::Permanent(format!("file of image {} is missing", image.id)));
+                return Err(Failure::Permanent(format!(
+                    "file of image {} is missing",
+                    image.id
+                )));
             }
             let size = root_disk_bytes(record.server.flavor.disk_gb, &image);
-            self.files.create_root_disk(id, &self.images.path(image.id), image.disk_format, size)?;
+            self.files.create_root_disk(
+                id,
+                &self.images.path(image.id),
+                image.disk_format,
+                size,
+            )?;
             info!(server = %id, size, "root disk created");
         }
         record.provisioned = true;
 
         let spec = self.spec(&record.server, &paths);
         if !self.files.config_drive_exists(id)? {
-            self.files.write_config_drive(id, &ConfigDrive::for_server(&record.server, &spec.nics))?;
+            self.files
+                .write_config_drive(id, &ConfigDrive::for_server(&record.server, &spec.nics))?;
         }
         let digest = spec.digest();
         if domain.as_ref().and_then(|d| d.spec_digest.as_deref()) != Some(digest.as_str()) {
             self.hypervisor.define(&spec)?;
-            domain = self.hypervisor.domain(id)?;
             info!(server = %id, "domain defined");
+            // Defining never changes the power state; a new domain starts out shut off.
+            let power = domain.map_or(DomainPower::Shutoff(ShutoffReason::Unknown), |d| d.power);
+            domain = Some(DomainStatus {
+                id,
+                power,
+                spec_digest: Some(digest),
+            });
         }
         let Some(domain) = domain else {
-            return Err(Failure::Transient(format!("domain of server {id} missing right after define").into()));
+            return Err(Failure::Transient(
+                format!("domain of server {id} missing right after define").into(),
+            ));
         };
         record.server.power_state = power_of(Some(&domain));
         self.drive_power(record, domain.power, recorded_power)
@@ -254,13 +314,20 @@ impl ServerReconciler {
         match record.stop_deadline {
             None => {
                 self.hypervisor.shutdown(record.server.id)?;
-                let timeout = jiff::SignedDuration::try_from(self.settings.shutdown_timeout).unwrap_or_default();
+                let timeout = jiff::SignedDuration::try_from(self.settings.shutdown_timeout)
+                    .unwrap_or_default();
                 record.stop_deadline = Some(now.checked_add(timeout).unwrap_or(now));
-                Ok(Some(Next::After(SHUTDOWN_POLL.min(self.settings.shutdown_timeout).max(Duration::from_millis(10)))))
+                Ok(Some(Next::After(
+                    SHUTDOWN_POLL
+                        .min(self.settings.shutdown_timeout)
+                        .max(Duration::from_millis(10)),
+                )))
             }
             Some(deadline) if now < deadline => {
                 let left = Duration::try_from(deadline.duration_since(now)).unwrap_or_default();
-                Ok(Some(Next::After(SHUTDOWN_POLL.min(left).max(Duration::from_millis(10)))))
+                Ok(Some(Next::After(
+                    SHUTDOWN_POLL.min(left).max(Duration::from_millis(10)),
+                )))
             }
             Some(_) => {
                 info!(server = %record.server.id, "guest ignored the shutdown request; powering off");
@@ -271,11 +338,22 @@ impl ServerReconciler {
         }
     }
 
-    fn drive_power(&self, record: &mut ServerRecord, power: DomainPower, recorded: PowerState) -> Result<Next, Failure> {
+    fn drive_power(
+        &self,
+        record: &mut ServerRecord,
+        power: DomainPower,
+        recorded: PowerState,
+    ) -> Result<Next, Failure> {
         let on = matches!(power, DomainPower::Running | DomainPower::Paused);
-        if record.server.power_intent == PowerIntent::Running && record.reboot_requested > record.reboot_done {
+        if record.server.power_intent == PowerIntent::Running
+            && record.reboot_requested > record.reboot_done
+        {
             let kind = record.server.pending_reboot.unwrap_or(RebootKind::Soft);
-            record.server.status = if kind == RebootKind::Hard { ServerStatus::HardReboot } else { ServerStatus::Reboot };
+            record.server.status = if kind == RebootKind::Hard {
+                ServerStatus::HardReboot
+            } else {
+                ServerStatus::Reboot
+            };
             if on {
                 match kind {
                     RebootKind::Soft => {
@@ -300,12 +378,17 @@ impl ServerReconciler {
                 record.server.power_state = PowerState::Paused;
             }
             (PowerIntent::Running, DomainPower::Shutoff(ShutoffReason::GuestShutdown))
-                if record.ever_started && record.stop_deadline.is_none() && recorded == PowerState::Running =>
+                if record.ever_started
+                    && record.stop_deadline.is_none()
+                    && recorded == PowerState::Running =>
             {
                 // The guest powered itself off: like Nova, it stays off until someone starts it.
                 let now = self.clock.now();
                 let (id, seen) = (record.server.id, record.server.generation);
-                if let Some(generation) = self.store.write(|tx| repo::adopt_guest_shutdown(tx, id, seen, now))? {
+                if let Some(generation) = self
+                    .store
+                    .write(|tx| repo::adopt_guest_shutdown(tx, id, seen, now))?
+                {
                     info!(server = %id, "guest shut itself down; server is now SHUTOFF");
                     record.server.generation = generation;
                     record.server.power_intent = PowerIntent::Stopped;
@@ -330,7 +413,11 @@ impl ServerReconciler {
                 record.server.power_state = PowerState::Shutdown;
             }
             (PowerIntent::Stopped, DomainPower::Shutoff(_) | DomainPower::Crashed) => {
-                record.server.status = if record.ever_started { ServerStatus::Shutoff } else { ServerStatus::Build };
+                record.server.status = if record.ever_started {
+                    ServerStatus::Shutoff
+                } else {
+                    ServerStatus::Build
+                };
                 record.server.power_state = PowerState::Shutdown;
                 record.stop_deadline = None;
             }
@@ -345,23 +432,30 @@ impl Reconciler for ServerReconciler {
     }
 
     fn all_keys(&self) -> Result<Vec<String>, BoxError> {
-        let mut keys: HashSet<Uuid> = self.store.read(|tx| repo::ids(tx))?.into_iter().collect();
+        let mut keys: HashSet<Uuid> = self.store.read(repo::ids)?.into_iter().collect();
         keys.extend(self.files.list()?);
         match self.hypervisor.domains() {
             Ok(domains) => keys.extend(domains.into_iter().map(|d| d.id)),
             // Rows and files are still worth a pass; observe() reports libvirt as unhealthy.
-            Err(err) => warn!(%err, "cannot list domains; orphan domains are collected on the next resync"),
+            Err(err) => {
+                warn!(%err, "cannot list domains; orphan domains are collected on the next resync");
+            }
         }
         Ok(keys.into_iter().map(|id| id.to_string()).collect())
     }
 
     fn changed(&self) -> Result<Vec<(String, i64)>, BoxError> {
-        Ok(self.store.read(|tx| repo::pending(tx))?.into_iter().map(|(id, g)| (id.to_string(), g)).collect())
+        Ok(self
+            .store
+            .read(repo::pending)?
+            .into_iter()
+            .map(|(id, g)| (id.to_string(), g))
+            .collect())
     }
 
     fn observe(&self) -> Result<Vec<String>, BoxError> {
         let domains = self.hypervisor.domains()?;
-        let recorded = self.store.read(|tx| repo::recorded_power(tx))?;
+        let recorded = self.store.read(repo::recorded_power)?;
         let mut keys = Vec::new();
         let mut seen = HashSet::new();
         for domain in &domains {
@@ -391,7 +485,7 @@ impl Reconciler for ServerReconciler {
                 info!(server = %id, "server deleted");
                 Ok(Next::Done)
             }
-            Some(record) => self.converge(record),
+            Some(record) => self.converge(&record),
         }
     }
 }

@@ -72,9 +72,11 @@ fn from_row(row: &Row<'_>) -> Result<ServerRecord, ComputeError> {
         status: ServerStatus::parse(&status).unwrap_or(ServerStatus::Error),
         power_state: PowerState::parse(&row.get::<_, String>(16)?),
         fault: match (fault_code, fault_message) {
-            (Some(code), Some(message)) => {
-                Some(Fault { code, message, created: fault_at.as_deref().map(parse_time).unwrap_or_default() })
-            }
+            (Some(code), Some(message)) => Some(Fault {
+                code,
+                message,
+                created: fault_at.as_deref().map(parse_time).unwrap_or_default(),
+            }),
             _ => None,
         },
         ports: Vec::new(),
@@ -94,13 +96,23 @@ fn from_row(row: &Row<'_>) -> Result<ServerRecord, ComputeError> {
 }
 
 fn ports_of(tx: &Transaction<'_>, id: Uuid) -> Result<Vec<Port>, ComputeError> {
-    let mut stmt = tx.prepare_cached("SELECT id, mac, position FROM ports WHERE server_id = ?1 ORDER BY position")?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, mac, position FROM ports WHERE server_id = ?1 ORDER BY position",
+    )?;
     let rows = stmt.query_map([id.to_string()], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, u32>(2)?))
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, u32>(2)?,
+        ))
     })?;
     rows.map(|r| {
         let (id, mac, position) = r?;
-        Ok(Port { id: parse_uuid(&id)?, mac, position })
+        Ok(Port {
+            id: parse_uuid(&id)?,
+            mac,
+            position,
+        })
     })
     .collect()
 }
@@ -131,7 +143,12 @@ pub(super) fn insert(tx: &Transaction<'_>, server: &Server) -> Result<(), Comput
     for port in &server.ports {
         tx.execute(
             "INSERT INTO ports (id, server_id, position, mac) VALUES (?1, ?2, ?3, ?4)",
-            params![port.id.to_string(), server.id.to_string(), port.position, port.mac],
+            params![
+                port.id.to_string(),
+                server.id.to_string(),
+                port.position,
+                port.mac
+            ],
         )?;
     }
     Ok(())
@@ -139,18 +156,30 @@ pub(super) fn insert(tx: &Transaction<'_>, server: &Server) -> Result<(), Comput
 
 /// Whether a MAC is taken.
 pub(super) fn mac_in_use(tx: &Transaction<'_>, mac: &str) -> Result<bool, ComputeError> {
-    Ok(tx.query_row("SELECT EXISTS (SELECT 1 FROM ports WHERE mac = ?1)", [mac], |r| r.get(0))?)
+    Ok(tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM ports WHERE mac = ?1)",
+        [mac],
+        |r| r.get(0),
+    )?)
 }
 
 /// Whether a server id is taken.
 pub(super) fn exists(tx: &Transaction<'_>, id: Uuid) -> Result<bool, ComputeError> {
-    Ok(tx.query_row("SELECT EXISTS (SELECT 1 FROM servers WHERE id = ?1)", [id.to_string()], |r| r.get(0))?)
+    Ok(tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM servers WHERE id = ?1)",
+        [id.to_string()],
+        |r| r.get(0),
+    )?)
 }
 
 /// One server with its ports.
 pub(super) fn load(tx: &Transaction<'_>, id: Uuid) -> Result<Option<ServerRecord>, ComputeError> {
     let record = tx
-        .query_row(&format!("SELECT {COLUMNS} FROM servers WHERE id = ?1"), [id.to_string()], |row| Ok(from_row(row)))
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM servers WHERE id = ?1"),
+            [id.to_string()],
+            |row| Ok(from_row(row)),
+        )
         .optional()?
         .transpose()?;
     match record {
@@ -164,9 +193,13 @@ pub(super) fn load(tx: &Transaction<'_>, id: Uuid) -> Result<Option<ServerRecord
 
 /// All servers, oldest first.
 pub(super) fn list(tx: &Transaction<'_>) -> Result<Vec<ServerRecord>, ComputeError> {
-    let mut stmt = tx.prepare(&format!("SELECT {COLUMNS} FROM servers ORDER BY created_at, id"))?;
+    let mut stmt = tx.prepare(&format!(
+        "SELECT {COLUMNS} FROM servers ORDER BY created_at, id"
+    ))?;
     let rows = stmt.query_map([], |row| Ok(from_row(row)))?;
-    let mut records: Vec<ServerRecord> = rows.map(|r| r.map_err(ComputeError::from).and_then(|x| x)).collect::<Result<_, _>>()?;
+    let mut records: Vec<ServerRecord> = rows
+        .map(|r| r.map_err(ComputeError::from).and_then(|x| x))
+        .collect::<Result<_, _>>()?;
     for record in &mut records {
         record.server.ports = ports_of(tx, record.server.id)?;
     }
@@ -182,8 +215,12 @@ pub(super) fn ids(tx: &Transaction<'_>) -> Result<Vec<Uuid>, ComputeError> {
 
 /// Servers whose desired state is ahead of what was reconciled, with their generation.
 pub(super) fn pending(tx: &Transaction<'_>) -> Result<Vec<(Uuid, i64)>, ComputeError> {
-    let mut stmt = tx.prepare("SELECT id, generation FROM servers WHERE generation != observed_generation OR deleting")?;
-    let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+    let mut stmt = tx.prepare(
+        "SELECT id, generation FROM servers WHERE generation != observed_generation OR deleting",
+    )?;
+    let rows = stmt.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+    })?;
     rows.map(|r| {
         let (id, generation) = r?;
         Ok((parse_uuid(&id)?, generation))
@@ -192,9 +229,13 @@ pub(super) fn pending(tx: &Transaction<'_>) -> Result<Vec<(Uuid, i64)>, ComputeE
 }
 
 /// Power state last recorded per server.
-pub(super) fn recorded_power(tx: &Transaction<'_>) -> Result<HashMap<Uuid, PowerState>, ComputeError> {
+pub(super) fn recorded_power(
+    tx: &Transaction<'_>,
+) -> Result<HashMap<Uuid, PowerState>, ComputeError> {
     let mut stmt = tx.prepare("SELECT id, power_state FROM servers")?;
-    let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
+    let rows = stmt.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+    })?;
     rows.map(|r| {
         let (id, power) = r?;
         Ok((parse_uuid(&id)?, PowerState::parse(&power)))
@@ -223,7 +264,12 @@ pub(super) enum DesiredChange {
 }
 
 /// Applies a desired change; returns the new generation.
-pub(super) fn change_desired(tx: &Transaction<'_>, id: Uuid, change: &DesiredChange, now: Timestamp) -> Result<i64, ComputeError> {
+pub(super) fn change_desired(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    change: &DesiredChange,
+    now: Timestamp,
+) -> Result<i64, ComputeError> {
     let id_text = id.to_string();
     let now = now.to_string();
     let updated = match change {
@@ -244,11 +290,19 @@ pub(super) fn change_desired(tx: &Transaction<'_>, id: Uuid, change: &DesiredCha
     if updated == 0 {
         return Err(ComputeError::ServerNotFound(id_text));
     }
-    Ok(tx.query_row("SELECT generation FROM servers WHERE id = ?1", [&id_text], |r| r.get(0))?)
+    Ok(tx.query_row(
+        "SELECT generation FROM servers WHERE id = ?1",
+        [&id_text],
+        |r| r.get(0),
+    )?)
 }
 
 /// Writes the reconciler's observed columns from `record`.
-pub(super) fn write_observed(tx: &Transaction<'_>, record: &ServerRecord, now: Timestamp) -> Result<(), ComputeError> {
+pub(super) fn write_observed(
+    tx: &Transaction<'_>,
+    record: &ServerRecord,
+    now: Timestamp,
+) -> Result<(), ComputeError> {
     let s = &record.server;
     tx.execute(
         "UPDATE servers SET status = ?2, power_state = ?3, provisioned = ?4, ever_started = ?5, stop_deadline = ?6,
@@ -277,7 +331,12 @@ pub(super) fn write_observed(tx: &Transaction<'_>, record: &ServerRecord, now: T
 
 /// The guest powered itself off: like Nova, take that as the user's new intent (stopped), unless the
 /// desired state changed meanwhile (generation moved on). Returns the new generation if adopted.
-pub(super) fn adopt_guest_shutdown(tx: &Transaction<'_>, id: Uuid, seen_generation: i64, now: Timestamp) -> Result<Option<i64>, ComputeError> {
+pub(super) fn adopt_guest_shutdown(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    seen_generation: i64,
+    now: Timestamp,
+) -> Result<Option<i64>, ComputeError> {
     let updated = tx.execute(
         "UPDATE servers SET power_intent = 'stopped', generation = generation + 1, updated_at = ?3
          WHERE id = ?1 AND generation = ?2 AND power_intent = 'running'",

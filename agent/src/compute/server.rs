@@ -43,9 +43,17 @@ impl ServerStatus {
 
     /// Parses the API spelling.
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Build, Self::Active, Self::Shutoff, Self::Reboot, Self::HardReboot, Self::Paused, Self::Error]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+        [
+            Self::Build,
+            Self::Active,
+            Self::Shutoff,
+            Self::Reboot,
+            Self::HardReboot,
+            Self::Paused,
+            Self::Error,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
     }
 }
 
@@ -68,7 +76,11 @@ impl PowerIntent {
     }
 
     pub(super) fn parse(text: &str) -> Self {
-        if text == "stopped" { Self::Stopped } else { Self::Running }
+        if text == "stopped" {
+            Self::Stopped
+        } else {
+            Self::Running
+        }
     }
 }
 
@@ -91,7 +103,11 @@ impl RebootKind {
     }
 
     pub(super) fn parse(text: &str) -> Self {
-        if text == "hard" { Self::Hard } else { Self::Soft }
+        if text == "hard" {
+            Self::Hard
+        } else {
+            Self::Soft
+        }
     }
 }
 
@@ -219,15 +235,23 @@ impl Server {
             return Some("deleting");
         }
         if let Some(kind) = self.pending_reboot {
-            return Some(if kind == RebootKind::Hard { "reboot_started_hard" } else { "reboot_started" });
+            return Some(if kind == RebootKind::Hard {
+                "reboot_started_hard"
+            } else {
+                "reboot_started"
+            });
         }
         match (self.power_intent, self.power_state, self.status) {
             (_, _, ServerStatus::Build) => Some("spawning"),
             (_, _, ServerStatus::Error) => None,
-            (PowerIntent::Running, PowerState::Shutdown | PowerState::NoState | PowerState::Crashed, _) => {
-                Some("powering-on")
+            (
+                PowerIntent::Running,
+                PowerState::Shutdown | PowerState::NoState | PowerState::Crashed,
+                _,
+            ) => Some("powering-on"),
+            (PowerIntent::Stopped, PowerState::Running | PowerState::Paused, _) => {
+                Some("powering-off")
             }
-            (PowerIntent::Stopped, PowerState::Running | PowerState::Paused, _) => Some("powering-off"),
             _ => None,
         }
     }
@@ -274,7 +298,10 @@ impl NewServer {
         validate_server_name(&self.name)?;
         for (field, value) in [("project_id", &self.project_id), ("user_id", &self.user_id)] {
             if value.is_empty() || value.len() > 255 || value.chars().any(char::is_control) {
-                return Err(ComputeError::Invalid { field, reason: "must be 1 to 255 printable characters".into() });
+                return Err(ComputeError::Invalid {
+                    field,
+                    reason: "must be 1 to 255 printable characters".into(),
+                });
             }
         }
         if let Some(data) = &self.user_data
@@ -288,19 +315,27 @@ impl NewServer {
         if self.metadata.len() > MAX_METADATA_ITEMS {
             return Err(ComputeError::Invalid {
                 field: "metadata",
-                reason: format!("{} items, at most {MAX_METADATA_ITEMS} allowed", self.metadata.len()),
+                reason: format!(
+                    "{} items, at most {MAX_METADATA_ITEMS} allowed",
+                    self.metadata.len()
+                ),
             });
         }
         for (key, value) in &self.metadata {
             if key.is_empty() || key.chars().count() > 255 || value.chars().count() > 255 {
                 return Err(ComputeError::Invalid {
                     field: "metadata",
-                    reason: format!("item {key:?}: keys must be 1-255 and values at most 255 characters"),
+                    reason: format!(
+                        "item {key:?}: keys must be 1-255 and values at most 255 characters"
+                    ),
                 });
             }
         }
         if self.nics > MAX_NICS {
-            return Err(ComputeError::Invalid { field: "networks", reason: format!("at most {MAX_NICS} NICs") });
+            return Err(ComputeError::Invalid {
+                field: "networks",
+                reason: format!("at most {MAX_NICS} NICs"),
+            });
         }
         Ok(())
     }
@@ -324,7 +359,11 @@ pub fn hostname_from(name: &str) -> String {
     }
     let trimmed: String = out.trim_matches('-').chars().take(63).collect();
     let trimmed = trimmed.trim_end_matches('-').to_owned();
-    if trimmed.is_empty() { "server".into() } else { trimmed }
+    if trimmed.is_empty() {
+        "server".into()
+    } else {
+        trimmed
+    }
 }
 
 #[cfg(test)]
@@ -347,7 +386,16 @@ mod tests {
         for bad in ["", " web", "web ", "we\u{7}b", &"x".repeat(256)] {
             let mut r = request();
             r.name = bad.to_owned();
-            assert!(matches!(r.validate(), Err(ComputeError::Invalid { field: "server name", .. })), "{bad:?}");
+            assert!(
+                matches!(
+                    r.validate(),
+                    Err(ComputeError::Invalid {
+                        field: "server name",
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
         }
         let mut r = request();
         r.name = "Web Server — ü 1".into();
@@ -358,10 +406,24 @@ mod tests {
     fn oversized_user_data_and_metadata_are_refused() {
         let mut r = request();
         r.user_data = Some(vec![b'x'; MAX_USER_DATA + 1]);
-        assert!(matches!(r.validate(), Err(ComputeError::Invalid { field: "user_data", .. })));
+        assert!(matches!(
+            r.validate(),
+            Err(ComputeError::Invalid {
+                field: "user_data",
+                ..
+            })
+        ));
         let mut r = request();
-        r.metadata = (0..=MAX_METADATA_ITEMS).map(|i| (format!("k{i}"), String::new())).collect();
-        assert!(matches!(r.validate(), Err(ComputeError::Invalid { field: "metadata", .. })));
+        r.metadata = (0..=MAX_METADATA_ITEMS)
+            .map(|i| (format!("k{i}"), String::new()))
+            .collect();
+        assert!(matches!(
+            r.validate(),
+            Err(ComputeError::Invalid {
+                field: "metadata",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -374,7 +436,15 @@ mod tests {
 
     #[test]
     fn status_spelling_round_trips() {
-        for s in ["BUILD", "ACTIVE", "SHUTOFF", "REBOOT", "HARD_REBOOT", "PAUSED", "ERROR"] {
+        for s in [
+            "BUILD",
+            "ACTIVE",
+            "SHUTOFF",
+            "REBOOT",
+            "HARD_REBOOT",
+            "PAUSED",
+            "ERROR",
+        ] {
             assert_eq!(ServerStatus::parse(s).map(ServerStatus::as_str), Some(s));
         }
     }

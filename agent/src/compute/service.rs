@@ -1,11 +1,11 @@
 //! The compute domain API: the one place requests are validated and desired state is written.
 //! The OpenStack façade, the admin CLI and (later) the region link all call these functions.
 
+use super::ComputeError;
 use super::flavor::{self, Flavor, NewFlavor};
 use super::host::HostInventory;
 use super::repo::{self, DesiredChange};
 use super::server::{NewServer, Port, PowerIntent, PowerState, RebootKind, Server, ServerStatus};
-use super::ComputeError;
 use crate::image::ImageService;
 use crate::reconcile::WorkSink;
 use crate::store::Store;
@@ -71,7 +71,14 @@ impl ComputeService {
         loops: Arc<dyn WorkSink>,
         settings: ComputeSettings,
     ) -> Self {
-        Self { store, images, host, clock, loops, settings }
+        Self {
+            store,
+            images,
+            host,
+            clock,
+            loops,
+            settings,
+        }
     }
 
     /// Creates a flavor.
@@ -83,12 +90,14 @@ impl ComputeService {
 
     /// All flavors.
     pub fn flavors(&self) -> Result<Vec<Flavor>, ComputeError> {
-        self.store.read(|tx| flavor::list(tx))
+        self.store.read(flavor::list)
     }
 
     /// One flavor.
     pub fn flavor(&self, id: &str) -> Result<Flavor, ComputeError> {
-        self.store.read(|tx| flavor::find(tx, id))?.ok_or_else(|| ComputeError::FlavorNotFound(id.to_owned()))
+        self.store
+            .read(|tx| flavor::find(tx, id))?
+            .ok_or_else(|| ComputeError::FlavorNotFound(id.to_owned()))
     }
 
     /// Deletes a flavor; servers created from it keep their copy.
@@ -100,11 +109,13 @@ impl ComputeService {
     /// fails.
     pub fn create_server(&self, request: NewServer) -> Result<Server, ComputeError> {
         request.validate()?;
-        let image = self.images.find(request.image_id)?.ok_or_else(|| ComputeError::ImageNotFound(request.image_id.to_string()))?;
-        let host = self
-            .host
-            .resources()
-            .map_err(|err| ComputeError::NoCapacity(format!("cannot read host resources: {err}")))?;
+        let image = self
+            .images
+            .find(request.image_id)?
+            .ok_or_else(|| ComputeError::ImageNotFound(request.image_id.to_string()))?;
+        let host = self.host.resources().map_err(|err| {
+            ComputeError::NoCapacity(format!("cannot read host resources: {err}"))
+        })?;
         let now = self.clock.now();
         let server = self.store.write(|tx| -> Result<Server, ComputeError> {
             let flavor = flavor::find(tx, &request.flavor_id)?.ok_or_else(|| ComputeError::Invalid {
@@ -172,7 +183,8 @@ impl ComputeService {
             repo::insert(tx, &server)?;
             Ok(server)
         })?;
-        self.loops.desired_changed(SERVERS, &server.id.to_string(), server.generation);
+        self.loops
+            .desired_changed(SERVERS, &server.id.to_string(), server.generation);
         Ok(server)
     }
 
@@ -184,7 +196,9 @@ impl ComputeService {
     ) -> Result<(), ComputeError> {
         let (used_vcpus, used_ram) = repo::claimed(tx)?;
         let vcpu_limit = (f64::from(host.cpus) * self.settings.cpu_allocation_ratio).floor() as u64;
-        let ram_limit = (host.memory_mib.saturating_sub(self.settings.reserved_host_memory_mb) as f64
+        let ram_limit = (host
+            .memory_mib
+            .saturating_sub(self.settings.reserved_host_memory_mb) as f64
             * self.settings.ram_allocation_ratio)
             .floor() as u64;
         if used_vcpus + u64::from(flavor.vcpus) > vcpu_limit {
@@ -221,13 +235,19 @@ impl ComputeService {
 
     /// All servers, oldest first.
     pub fn servers(&self) -> Result<Vec<Server>, ComputeError> {
-        Ok(self.store.read(|tx| repo::list(tx))?.into_iter().map(|r| r.server).collect())
+        Ok(self
+            .store
+            .read(repo::list)?
+            .into_iter()
+            .map(|r| r.server)
+            .collect())
     }
 
     /// Powers a stopped server on.
     pub fn start_server(&self, id: Uuid) -> Result<Server, ComputeError> {
         self.act(id, "start", |s| {
-            (s.power_intent == PowerIntent::Stopped).then_some(DesiredChange::Power(PowerIntent::Running))
+            (s.power_intent == PowerIntent::Stopped)
+                .then_some(DesiredChange::Power(PowerIntent::Running))
         })
     }
 
@@ -241,11 +261,16 @@ impl ComputeService {
 
     /// Reboots a server. Soft needs a running server; hard also revives a stopped or failed one.
     pub fn reboot_server(&self, id: Uuid, kind: RebootKind) -> Result<Server, ComputeError> {
-        let action = if kind == RebootKind::Hard { "reboot --hard" } else { "reboot" };
+        let action = if kind == RebootKind::Hard {
+            "reboot --hard"
+        } else {
+            "reboot"
+        };
         self.act(id, action, |s| {
             let allowed = match kind {
                 RebootKind::Soft => {
-                    s.power_intent == PowerIntent::Running && matches!(s.status, ServerStatus::Active | ServerStatus::Reboot)
+                    s.power_intent == PowerIntent::Running
+                        && matches!(s.status, ServerStatus::Active | ServerStatus::Reboot)
                 }
                 RebootKind::Hard => s.status != ServerStatus::Build,
             };
@@ -257,13 +282,15 @@ impl ComputeService {
     pub fn delete_server(&self, id: Uuid) -> Result<(), ComputeError> {
         let now = self.clock.now();
         let generation = self.store.write(|tx| {
-            let record = repo::load(tx, id)?.ok_or_else(|| ComputeError::ServerNotFound(id.to_string()))?;
+            let record =
+                repo::load(tx, id)?.ok_or_else(|| ComputeError::ServerNotFound(id.to_string()))?;
             if record.server.deleting {
                 return Ok(record.server.generation);
             }
             repo::change_desired(tx, id, &DesiredChange::Delete, now)
         })?;
-        self.loops.desired_changed(SERVERS, &id.to_string(), generation);
+        self.loops
+            .desired_changed(SERVERS, &id.to_string(), generation);
         Ok(())
     }
 
@@ -275,18 +302,34 @@ impl ComputeService {
     ) -> Result<Server, ComputeError> {
         let now = self.clock.now();
         let server = self.store.write(|tx| {
-            let record = repo::load(tx, id)?.ok_or_else(|| ComputeError::ServerNotFound(id.to_string()))?;
+            let record =
+                repo::load(tx, id)?.ok_or_else(|| ComputeError::ServerNotFound(id.to_string()))?;
             let state = |s: &Server| {
-                if s.deleting { "deleting".to_owned() } else { format!("{} ({})", s.status.as_str(), s.power_intent.as_str()) }
+                if s.deleting {
+                    "deleting".to_owned()
+                } else {
+                    format!("{} ({})", s.status.as_str(), s.power_intent.as_str())
+                }
             };
-            let change = if record.server.deleting { None } else { decide(&record.server) };
+            let change = if record.server.deleting {
+                None
+            } else {
+                decide(&record.server)
+            };
             let Some(change) = change else {
-                return Err(ComputeError::InvalidState { action, id: id.to_string(), state: state(&record.server) });
+                return Err(ComputeError::InvalidState {
+                    action,
+                    id: id.to_string(),
+                    state: state(&record.server),
+                });
             };
             repo::change_desired(tx, id, &change, now)?;
-            repo::load(tx, id)?.map(|r| r.server).ok_or_else(|| ComputeError::ServerNotFound(id.to_string()))
+            repo::load(tx, id)?
+                .map(|r| r.server)
+                .ok_or_else(|| ComputeError::ServerNotFound(id.to_string()))
         })?;
-        self.loops.desired_changed(SERVERS, &id.to_string(), server.generation);
+        self.loops
+            .desired_changed(SERVERS, &id.to_string(), server.generation);
         Ok(server)
     }
 }
@@ -296,7 +339,9 @@ impl ComputeService {
     pub fn status_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, ComputeError> {
         self.store.read(|tx| {
             let mut stmt = tx.prepare("SELECT status, count(*) FROM servers GROUP BY status")?;
-            let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64)))?;
+            let rows = stmt.query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
+            })?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
     }

@@ -42,19 +42,32 @@ impl Rig {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Store::open(&dir.path().join("agent.db")).expect("store"));
-        let clock = Arc::new(ManualClock::new("2026-11-21T10:00:00Z".parse().expect("ts")));
+        let clock = Arc::new(ManualClock::new(
+            "2026-11-21T10:00:00Z".parse().expect("ts"),
+        ));
         let hv = Arc::new(FakeHypervisor::new(NODE));
         let files = FakeServerFiles::default();
         let image_files = FakeImageFiles::default();
-        let images = Arc::new(ImageService::new(store.clone(), Arc::new(image_files.clone()), clock.clone()));
-        let host = FixedHostInventory(HostResources { cpus: 4, memory_mib: 8192 });
+        let images = Arc::new(ImageService::new(
+            store.clone(),
+            Arc::new(image_files.clone()),
+            clock.clone(),
+        ));
+        let host = FixedHostInventory(HostResources {
+            cpus: 4,
+            memory_mib: 8192,
+        });
         let compute = ComputeService::new(
             store.clone(),
             images.clone(),
             Arc::new(host),
             clock.clone(),
             Arc::new(NoLoops),
-            ComputeSettings { cpu_allocation_ratio: 16.0, ram_allocation_ratio: 1.0, reserved_host_memory_mb: 1024 },
+            ComputeSettings {
+                cpu_allocation_ratio: 16.0,
+                ram_allocation_ratio: 1.0,
+                reserved_host_memory_mb: 1024,
+            },
         );
         let reconciler = ServerReconciler::new(
             store.clone(),
@@ -73,7 +86,12 @@ impl Rig {
         );
         let image = images
             .import(
-                NewImage { name: "tiny".into(), disk_format: Some(DiskFormat::Raw), min_ram_mb: 64, ..NewImage::default() },
+                NewImage {
+                    name: "tiny".into(),
+                    disk_format: Some(DiskFormat::Raw),
+                    min_ram_mb: 64,
+                    ..NewImage::default()
+                },
                 &mut &vec![0u8; 1 << 20][..],
             )
             .expect("image");
@@ -91,7 +109,18 @@ impl Rig {
                 extra_specs: BTreeMap::new(),
             })
             .expect("flavor");
-        Self { _dir: dir, store, clock, hv, files, image_files, images, compute, reconciler, image_id: image.id }
+        Self {
+            _dir: dir,
+            store,
+            clock,
+            hv,
+            files,
+            image_files,
+            images,
+            compute,
+            reconciler,
+            image_id: image.id,
+        }
     }
 
     fn request(&self, name: &str) -> NewServer {
@@ -110,9 +139,15 @@ impl Rig {
     /// Reconciles one key until it reports Done, letting time pass for requeues.
     fn settle(&self, id: Uuid) {
         for _ in 0..200 {
-            match self.reconciler.reconcile(&id.to_string()).expect("reconcile") {
+            match self
+                .reconciler
+                .reconcile(&id.to_string())
+                .expect("reconcile")
+            {
                 Next::Done => return,
-                Next::After(d) => self.clock.advance(jiff::SignedDuration::try_from(d).expect("duration")),
+                Next::After(d) => self
+                    .clock
+                    .advance(jiff::SignedDuration::try_from(d).expect("duration")),
             }
         }
         panic!("server {id} never settled");
@@ -131,7 +166,13 @@ impl Rig {
 
     fn row_count(&self) -> i64 {
         self.store
-            .read(|tx| Ok::<_, crate::store::StoreError>(tx.query_row("SELECT count(*) FROM servers", [], |r| r.get(0))?))
+            .read(|tx| {
+                Ok::<_, crate::store::StoreError>(tx.query_row(
+                    "SELECT count(*) FROM servers",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
             .expect("count")
     }
 
@@ -145,7 +186,10 @@ impl Rig {
 #[test]
 fn create_builds_disk_config_drive_and_a_running_domain() {
     let rig = Rig::new();
-    let server = rig.compute.create_server(rig.request("web-1")).expect("create");
+    let server = rig
+        .compute
+        .create_server(rig.request("web-1"))
+        .expect("create");
     assert_eq!(server.status, ServerStatus::Build);
     assert_eq!(server.ports.len(), 1);
     assert!(server.ports[0].mac.starts_with("fa:16:3e:"));
@@ -163,7 +207,10 @@ fn create_builds_disk_config_drive_and_a_running_domain() {
     let dir = rig.files.dir(server.id).expect("files");
     assert_eq!(dir.root_disk, Some((rig.images.path(rig.image_id), GIB)));
     let drive = dir.config_drive.expect("config drive");
-    assert_eq!(drive.files()["openstack/latest/user_data"], b"#cloud-config\nhostname: x\n");
+    assert_eq!(
+        drive.files()["openstack/latest/user_data"],
+        b"#cloud-config\nhostname: x\n"
+    );
 }
 
 #[test]
@@ -173,35 +220,78 @@ fn config_drive_is_a_vfat_volume_labelled_config_2_with_nova_layout() {
     request.metadata = BTreeMap::from([("role".to_owned(), "db".to_owned())]);
     let server = rig.compute.create_server(request).expect("create");
     rig.settle(server.id);
-    let drive = rig.files.dir(server.id).and_then(|d| d.config_drive).expect("drive");
+    let drive = rig
+        .files
+        .dir(server.id)
+        .and_then(|d| d.config_drive)
+        .expect("drive");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("config-drive.img");
-    let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).expect("file");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .expect("file");
     drive.write_sparse(&mut file).expect("write");
     drop(file);
-    let mut volume = std::fs::OpenOptions::new().read(true).write(true).open(&path).expect("reopen");
+    let mut volume = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("reopen");
     let (label, files) = ConfigDrive::read_vfat(&mut volume).expect("read back");
     assert_eq!(label, "config-2");
-    let meta: serde_json::Value = serde_json::from_slice(&files["openstack/latest/meta_data.json"]).expect("json");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&files["openstack/latest/meta_data.json"]).expect("json");
     assert_eq!(meta["uuid"], server.id.to_string());
     assert_eq!(meta["name"], "Web Server 1");
     assert_eq!(meta["hostname"], "web-server-1");
     assert_eq!(meta["meta"]["role"], "db");
-    let network: serde_json::Value = serde_json::from_slice(&files["openstack/latest/network_data.json"]).expect("json");
-    assert_eq!(network["links"][0]["ethernet_mac_address"], server.ports[0].mac);
-    assert_eq!(files["openstack/latest/user_data"], b"#cloud-config\nhostname: x\n");
+    let network: serde_json::Value =
+        serde_json::from_slice(&files["openstack/latest/network_data.json"]).expect("json");
+    assert_eq!(
+        network["links"][0]["ethernet_mac_address"],
+        server.ports[0].mac
+    );
+    assert_eq!(
+        files["openstack/latest/user_data"],
+        b"#cloud-config\nhostname: x\n"
+    );
 }
 
 #[test]
 fn bad_requests_are_refused_and_create_nothing() {
     let rig = Rig::new();
     let cases: Vec<(&str, NewServer, ErrorClass)> = vec![
-        ("unknown flavor", NewServer { flavor_id: "nope".into(), ..rig.request("a") }, ErrorClass::BadRequest),
-        ("unknown image", NewServer { image_id: Uuid::new_v4(), ..rig.request("a") }, ErrorClass::BadRequest),
+        (
+            "unknown flavor",
+            NewServer {
+                flavor_id: "nope".into(),
+                ..rig.request("a")
+            },
+            ErrorClass::BadRequest,
+        ),
+        (
+            "unknown image",
+            NewServer {
+                image_id: Uuid::new_v4(),
+                ..rig.request("a")
+            },
+            ErrorClass::BadRequest,
+        ),
         ("empty name", rig.request(""), ErrorClass::BadRequest),
         ("padded name", rig.request(" a"), ErrorClass::BadRequest),
-        ("too many nics", NewServer { nics: 100, ..rig.request("a") }, ErrorClass::BadRequest),
+        (
+            "too many nics",
+            NewServer {
+                nics: 100,
+                ..rig.request("a")
+            },
+            ErrorClass::BadRequest,
+        ),
     ];
     for (what, request, class) in cases {
         let err = rig.compute.create_server(request).expect_err(what);
@@ -216,21 +306,49 @@ fn flavor_too_small_for_the_image_is_refused() {
     let big = rig
         .images
         .import(
-            NewImage { name: "big".into(), disk_format: Some(DiskFormat::Raw), min_disk_gb: 5, ..NewImage::default() },
+            NewImage {
+                name: "big".into(),
+                disk_format: Some(DiskFormat::Raw),
+                min_disk_gb: 5,
+                ..NewImage::default()
+            },
             &mut &b"x"[..],
         )
         .expect("image");
-    let err = rig.compute.create_server(NewServer { image_id: big.id, ..rig.request("a") }).expect_err("min_disk");
-    assert!(matches!(err, ComputeError::FlavorImageMismatch(ref m) if m.contains("disk is too small")), "{err}");
+    let err = rig
+        .compute
+        .create_server(NewServer {
+            image_id: big.id,
+            ..rig.request("a")
+        })
+        .expect_err("min_disk");
+    assert!(
+        matches!(err, ComputeError::FlavorImageMismatch(ref m) if m.contains("disk is too small")),
+        "{err}"
+    );
     let hungry = rig
         .images
         .import(
-            NewImage { name: "hungry".into(), disk_format: Some(DiskFormat::Raw), min_ram_mb: 4096, ..NewImage::default() },
+            NewImage {
+                name: "hungry".into(),
+                disk_format: Some(DiskFormat::Raw),
+                min_ram_mb: 4096,
+                ..NewImage::default()
+            },
             &mut &b"x"[..],
         )
         .expect("image");
-    let err = rig.compute.create_server(NewServer { image_id: hungry.id, ..rig.request("a") }).expect_err("min_ram");
-    assert!(matches!(err, ComputeError::FlavorImageMismatch(ref m) if m.contains("memory is too small")), "{err}");
+    let err = rig
+        .compute
+        .create_server(NewServer {
+            image_id: hungry.id,
+            ..rig.request("a")
+        })
+        .expect_err("min_ram");
+    assert!(
+        matches!(err, ComputeError::FlavorImageMismatch(ref m) if m.contains("memory is too small")),
+        "{err}"
+    );
     rig.nothing_created();
 }
 
@@ -250,26 +368,71 @@ fn impossible_flavors_are_refused_with_the_field_named() {
         extra_specs: BTreeMap::new(),
     };
     for (bad, field) in [
-        (NewFlavor { vcpus: 0, ..base.clone() }, "vcpus"),
-        (NewFlavor { ram_mb: 0, ..base.clone() }, "ram"),
-        (NewFlavor { disk_gb: u64::MAX, ..base.clone() }, "disk"),
-        (NewFlavor { name: String::new(), ..base.clone() }, "flavor name"),
-        (NewFlavor { id: Some("a/b".into()), ..base.clone() }, "flavor id"),
+        (
+            NewFlavor {
+                vcpus: 0,
+                ..base.clone()
+            },
+            "vcpus",
+        ),
+        (
+            NewFlavor {
+                ram_mb: 0,
+                ..base.clone()
+            },
+            "ram",
+        ),
+        (
+            NewFlavor {
+                disk_gb: u64::MAX,
+                ..base.clone()
+            },
+            "disk",
+        ),
+        (
+            NewFlavor {
+                name: String::new(),
+                ..base.clone()
+            },
+            "flavor name",
+        ),
+        (
+            NewFlavor {
+                id: Some("a/b".into()),
+                ..base.clone()
+            },
+            "flavor id",
+        ),
     ] {
         match rig.compute.create_flavor(bad) {
             Err(ComputeError::Invalid { field: f, .. }) => assert_eq!(f, field),
             other => panic!("{field}: {other:?}"),
         }
     }
-    assert_eq!(rig.compute.flavors().expect("list").len(), 1, "only the rig's flavor exists");
+    assert_eq!(
+        rig.compute.flavors().expect("list").len(),
+        1,
+        "only the rig's flavor exists"
+    );
 }
 
 #[test]
 fn duplicate_ids_and_names_are_conflicts() {
     let rig = Rig::new();
     let id = Uuid::new_v4();
-    rig.compute.create_server(NewServer { id: Some(id), ..rig.request("a") }).expect("first");
-    let err = rig.compute.create_server(NewServer { id: Some(id), ..rig.request("b") }).expect_err("dup");
+    rig.compute
+        .create_server(NewServer {
+            id: Some(id),
+            ..rig.request("a")
+        })
+        .expect("first");
+    let err = rig
+        .compute
+        .create_server(NewServer {
+            id: Some(id),
+            ..rig.request("b")
+        })
+        .expect_err("dup");
     assert_eq!(err.class(), ErrorClass::Conflict);
     assert_eq!(rig.server(id).name, "a");
     assert_eq!(rig.row_count(), 1);
@@ -286,9 +449,25 @@ fn duplicate_ids_and_names_are_conflicts() {
         is_public: true,
         extra_specs: BTreeMap::new(),
     };
-    assert_eq!(rig.compute.create_flavor(dup.clone()).expect_err("dup id").class(), ErrorClass::Conflict);
-    let dup_name = NewFlavor { id: None, name: flavor.name, ..dup };
-    assert_eq!(rig.compute.create_flavor(dup_name).expect_err("dup name").class(), ErrorClass::Conflict);
+    assert_eq!(
+        rig.compute
+            .create_flavor(dup.clone())
+            .expect_err("dup id")
+            .class(),
+        ErrorClass::Conflict
+    );
+    let dup_name = NewFlavor {
+        id: None,
+        name: flavor.name,
+        ..dup
+    };
+    assert_eq!(
+        rig.compute
+            .create_flavor(dup_name)
+            .expect_err("dup name")
+            .class(),
+        ErrorClass::Conflict
+    );
 }
 
 #[test]
@@ -296,10 +475,18 @@ fn servers_beyond_host_capacity_are_refused() {
     let rig = Rig::new();
     // 8192 MiB host - 1024 reserved = 7168 MiB; flavor is 128 MiB: 56 fit (vCPUs: 4 x 16 = 64).
     for i in 0..56 {
-        rig.compute.create_server(rig.request(&format!("s{i}"))).expect("fits");
+        rig.compute
+            .create_server(rig.request(&format!("s{i}")))
+            .expect("fits");
     }
-    let err = rig.compute.create_server(rig.request("one-too-many")).expect_err("full");
-    assert!(matches!(err, ComputeError::NoCapacity(ref m) if m.contains("MiB RAM")), "{err}");
+    let err = rig
+        .compute
+        .create_server(rig.request("one-too-many"))
+        .expect_err("full");
+    assert!(
+        matches!(err, ComputeError::NoCapacity(ref m) if m.contains("MiB RAM")),
+        "{err}"
+    );
     assert_eq!(err.class(), ErrorClass::Conflict);
     assert_eq!(rig.row_count(), 56);
 }
@@ -307,50 +494,93 @@ fn servers_beyond_host_capacity_are_refused() {
 #[test]
 fn graceful_stop_then_start() {
     let rig = Rig::new();
-    let id = rig.compute.create_server(rig.request("a")).expect("create").id;
+    let id = rig
+        .compute
+        .create_server(rig.request("a"))
+        .expect("create")
+        .id;
     rig.settle(id);
     rig.compute.stop_server(id).expect("stop");
     rig.settle(id);
     assert_eq!(rig.server(id).status, ServerStatus::Shutoff);
-    assert_eq!(rig.hv.get(id).expect("domain").power, DomainPower::Shutoff(ShutoffReason::GuestShutdown));
+    assert_eq!(
+        rig.hv.get(id).expect("domain").power,
+        DomainPower::Shutoff(ShutoffReason::GuestShutdown)
+    );
     assert!(rig.hv.calls().iter().any(|c| c.starts_with("shutdown:")));
-    assert!(!rig.hv.calls().iter().any(|c| c.starts_with("power_off:")), "the guest answered ACPI; no hard power-off");
+    assert!(
+        !rig.hv.calls().iter().any(|c| c.starts_with("power_off:")),
+        "the guest answered ACPI; no hard power-off"
+    );
 
-    assert_eq!(rig.compute.stop_server(id).expect_err("already stopped").class(), ErrorClass::Conflict);
+    assert_eq!(
+        rig.compute
+            .stop_server(id)
+            .expect_err("already stopped")
+            .class(),
+        ErrorClass::Conflict
+    );
     rig.compute.start_server(id).expect("start");
     rig.settle(id);
     assert_eq!(rig.server(id).status, ServerStatus::Active);
     assert_eq!(rig.hv.get(id).expect("domain").starts, 2);
-    assert_eq!(rig.compute.start_server(id).expect_err("already running").class(), ErrorClass::Conflict);
+    assert_eq!(
+        rig.compute
+            .start_server(id)
+            .expect_err("already running")
+            .class(),
+        ErrorClass::Conflict
+    );
 }
 
 #[test]
 fn stop_powers_off_a_guest_that_ignores_acpi_after_the_timeout() {
     let rig = Rig::new();
-    let id = rig.compute.create_server(rig.request("a")).expect("create").id;
+    let id = rig
+        .compute
+        .create_server(rig.request("a"))
+        .expect("create")
+        .id;
     rig.settle(id);
     rig.hv.set_guests_ignore_acpi(true);
     rig.compute.stop_server(id).expect("stop");
-    let next = rig.reconciler.reconcile(&id.to_string()).expect("first step");
+    let next = rig
+        .reconciler
+        .reconcile(&id.to_string())
+        .expect("first step");
     assert!(matches!(next, Next::After(_)), "waits for the guest");
     assert_eq!(rig.server(id).task_state(), Some("powering-off"));
     rig.clock.advance(jiff::SignedDuration::from_secs(31));
-    assert_eq!(rig.reconciler.reconcile(&id.to_string()).expect("deadline"), Next::Done);
+    assert_eq!(
+        rig.reconciler.reconcile(&id.to_string()).expect("deadline"),
+        Next::Done
+    );
     assert_eq!(rig.server(id).status, ServerStatus::Shutoff);
-    assert_eq!(rig.hv.get(id).expect("domain").power, DomainPower::Shutoff(ShutoffReason::Destroyed));
+    assert_eq!(
+        rig.hv.get(id).expect("domain").power,
+        DomainPower::Shutoff(ShutoffReason::Destroyed)
+    );
 }
 
 #[test]
 fn soft_and_hard_reboot_restart_the_guest() {
     let rig = Rig::new();
-    let id = rig.compute.create_server(rig.request("a")).expect("create").id;
+    let id = rig
+        .compute
+        .create_server(rig.request("a"))
+        .expect("create")
+        .id;
     rig.settle(id);
-    rig.compute.reboot_server(id, RebootKind::Soft).expect("soft");
+    rig.compute
+        .reboot_server(id, RebootKind::Soft)
+        .expect("soft");
     assert_eq!(rig.server(id).task_state(), Some("reboot_started"));
     rig.settle(id);
     assert_eq!(rig.server(id).status, ServerStatus::Active);
     assert_eq!(rig.hv.get(id).expect("domain").starts, 2);
-    rig.compute.reboot_server(id, RebootKind::Hard).expect("hard");
+    rig.compute
+        .reboot_server(id, RebootKind::Hard)
+        .expect("hard");
     rig.settle(id);
     assert_eq!(rig.hv.get(id).expect("domain").starts, 3);
     assert_eq!(rig.server(id).pending_reboot, None);
@@ -362,13 +592,23 @@ fn soft_and_hard_reboot_restart_the_guest() {
 #[test]
 fn a_guest_that_powers_itself_off_stays_off() {
     let rig = Rig::new();
-    let id = rig.compute.create_server(rig.request("a")).expect("create").id;
+    let id = rig
+        .compute
+        .create_server(rig.request("a"))
+        .expect("create")
+        .id;
     rig.settle(id);
     rig.hv.guest_poweroff(id);
-    assert_eq!(rig.reconciler.observe().expect("observe"), vec![id.to_string()]);
+    assert_eq!(
+        rig.reconciler.observe().expect("observe"),
+        vec![id.to_string()]
+    );
     rig.settle(id);
     let server = rig.server(id);
-    assert_eq!((server.status, server.power_intent), (ServerStatus::Shutoff, PowerIntent::Stopped));
+    assert_eq!(
+        (server.status, server.power_intent),
+        (ServerStatus::Shutoff, PowerIntent::Stopped)
+    );
     rig.settle(id);
     assert_eq!(rig.hv.get(id).expect("domain").starts, 1, "not restarted");
 }
@@ -376,7 +616,11 @@ fn a_guest_that_powers_itself_off_stays_off() {
 #[test]
 fn a_crashed_guest_is_restarted() {
     let rig = Rig::new();
-    let id = rig.compute.create_server(rig.request("a")).expect("create").id;
+    let id = rig
+        .compute
+        .create_server(rig.request("a"))
+        .expect("create")
+        .id;
     rig.settle(id);
     rig.hv.crash(id);
     rig.settle(id);
@@ -387,12 +631,22 @@ fn a_crashed_guest_is_restarted() {
 #[test]
 fn a_vanished_domain_is_recreated_but_a_lost_disk_is_an_error() {
     let rig = Rig::new();
-    let id = rig.compute.create_server(rig.request("a")).expect("create").id;
+    let id = rig
+        .compute
+        .create_server(rig.request("a"))
+        .expect("create")
+        .id;
     rig.settle(id);
     rig.hv.vanish(id);
-    assert_eq!(rig.reconciler.observe().expect("observe"), vec![id.to_string()]);
+    assert_eq!(
+        rig.reconciler.observe().expect("observe"),
+        vec![id.to_string()]
+    );
     rig.settle(id);
-    assert_eq!(rig.hv.get(id).expect("recreated").power, DomainPower::Running);
+    assert_eq!(
+        rig.hv.get(id).expect("recreated").power,
+        DomainPower::Running
+    );
     assert_eq!(rig.server(id).status, ServerStatus::Active);
 
     rig.hv.vanish(id);
@@ -402,49 +656,95 @@ fn a_vanished_domain_is_recreated_but_a_lost_disk_is_an_error() {
     assert_eq!(server.status, ServerStatus::Error);
     assert!(server.fault.expect("fault").message.contains("root disk"));
     assert!(rig.hv.get(id).is_none(), "not recreated without its disk");
-    assert!(rig.files.dir(id).expect("dir").root_disk.is_none(), "disk not silently re-created");
-    assert!(rig.reconciler.changed().expect("changed").is_empty(), "a permanent error is not retried in a loop");
+    assert!(
+        rig.files.dir(id).expect("dir").root_disk.is_none(),
+        "disk not silently re-created"
+    );
+    assert!(
+        rig.reconciler.changed().expect("changed").is_empty(),
+        "a permanent error is not retried in a loop"
+    );
 }
 
 #[test]
 fn orphans_are_removed_and_foreign_domains_left_alone() {
     let rig = Rig::new();
-    let keep = rig.compute.create_server(rig.request("keep")).expect("create").id;
+    let keep = rig
+        .compute
+        .create_server(rig.request("keep"))
+        .expect("create")
+        .id;
     rig.settle(keep);
     let spec = rig.hv.get(keep).expect("domain").spec;
     let orphan = Uuid::new_v4();
-    rig.hv.plant(super::hypervisor::DomainSpec { id: orphan, ..spec.clone() }, NODE, DomainPower::Running);
+    rig.hv.plant(
+        super::hypervisor::DomainSpec {
+            id: orphan,
+            ..spec.clone()
+        },
+        NODE,
+        DomainPower::Running,
+    );
     let foreign = Uuid::new_v4();
-    rig.hv.plant(super::hypervisor::DomainSpec { id: foreign, ..spec }, "someone-else", DomainPower::Running);
+    rig.hv.plant(
+        super::hypervisor::DomainSpec {
+            id: foreign,
+            ..spec
+        },
+        "someone-else",
+        DomainPower::Running,
+    );
     let leftover = Uuid::new_v4();
     rig.files.plant(leftover);
 
     rig.resync();
     assert!(rig.hv.get(orphan).is_none(), "orphan domain removed");
     assert!(rig.files.dir(leftover).is_none(), "orphan files removed");
-    assert_eq!(rig.hv.get(foreign).expect("foreign").power, DomainPower::Running);
+    assert_eq!(
+        rig.hv.get(foreign).expect("foreign").power,
+        DomainPower::Running
+    );
     assert_eq!(rig.hv.get(keep).expect("kept").power, DomainPower::Running);
 }
 
 #[test]
 fn delete_removes_domain_files_and_row() {
     let rig = Rig::new();
-    let id = rig.compute.create_server(rig.request("a")).expect("create").id;
+    let id = rig
+        .compute
+        .create_server(rig.request("a"))
+        .expect("create")
+        .id;
     rig.settle(id);
     rig.compute.delete_server(id).expect("delete");
-    rig.compute.delete_server(id).expect("deleting twice is fine");
+    rig.compute
+        .delete_server(id)
+        .expect("deleting twice is fine");
     assert_eq!(rig.server(id).task_state(), Some("deleting"));
-    assert_eq!(rig.compute.start_server(id).expect_err("deleting").class(), ErrorClass::Conflict);
+    assert_eq!(
+        rig.compute.start_server(id).expect_err("deleting").class(),
+        ErrorClass::Conflict
+    );
     rig.settle(id);
-    assert!(matches!(rig.compute.server(id), Err(ComputeError::ServerNotFound(_))));
+    assert!(matches!(
+        rig.compute.server(id),
+        Err(ComputeError::ServerNotFound(_))
+    ));
     rig.nothing_created();
 }
 
 #[test]
 fn image_in_use_cannot_be_deleted() {
     let rig = Rig::new();
-    let id = rig.compute.create_server(rig.request("a")).expect("create").id;
-    assert_eq!(rig.images.delete(rig.image_id).expect_err("in use").class(), ErrorClass::Conflict);
+    let id = rig
+        .compute
+        .create_server(rig.request("a"))
+        .expect("create")
+        .id;
+    assert_eq!(
+        rig.images.delete(rig.image_id).expect_err("in use").class(),
+        ErrorClass::Conflict
+    );
     rig.compute.delete_server(id).expect("delete");
     rig.settle(id);
     rig.images.delete(rig.image_id).expect("now free");
@@ -454,12 +754,22 @@ fn image_in_use_cannot_be_deleted() {
 #[test]
 fn transient_failures_record_a_fault_and_clear_it_on_success() {
     let rig = Rig::new();
-    let id = rig.compute.create_server(rig.request("a")).expect("create").id;
+    let id = rig
+        .compute
+        .create_server(rig.request("a"))
+        .expect("create")
+        .id;
     rig.hv.fail_once("start");
     assert!(rig.reconciler.reconcile(&id.to_string()).is_err());
     let server = rig.server(id);
     assert_eq!(server.status, ServerStatus::Build);
-    assert!(server.fault.expect("fault").message.contains("injected failure"));
+    assert!(
+        server
+            .fault
+            .expect("fault")
+            .message
+            .contains("injected failure")
+    );
     rig.settle(id);
     let server = rig.server(id);
     assert_eq!(server.status, ServerStatus::Active);
@@ -469,13 +779,20 @@ fn transient_failures_record_a_fault_and_clear_it_on_success() {
 #[test]
 fn a_build_that_keeps_failing_turns_error_but_recovers_when_the_host_does() {
     let rig = Rig::new();
-    let id = rig.compute.create_server(rig.request("a")).expect("create").id;
+    let id = rig
+        .compute
+        .create_server(rig.request("a"))
+        .expect("create")
+        .id;
     rig.hv.set_unreachable(true);
     for _ in 0..BUILD_ATTEMPTS {
         assert!(rig.reconciler.reconcile(&id.to_string()).is_err());
     }
     assert_eq!(rig.server(id).status, ServerStatus::Error);
-    assert!(rig.reconciler.observe().is_err(), "observation reports the unreachable hypervisor");
+    assert!(
+        rig.reconciler.observe().is_err(),
+        "observation reports the unreachable hypervisor"
+    );
     rig.hv.set_unreachable(false);
     rig.settle(id);
     assert_eq!(rig.server(id).status, ServerStatus::Active);
@@ -484,22 +801,40 @@ fn a_build_that_keeps_failing_turns_error_but_recovers_when_the_host_does() {
 #[test]
 fn settled_servers_cost_no_store_writes() {
     let rig = Rig::new();
-    let id = rig.compute.create_server(rig.request("a")).expect("create").id;
+    let id = rig
+        .compute
+        .create_server(rig.request("a"))
+        .expect("create")
+        .id;
     rig.settle(id);
     let watcher = Store::open(rig.store.path()).expect("second connection");
     let seen = watcher.data_version().expect("v");
     rig.settle(id);
     rig.settle(id);
-    assert_eq!(watcher.data_version().expect("v"), seen, "a converged server is not rewritten");
+    assert_eq!(
+        watcher.data_version().expect("v"),
+        seen,
+        "a converged server is not rewritten"
+    );
 }
 
 #[test]
 fn changed_lists_servers_with_unreconciled_desired_state() {
     let rig = Rig::new();
-    let id = rig.compute.create_server(rig.request("a")).expect("create").id;
-    assert_eq!(rig.reconciler.changed().expect("changed"), vec![(id.to_string(), 1)]);
+    let id = rig
+        .compute
+        .create_server(rig.request("a"))
+        .expect("create")
+        .id;
+    assert_eq!(
+        rig.reconciler.changed().expect("changed"),
+        vec![(id.to_string(), 1)]
+    );
     rig.settle(id);
     assert!(rig.reconciler.changed().expect("changed").is_empty());
     rig.compute.stop_server(id).expect("stop");
-    assert_eq!(rig.reconciler.changed().expect("changed"), vec![(id.to_string(), 2)]);
+    assert_eq!(
+        rig.reconciler.changed().expect("changed"),
+        vec![(id.to_string(), 2)]
+    );
 }

@@ -77,7 +77,10 @@ pub struct NodeConfig {
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        Self { id: String::new(), state_dir: PathBuf::from("/var/lib/scs-edge") }
+        Self {
+            id: String::new(),
+            state_dir: PathBuf::from("/var/lib/scs-edge"),
+        }
     }
 }
 
@@ -230,7 +233,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { filter: "info".into(), format: LogFormat::Text }
+        Self {
+            filter: "info".into(),
+            format: LogFormat::Text,
+        }
     }
 }
 
@@ -241,7 +247,12 @@ impl AgentConfig {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound && !explicit => String::new(),
-            Err(source) => return Err(ConfigError::Read { path: path.to_owned(), source }),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
         };
         Self::parse(&text, path)
     }
@@ -255,26 +266,53 @@ impl AgentConfig {
         })?;
         let config: Self = serde_path_to_error::deserialize(deserializer).map_err(|err| {
             let key = err.path().to_string();
-            ConfigError::Parse { path: path.to_owned(), key, reason: err.into_inner().message().to_owned() }
+            ConfigError::Parse {
+                path: path.to_owned(),
+                key,
+                reason: err.into_inner().message().to_owned(),
+            }
         })?;
         config.validate(path)?;
         Ok(config)
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key: &'static str, reason: String| ConfigError::Invalid { path: path.to_owned(), key, reason };
+        let invalid = |key: &'static str, reason: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            reason,
+        };
         if !self.node.state_dir.is_absolute() {
-            return Err(invalid("node.state_dir", format!("must be an absolute path, got {:?}", self.node.state_dir)));
+            return Err(invalid(
+                "node.state_dir",
+                format!(
+                    "must be an absolute path, got {}",
+                    self.node.state_dir.display()
+                ),
+            ));
         }
         if !self.node.id.is_empty() && !valid_node_id(&self.node.id) {
             return Err(invalid(
                 "node.id",
-                format!("must be 1-64 characters of [A-Za-z0-9._-], got {:?}", self.node.id),
+                format!(
+                    "must be 1-64 characters of [A-Za-z0-9._-], got {:?}",
+                    self.node.id
+                ),
             ));
         }
         match (&self.api.tls_cert, &self.api.tls_key) {
-            (Some(_), None) => return Err(invalid("api.tls_key", "required when api.tls_cert is set".into())),
-            (None, Some(_)) => return Err(invalid("api.tls_cert", "required when api.tls_key is set".into())),
+            (Some(_), None) => {
+                return Err(invalid(
+                    "api.tls_key",
+                    "required when api.tls_cert is set".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "api.tls_cert",
+                    "required when api.tls_key is set".into(),
+                ));
+            }
             _ => {}
         }
         if self.compute.libvirt_uri.trim().is_empty() {
@@ -283,44 +321,79 @@ impl AgentConfig {
         if self.compute.machine_type.trim().is_empty() {
             return Err(invalid("compute.machine_type", "must not be empty".into()));
         }
-        if self.compute.integration_bridge.is_empty() || self.compute.integration_bridge.len() > 15 {
-            return Err(invalid("compute.integration_bridge", "must be a Linux interface name (1-15 characters)".into()));
+        if self.compute.integration_bridge.is_empty() || self.compute.integration_bridge.len() > 15
+        {
+            return Err(invalid(
+                "compute.integration_bridge",
+                "must be a Linux interface name (1-15 characters)".into(),
+            ));
         }
         if !(self.compute.cpu_allocation_ratio > 0.0 && self.compute.cpu_allocation_ratio <= 64.0) {
             return Err(invalid(
                 "compute.cpu_allocation_ratio",
-                format!("must be in (0, 64], got {}", self.compute.cpu_allocation_ratio),
+                format!(
+                    "must be in (0, 64], got {}",
+                    self.compute.cpu_allocation_ratio
+                ),
             ));
         }
         if !(self.compute.ram_allocation_ratio > 0.0 && self.compute.ram_allocation_ratio <= 4.0) {
             return Err(invalid(
                 "compute.ram_allocation_ratio",
-                format!("must be in (0, 4], got {}", self.compute.ram_allocation_ratio),
+                format!(
+                    "must be in (0, 4], got {}",
+                    self.compute.ram_allocation_ratio
+                ),
             ));
         }
         if !(1..=64).contains(&self.reconcile.workers) {
-            return Err(invalid("reconcile.workers", format!("must be between 1 and 64, got {}", self.reconcile.workers)));
+            return Err(invalid(
+                "reconcile.workers",
+                format!("must be between 1 and 64, got {}", self.reconcile.workers),
+            ));
         }
         if self.reconcile.resync_interval_secs == 0 {
-            return Err(invalid("reconcile.resync_interval_secs", "must be at least 1".into()));
+            return Err(invalid(
+                "reconcile.resync_interval_secs",
+                "must be at least 1".into(),
+            ));
         }
         if self.reconcile.observe_interval_ms < 50 {
-            return Err(invalid("reconcile.observe_interval_ms", "must be at least 50".into()));
+            return Err(invalid(
+                "reconcile.observe_interval_ms",
+                "must be at least 50".into(),
+            ));
         }
         if self.reconcile.change_poll_interval_ms < 10 {
-            return Err(invalid("reconcile.change_poll_interval_ms", "must be at least 10".into()));
+            return Err(invalid(
+                "reconcile.change_poll_interval_ms",
+                "must be at least 10".into(),
+            ));
         }
         if self.reconcile.backoff_initial_ms == 0 {
-            return Err(invalid("reconcile.backoff_initial_ms", "must be at least 1".into()));
+            return Err(invalid(
+                "reconcile.backoff_initial_ms",
+                "must be at least 1".into(),
+            ));
         }
-        if self.reconcile.backoff_max_secs.saturating_mul(1000) < self.reconcile.backoff_initial_ms {
-            return Err(invalid("reconcile.backoff_max_secs", "must not be below reconcile.backoff_initial_ms".into()));
+        if self.reconcile.backoff_max_secs.saturating_mul(1000) < self.reconcile.backoff_initial_ms
+        {
+            return Err(invalid(
+                "reconcile.backoff_max_secs",
+                "must not be below reconcile.backoff_initial_ms".into(),
+            ));
         }
         if self.reconcile.stall_timeout_secs == 0 {
-            return Err(invalid("reconcile.stall_timeout_secs", "must be at least 1".into()));
+            return Err(invalid(
+                "reconcile.stall_timeout_secs",
+                "must be at least 1".into(),
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
-            return Err(invalid("log.filter", format!("not a valid filter directive: {:?}", self.log.filter)));
+            return Err(invalid(
+                "log.filter",
+                format!("not a valid filter directive: {:?}", self.log.filter),
+            ));
         }
         Ok(())
     }
@@ -340,7 +413,11 @@ impl ReconcileConfig {
 
 /// Node ids end up in libvirt metadata and file names: keep them to a safe alphabet.
 pub fn valid_node_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]
@@ -364,7 +441,10 @@ mod tests {
     fn unknown_key_is_named_in_the_error() {
         let err = parse("[reconcile]\nworkerz = 3\n").expect_err("unknown key");
         let text = err.to_string();
-        assert!(text.contains("reconcile.workerz") || text.contains("workerz"), "{text}");
+        assert!(
+            text.contains("reconcile.workerz") || text.contains("workerz"),
+            "{text}"
+        );
         assert!(matches!(err, ConfigError::Parse { .. }));
     }
 
@@ -415,7 +495,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let missing = dir.path().join("agent.toml");
         assert!(AgentConfig::load(&missing, false).is_ok());
-        assert!(matches!(AgentConfig::load(&missing, true), Err(ConfigError::Read { .. })));
+        assert!(matches!(
+            AgentConfig::load(&missing, true),
+            Err(ConfigError::Read { .. })
+        ));
     }
 
     #[test]
@@ -427,7 +510,10 @@ mod tests {
         let serialized = toml::to_string(&AgentConfig::default()).expect("serialize");
         for line in serialized.lines().filter(|l| l.contains(" = ")) {
             let key = line.split(" = ").next().unwrap_or_default();
-            assert!(text.contains(&format!("{key} = ")) || text.contains(&format!("# {key} = ")), "example lacks {key}");
+            assert!(
+                text.contains(&format!("{key} = ")) || text.contains(&format!("# {key} = ")),
+                "example lacks {key}"
+            );
         }
     }
 }

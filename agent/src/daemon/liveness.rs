@@ -8,6 +8,7 @@ use crate::compute::ComputeService;
 use crate::reconcile::ControllerHandle;
 use crate::store::Store;
 use crate::system::notify::ServiceNotifier;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -29,7 +30,9 @@ impl LivenessState {
 
 /// How often to check: twice per watchdog period, or every 5 s without a watchdog.
 fn period(watchdog: Option<Duration>) -> Duration {
-    watchdog.map_or(Duration::from_secs(5), |w| (w / 2).max(Duration::from_millis(100)))
+    watchdog.map_or(Duration::from_secs(5), |w| {
+        (w / 2).max(Duration::from_millis(100))
+    })
 }
 
 pub(super) async fn run(
@@ -52,7 +55,10 @@ pub(super) async fn run(
         let answered = loops.probe(every).await;
         state.loops_answered.store(answered, Ordering::Release);
         let ping_store = store.clone();
-        let store_ok = matches!(tokio::task::spawn_blocking(move || ping_store.ping()).await, Ok(Ok(())));
+        let store_ok = matches!(
+            tokio::task::spawn_blocking(move || ping_store.ping()).await,
+            Ok(Ok(()))
+        );
         let health = loops.health();
         if answered && store_ok && health.stalled.is_empty() {
             notifier.watchdog();
@@ -61,15 +67,22 @@ pub(super) async fn run(
         }
 
         let summary = compute.status_counts().unwrap_or_default();
-        let servers: Vec<String> = summary.iter().map(|(status, n)| format!("{n} {status}")).collect();
+        let servers: Vec<String> = summary
+            .iter()
+            .map(|(status, n)| format!("{n} {status}"))
+            .collect();
         let mut status = format!(
             "servers: {}; queue {}",
-            if servers.is_empty() { "none".to_owned() } else { servers.join(", ") },
+            if servers.is_empty() {
+                "none".to_owned()
+            } else {
+                servers.join(", ")
+            },
             health.queue_depth
         );
         if !health.scan_errors.is_empty() {
             let kinds: Vec<&str> = health.scan_errors.keys().map(String::as_str).collect();
-            status.push_str(&format!("; degraded: {}", kinds.join(", ")));
+            let _ = write!(status, "; degraded: {}", kinds.join(", "));
         }
         if status != last_status {
             notifier.status(&status);
@@ -84,7 +97,10 @@ mod tests {
 
     #[test]
     fn checks_run_twice_per_watchdog_period() {
-        assert_eq!(period(Some(Duration::from_secs(30))), Duration::from_secs(15));
+        assert_eq!(
+            period(Some(Duration::from_secs(30))),
+            Duration::from_secs(15)
+        );
         assert_eq!(period(None), Duration::from_secs(5));
     }
 }

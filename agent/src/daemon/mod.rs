@@ -86,7 +86,10 @@ impl HostPorts {
         let servers = state_dir.join("servers");
         Ok(Self {
             hypervisor: Arc::new(LibvirtHypervisor::new(&config.compute.libvirt_uri, node_id)),
-            server_files: Arc::new(LocalServerFiles::new(servers.clone(), config.compute.qemu_img.clone()).map_err(dir_err(&servers))?),
+            server_files: Arc::new(
+                LocalServerFiles::new(servers.clone(), config.compute.qemu_img.clone())
+                    .map_err(dir_err(&servers))?,
+            ),
             image_files: Arc::new(LocalImageFiles::new(images.clone()).map_err(dir_err(&images))?),
             host: Arc::new(ProcHostInventory),
             clock: Arc::new(SystemClock),
@@ -101,7 +104,10 @@ pub fn prepare_state_dir(config: &AgentConfig) -> Result<(), DaemonError> {
         .recursive(true)
         .mode(0o711)
         .create(dir)
-        .map_err(|source| DaemonError::StateDir { path: dir.clone(), source })
+        .map_err(|source| DaemonError::StateDir {
+            path: dir.clone(),
+            source,
+        })
 }
 
 /// Opens the store and settles the node id: the configured one, or one generated once and kept.
@@ -117,10 +123,16 @@ pub fn open_store(config: &AgentConfig) -> Result<(Arc<Store>, String), DaemonEr
 }
 
 /// The domain services for a process without reconcile loops (the admin CLI).
-pub fn services_without_loops(config: &AgentConfig) -> Result<(Arc<ImageService>, Arc<ComputeService>), DaemonError> {
+pub fn services_without_loops(
+    config: &AgentConfig,
+) -> Result<(Arc<ImageService>, Arc<ComputeService>), DaemonError> {
     let (store, node_id) = open_store(config)?;
     let ports = HostPorts::real(config, &node_id)?;
-    let images = Arc::new(ImageService::new(store.clone(), ports.image_files.clone(), ports.clock.clone()));
+    let images = Arc::new(ImageService::new(
+        store.clone(),
+        ports.image_files.clone(),
+        ports.clock.clone(),
+    ));
     let compute = Arc::new(ComputeService::new(
         store,
         images.clone(),
@@ -161,10 +173,14 @@ impl Agent {
         store: Arc<Store>,
         node_id: String,
         virt_type: (VirtType, String),
-        ports: HostPorts,
+        ports: &HostPorts,
     ) -> Self {
         let mut registry = Metrics::registry();
-        let images = Arc::new(ImageService::new(store.clone(), ports.image_files.clone(), ports.clock.clone()));
+        let images = Arc::new(ImageService::new(
+            store.clone(),
+            ports.image_files.clone(),
+            ports.clock.clone(),
+        ));
         let servers = Arc::new(ServerReconciler::new(
             store.clone(),
             images.clone(),
@@ -182,7 +198,10 @@ impl Agent {
         ));
         let feed_store = store.clone();
         let (controller, loops) = ControllerBuilder::new(Settings::from(&config.reconcile))
-            .register(Arc::new(ImageReconciler::new(store.clone(), ports.image_files.clone())))
+            .register(Arc::new(ImageReconciler::new(
+                store.clone(),
+                ports.image_files.clone(),
+            )))
             .register(servers)
             .change_feed(Arc::new(move || Ok(feed_store.data_version()?)))
             .metrics(&mut registry)
@@ -195,7 +214,9 @@ impl Agent {
             Arc::new(loops.clone()),
             ComputeSettings::from(&config.compute),
         ));
-        registry.register_collector(Box::new(ServerStatusCollector { compute: compute.clone() }));
+        registry.register_collector(Box::new(ServerStatusCollector {
+            compute: compute.clone(),
+        }));
 
         let liveness = Arc::new(LivenessState::default());
         let mut health = HealthChecks::default();
@@ -221,12 +242,20 @@ impl Agent {
                     "stalled": h.stalled,
                     "last_resync_age_secs": h.last_resync_age_secs,
                 });
-                if probe_ok && h.stalled.is_empty() { SubsystemHealth::ok(detail) } else { SubsystemHealth::failing(detail) }
+                if probe_ok && h.stalled.is_empty() {
+                    SubsystemHealth::ok(detail)
+                } else {
+                    SubsystemHealth::failing(detail)
+                }
             }),
         );
         for kind in ["servers", "images"] {
             let loops_check = loops.clone();
-            let name = if kind == "servers" { "libvirt" } else { "image-store" };
+            let name = if kind == "servers" {
+                "libvirt"
+            } else {
+                "image-store"
+            };
             health.add(
                 name,
                 Box::new(move || match loops_check.health().scan_errors.get(kind) {
@@ -253,12 +282,22 @@ impl Agent {
 
     /// Starts the loops, the listener and the liveness task; reports READY after the first full pass;
     /// returns when `shutdown` is cancelled and the loops stopped.
-    pub async fn run(self, notifier: Arc<dyn ServiceNotifier>, shutdown: CancellationToken) -> Result<(), DaemonError> {
-        let (tls, source) = api::tls::server_config(&self.config.api, &self.config.node.state_dir.join("tls"))?;
+    pub async fn run(
+        self,
+        notifier: Arc<dyn ServiceNotifier>,
+        shutdown: CancellationToken,
+    ) -> Result<(), DaemonError> {
+        let (tls, source) =
+            api::tls::server_config(&self.config.api, &self.config.node.state_dir.join("tls"))?;
         info!(?source, "TLS certificate");
         let addr = self.config.api.listen;
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| DaemonError::Listen { addr, source })?;
-        let app = api::router(ApiState { health: self.health.clone(), metrics: self.metrics.clone() });
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Listen { addr, source })?;
+        let app = api::router(ApiState {
+            health: self.health.clone(),
+            metrics: self.metrics.clone(),
+        });
         let api_task = tokio::spawn(api::serve(listener, tls, app, shutdown.clone()));
 
         let loops_task = tokio::spawn(self.controller.run(shutdown.clone()));
@@ -269,7 +308,10 @@ impl Agent {
         }
         if !shutdown.is_cancelled() {
             let servers = self.compute.servers().map(|s| s.len()).unwrap_or_default();
-            notifier.ready(&format!("ready: node {}, {} servers, virt {:?}", self.node_id, servers, self.virt_type.0));
+            notifier.ready(&format!(
+                "ready: node {}, {} servers, virt {:?}",
+                self.node_id, servers, self.virt_type.0
+            ));
             info!(node = %self.node_id, servers, "first full reconcile done; ready");
         }
         let liveness_task = tokio::spawn(liveness::run(
@@ -301,7 +343,10 @@ impl std::fmt::Debug for ServerStatusCollector {
 }
 
 impl prometheus_client::collector::Collector for ServerStatusCollector {
-    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
         use prometheus_client::encoding::EncodeMetric;
         let counts = self.compute.status_counts().unwrap_or_default();
         let mut family = encoder.encode_descriptor(

@@ -18,12 +18,18 @@ pub struct SubsystemHealth {
 impl SubsystemHealth {
     /// Healthy, with detail.
     pub fn ok(detail: serde_json::Value) -> Self {
-        Self { healthy: true, detail }
+        Self {
+            healthy: true,
+            detail,
+        }
     }
 
     /// Unhealthy, with the reason.
     pub fn failing(detail: serde_json::Value) -> Self {
-        Self { healthy: false, detail }
+        Self {
+            healthy: false,
+            detail,
+        }
     }
 }
 
@@ -60,9 +66,16 @@ impl HealthChecks {
 
     /// Runs every check.
     pub fn run(&self) -> HealthReport {
-        let subsystems: BTreeMap<&'static str, SubsystemHealth> =
-            self.checks.iter().map(|(name, check)| (*name, check())).collect();
-        let status = if subsystems.values().all(|s| s.healthy) { "ok" } else { "degraded" };
+        let subsystems: BTreeMap<&'static str, SubsystemHealth> = self
+            .checks
+            .iter()
+            .map(|(name, check)| (*name, check()))
+            .collect();
+        let status = if subsystems.values().all(|s| s.healthy) {
+            "ok"
+        } else {
+            "degraded"
+        };
         HealthReport { status, subsystems }
     }
 }
@@ -77,7 +90,10 @@ mod tests {
         let mut checks = HealthChecks::default();
         checks.add("store", Box::new(|| SubsystemHealth::ok(json!({}))));
         assert!(checks.run().is_healthy());
-        checks.add("libvirt", Box::new(|| SubsystemHealth::failing(json!({"error": "down"}))));
+        checks.add(
+            "libvirt",
+            Box::new(|| SubsystemHealth::failing(json!({"error": "down"}))),
+        );
         let report = checks.run();
         assert_eq!(report.status, "degraded");
         assert!(!report.subsystems["libvirt"].healthy);

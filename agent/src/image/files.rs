@@ -51,7 +51,11 @@ pub enum BlobState {
 /// The image file store.
 pub trait ImageFiles: Send + Sync {
     /// Streams `source` into a pending file for image `id`.
-    fn receive(&self, id: Uuid, source: &mut dyn Read) -> io::Result<(BlobDigest, Box<dyn PendingBlob>)>;
+    fn receive(
+        &self,
+        id: Uuid,
+        source: &mut dyn Read,
+    ) -> io::Result<(BlobDigest, Box<dyn PendingBlob>)>;
     /// Every image id with a file or partial file, and in what state.
     fn scan(&self) -> io::Result<Vec<(Uuid, BlobState)>>;
     /// Finishes an abandoned import whose row was committed.
@@ -112,11 +116,23 @@ impl PendingBlob for LocalPending {
 }
 
 impl ImageFiles for LocalImageFiles {
-    fn receive(&self, id: Uuid, source: &mut dyn Read) -> io::Result<(BlobDigest, Box<dyn PendingBlob>)> {
+    fn receive(
+        &self,
+        id: Uuid,
+        source: &mut dyn Read,
+    ) -> io::Result<(BlobDigest, Box<dyn PendingBlob>)> {
         let partial = self.partial(id);
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&partial)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&partial)?;
         file.try_lock().map_err(|err| match err {
-            TryLockError::WouldBlock => io::Error::new(io::ErrorKind::AlreadyExists, "image is being imported already"),
+            TryLockError::WouldBlock => io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "image is being imported already",
+            ),
             TryLockError::Error(err) => err,
         })?;
         file.set_len(0)?;
@@ -149,9 +165,18 @@ impl ImageFiles for LocalImageFiles {
             let _ = std::fs::remove_file(&partial);
             return Err(err);
         }
-        let digest =
-            BlobDigest { size, md5: hex(&md5.finalize()), sha512: hex(&sha.finalize()), header };
-        let pending = LocalPending { file, partial, final_path: self.path(id), dir: self.dir.clone() };
+        let digest = BlobDigest {
+            size,
+            md5: hex(&md5.finalize()),
+            sha512: hex(&sha.finalize()),
+            header,
+        };
+        let pending = LocalPending {
+            file,
+            partial,
+            final_path: self.path(id),
+            dir: self.dir.clone(),
+        };
         Ok((digest, Box::new(pending)))
     }
 
@@ -162,7 +187,9 @@ impl ImageFiles for LocalImageFiles {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             if let Some(stem) = name.strip_suffix(".partial") {
-                let Ok(id) = Uuid::parse_str(stem) else { continue };
+                let Ok(id) = Uuid::parse_str(stem) else {
+                    continue;
+                };
                 let state = match File::open(entry.path()).map(|f| f.try_lock()) {
                     Ok(Ok(())) => BlobState::Abandoned,
                     Ok(Err(TryLockError::WouldBlock)) => BlobState::InProgress,
@@ -184,7 +211,8 @@ impl ImageFiles for LocalImageFiles {
     fn publish_abandoned(&self, id: Uuid) -> io::Result<()> {
         let partial = self.partial(id);
         let file = File::open(&partial)?;
-        file.try_lock().map_err(|_| io::Error::new(io::ErrorKind::WouldBlock, "import in progress"))?;
+        file.try_lock()
+            .map_err(|_| io::Error::new(io::ErrorKind::WouldBlock, "import in progress"))?;
         file.sync_all()?;
         std::fs::rename(&partial, self.path(id))?;
         sync_dir(&self.dir)
@@ -212,56 +240,82 @@ impl ImageFiles for LocalImageFiles {
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
+
+/// Image bytes and state by id, shared between the fake and its pending imports.
+type FakeBlobs = Arc<Mutex<HashMap<Uuid, (Vec<u8>, BlobState)>>>;
 
 /// In-memory image files for unit tests.
 #[derive(Debug, Default, Clone)]
 pub struct FakeImageFiles {
-    files: Arc<Mutex<HashMap<Uuid, (Vec<u8>, BlobState)>>>,
+    files: FakeBlobs,
 }
 
 impl FakeImageFiles {
     /// Bytes of a published image, if any.
     pub fn published(&self, id: Uuid) -> Option<Vec<u8>> {
         let files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
-        files.get(&id).filter(|(_, s)| *s == BlobState::Published).map(|(b, _)| b.clone())
+        files
+            .get(&id)
+            .filter(|(_, s)| *s == BlobState::Published)
+            .map(|(b, _)| b.clone())
     }
 
     /// Number of files in any state.
     pub fn count(&self) -> usize {
-        self.files.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Plants a file in the given state (to simulate crashes).
     pub fn plant(&self, id: Uuid, bytes: Vec<u8>, state: BlobState) {
-        self.files.lock().unwrap_or_else(PoisonError::into_inner).insert(id, (bytes, state));
+        self.files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, (bytes, state));
     }
 }
 
 struct FakePending {
-    files: Arc<Mutex<HashMap<Uuid, (Vec<u8>, BlobState)>>>,
+    files: FakeBlobs,
     id: Uuid,
 }
 
 impl PendingBlob for FakePending {
     fn publish(self: Box<Self>) -> io::Result<()> {
-        if let Some(entry) = self.files.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&self.id) {
+        if let Some(entry) = self
+            .files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&self.id)
+        {
             entry.1 = BlobState::Published;
         }
         Ok(())
     }
 
     fn discard(self: Box<Self>) {
-        self.files.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.id);
+        self.files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
     }
 }
 
 impl ImageFiles for FakeImageFiles {
-    fn receive(&self, id: Uuid, source: &mut dyn Read) -> io::Result<(BlobDigest, Box<dyn PendingBlob>)> {
+    fn receive(
+        &self,
+        id: Uuid,
+        source: &mut dyn Read,
+    ) -> io::Result<(BlobDigest, Box<dyn PendingBlob>)> {
         let mut bytes = Vec::new();
         source.read_to_end(&mut bytes)?;
         let digest = BlobDigest {
@@ -270,23 +324,46 @@ impl ImageFiles for FakeImageFiles {
             sha512: hex(&Sha512::digest(&bytes)),
             header: bytes.iter().take(HEADER_LEN).copied().collect(),
         };
-        self.files.lock().unwrap_or_else(PoisonError::into_inner).insert(id, (bytes, BlobState::InProgress));
-        Ok((digest, Box::new(FakePending { files: self.files.clone(), id })))
+        self.files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, (bytes, BlobState::InProgress));
+        Ok((
+            digest,
+            Box::new(FakePending {
+                files: self.files.clone(),
+                id,
+            }),
+        ))
     }
 
     fn scan(&self) -> io::Result<Vec<(Uuid, BlobState)>> {
-        Ok(self.files.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|(id, (_, s))| (*id, *s)).collect())
+        Ok(self
+            .files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(id, (_, s))| (*id, *s))
+            .collect())
     }
 
     fn publish_abandoned(&self, id: Uuid) -> io::Result<()> {
-        if let Some(entry) = self.files.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&id) {
+        if let Some(entry) = self
+            .files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&id)
+        {
             entry.1 = BlobState::Published;
         }
         Ok(())
     }
 
     fn remove(&self, id: Uuid) -> io::Result<()> {
-        self.files.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+        self.files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
         Ok(())
     }
 
@@ -313,7 +390,10 @@ mod tests {
         assert_eq!(digest.md5, "5d41402abc4b2a76b9719d911017c592");
         assert!(digest.sha512.starts_with("9b71d224bd62f378"));
         assert!(!files.exists(id).expect("exists"));
-        assert_eq!(files.scan().expect("scan"), vec![(id, BlobState::InProgress)]);
+        assert_eq!(
+            files.scan().expect("scan"),
+            vec![(id, BlobState::InProgress)]
+        );
         pending.publish().expect("publish");
         assert!(files.exists(id).expect("exists"));
         assert_eq!(std::fs::read(files.path(id)).expect("read"), b"hello");
@@ -325,9 +405,15 @@ mod tests {
         let files = LocalImageFiles::new(dir.path().to_owned()).expect("dir");
         let id = Uuid::new_v4();
         std::fs::write(dir.path().join(format!("{id}.partial")), b"half").expect("plant");
-        assert_eq!(files.scan().expect("scan"), vec![(id, BlobState::Abandoned)]);
+        assert_eq!(
+            files.scan().expect("scan"),
+            vec![(id, BlobState::Abandoned)]
+        );
         files.publish_abandoned(id).expect("complete");
-        assert_eq!(files.scan().expect("scan"), vec![(id, BlobState::Published)]);
+        assert_eq!(
+            files.scan().expect("scan"),
+            vec![(id, BlobState::Published)]
+        );
         files.remove(id).expect("remove");
         assert!(files.scan().expect("scan").is_empty());
     }
@@ -336,7 +422,9 @@ mod tests {
     fn discarded_import_leaves_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = LocalImageFiles::new(dir.path().to_owned()).expect("dir");
-        let (_, pending) = files.receive(Uuid::new_v4(), &mut &b"x"[..]).expect("receive");
+        let (_, pending) = files
+            .receive(Uuid::new_v4(), &mut &b"x"[..])
+            .expect("receive");
         pending.discard();
         assert!(files.scan().expect("scan").is_empty());
     }

@@ -102,14 +102,24 @@ fn sniff(header: &[u8]) -> Option<&'static str> {
 }
 
 /// Checks `header` (the first bytes of a file of `file_size` bytes) against the declared format.
-pub fn inspect(declared: DiskFormat, header: &[u8], file_size: u64) -> Result<Inspection, FormatError> {
+pub fn inspect(
+    declared: DiskFormat,
+    header: &[u8],
+    file_size: u64,
+) -> Result<Inspection, FormatError> {
     if file_size == 0 {
         return Err(FormatError::Empty);
     }
     match (declared, sniff(header)) {
-        (DiskFormat::Raw, None) => Ok(Inspection { format: DiskFormat::Raw, virtual_size: file_size }),
+        (DiskFormat::Raw, None) => Ok(Inspection {
+            format: DiskFormat::Raw,
+            virtual_size: file_size,
+        }),
         (DiskFormat::Qcow2, Some("qcow2")) => inspect_qcow2(header),
-        (declared, found) => Err(FormatError::Mismatch { declared, found: found.unwrap_or("raw").to_owned() }),
+        (declared, found) => Err(FormatError::Mismatch {
+            declared,
+            found: found.unwrap_or("raw").to_owned(),
+        }),
     }
 }
 
@@ -153,7 +163,10 @@ fn inspect_qcow2(header: &[u8]) -> Result<Inspection, FormatError> {
             return Err(FormatError::ExternalDataFile);
         }
     }
-    Ok(Inspection { format: DiskFormat::Qcow2, virtual_size })
+    Ok(Inspection {
+        format: DiskFormat::Qcow2,
+        virtual_size,
+    })
 }
 
 #[cfg(test)]
@@ -180,24 +193,45 @@ pub(crate) mod tests {
     #[test]
     fn raw_is_raw_and_its_size_is_the_file_size() {
         let i = inspect(DiskFormat::Raw, &[0xeb, 0x3c, 0x90], 1 << 20).expect("raw");
-        assert_eq!(i, Inspection { format: DiskFormat::Raw, virtual_size: 1 << 20 });
+        assert_eq!(
+            i,
+            Inspection {
+                format: DiskFormat::Raw,
+                virtual_size: 1 << 20
+            }
+        );
     }
 
     #[test]
     fn qcow2_virtual_size_comes_from_the_header() {
-        let i = inspect(DiskFormat::Qcow2, &qcow2_header(10 << 30, false, false), 200_000).expect("qcow2");
+        let i = inspect(
+            DiskFormat::Qcow2,
+            &qcow2_header(10 << 30, false, false),
+            200_000,
+        )
+        .expect("qcow2");
         assert_eq!(i.virtual_size, 10 << 30);
     }
 
     #[test]
     fn qcow2_declared_as_raw_is_refused() {
-        let err = inspect(DiskFormat::Raw, &qcow2_header(1 << 30, false, false), 1000).expect_err("mismatch");
-        assert_eq!(err, FormatError::Mismatch { declared: DiskFormat::Raw, found: "qcow2".into() });
+        let err = inspect(DiskFormat::Raw, &qcow2_header(1 << 30, false, false), 1000)
+            .expect_err("mismatch");
+        assert_eq!(
+            err,
+            FormatError::Mismatch {
+                declared: DiskFormat::Raw,
+                found: "qcow2".into()
+            }
+        );
     }
 
     #[test]
     fn raw_declared_as_qcow2_is_refused() {
-        assert!(matches!(inspect(DiskFormat::Qcow2, &[0; 512], 1000), Err(FormatError::Mismatch { .. })));
+        assert!(matches!(
+            inspect(DiskFormat::Qcow2, &[0; 512], 1000),
+            Err(FormatError::Mismatch { .. })
+        ));
     }
 
     #[test]
@@ -220,7 +254,9 @@ pub(crate) mod tests {
     fn vmdk_uploaded_as_raw_is_refused() {
         let mut h = vec![0u8; 512];
         h[0..4].copy_from_slice(b"KDMV");
-        assert!(matches!(inspect(DiskFormat::Raw, &h, 512), Err(FormatError::Mismatch { found, .. }) if found == "vmdk"));
+        assert!(
+            matches!(inspect(DiskFormat::Raw, &h, 512), Err(FormatError::Mismatch { found, .. }) if found == "vmdk")
+        );
     }
 
     #[test]

@@ -127,7 +127,9 @@ impl Classify for ImageError {
         match self {
             Self::NotFound(_) => ErrorClass::NotFound,
             Self::DuplicateId(_) | Self::InUse { .. } => ErrorClass::Conflict,
-            Self::Invalid { .. } | Self::Format(_) | Self::ChecksumMismatch { .. } => ErrorClass::BadRequest,
+            Self::Invalid { .. } | Self::Format(_) | Self::ChecksumMismatch { .. } => {
+                ErrorClass::BadRequest
+            }
             Self::Io(_) | Self::Store(_) => ErrorClass::Internal,
         }
     }
@@ -143,10 +145,16 @@ pub struct ImageService {
 /// Validates a display name the way Glance does: at most 255 characters.
 fn validate_name(name: &str) -> Result<(), ImageError> {
     if name.chars().count() > 255 {
-        return Err(ImageError::Invalid { field: "name", reason: "longer than 255 characters".into() });
+        return Err(ImageError::Invalid {
+            field: "name",
+            reason: "longer than 255 characters".into(),
+        });
     }
     if name.chars().any(char::is_control) {
-        return Err(ImageError::Invalid { field: "name", reason: "contains control characters".into() });
+        return Err(ImageError::Invalid {
+            field: "name",
+            reason: "contains control characters".into(),
+        });
     }
     Ok(())
 }
@@ -154,24 +162,35 @@ fn validate_name(name: &str) -> Result<(), ImageError> {
 impl ImageService {
     /// A service over `store` and `files`.
     pub fn new(store: Arc<Store>, files: Arc<dyn ImageFiles>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, files, clock }
+        Self {
+            store,
+            files,
+            clock,
+        }
     }
 
     /// Streams `source` into the store. Nothing stays behind when the import is refused.
     pub fn import(&self, request: NewImage, source: &mut dyn Read) -> Result<Image, ImageError> {
         validate_name(&request.name)?;
-        let disk_format = request
-            .disk_format
-            .ok_or(ImageError::Invalid { field: "disk_format", reason: "must be raw or qcow2".into() })?;
+        let disk_format = request.disk_format.ok_or(ImageError::Invalid {
+            field: "disk_format",
+            reason: "must be raw or qcow2".into(),
+        })?;
         for (key, value) in &request.properties {
             if key.is_empty() || key.len() > 255 || value.len() > 65535 {
-                return Err(ImageError::Invalid { field: "properties", reason: format!("property {key:?} too long or empty") });
+                return Err(ImageError::Invalid {
+                    field: "properties",
+                    reason: format!("property {key:?} too long or empty"),
+                });
             }
         }
         if let Some(expected) = &request.expected_sha512
             && (expected.len() != 128 || !expected.bytes().all(|b| b.is_ascii_hexdigit()))
         {
-            return Err(ImageError::Invalid { field: "expected_sha512", reason: "must be 128 hex digits".into() });
+            return Err(ImageError::Invalid {
+                field: "expected_sha512",
+                reason: "must be 128 hex digits".into(),
+            });
         }
         let id = request.id.unwrap_or_else(Uuid::new_v4);
         if self.find(id)?.is_some() {
@@ -183,7 +202,10 @@ impl ImageService {
             .map_err(ImageError::from)
             .and_then(|inspection| match &request.expected_sha512 {
                 Some(expected) if !expected.eq_ignore_ascii_case(&digest.sha512) => {
-                    Err(ImageError::ChecksumMismatch { expected: expected.clone(), actual: digest.sha512.clone() })
+                    Err(ImageError::ChecksumMismatch {
+                        expected: expected.clone(),
+                        actual: digest.sha512.clone(),
+                    })
                 }
                 _ => Ok(inspection),
             });
@@ -249,32 +271,47 @@ impl ImageService {
     /// The image, if it exists.
     pub fn find(&self, id: Uuid) -> Result<Option<Image>, ImageError> {
         self.store.read(|tx| {
-            tx.query_row(&format!("SELECT {COLUMNS} FROM images WHERE id = ?1"), [id.to_string()], |row| Ok(from_row(row)))
-                .optional()?
-                .transpose()
+            tx.query_row(
+                &format!("SELECT {COLUMNS} FROM images WHERE id = ?1"),
+                [id.to_string()],
+                |row| Ok(from_row(row)),
+            )
+            .optional()?
+            .transpose()
         })
     }
 
     /// The image, or `NotFound`.
     pub fn get(&self, id: Uuid) -> Result<Image, ImageError> {
-        self.find(id)?.ok_or_else(|| ImageError::NotFound(id.to_string()))
+        self.find(id)?
+            .ok_or_else(|| ImageError::NotFound(id.to_string()))
     }
 
     /// All images, oldest first.
     pub fn list(&self) -> Result<Vec<Image>, ImageError> {
         self.store.read(|tx| {
-            let mut stmt = tx.prepare(&format!("SELECT {COLUMNS} FROM images ORDER BY created_at, id"))?;
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {COLUMNS} FROM images ORDER BY created_at, id"
+            ))?;
             let rows = stmt.query_map([], |row| Ok(from_row(row)))?;
-            rows.map(|r| r.map_err(ImageError::from).and_then(|i| i)).collect()
+            rows.map(|r| r.map_err(ImageError::from).and_then(|i| i))
+                .collect()
         })
     }
 
     /// Deletes an image no server uses. The row goes first; the file follows (or is collected later).
     pub fn delete(&self, id: Uuid) -> Result<(), ImageError> {
         self.store.write(|tx| -> Result<(), ImageError> {
-            let servers: i64 = tx.query_row("SELECT count(*) FROM servers WHERE image_id = ?1", [id.to_string()], |r| r.get(0))?;
+            let servers: i64 = tx.query_row(
+                "SELECT count(*) FROM servers WHERE image_id = ?1",
+                [id.to_string()],
+                |r| r.get(0),
+            )?;
             if servers > 0 {
-                return Err(ImageError::InUse { id, servers: servers as u64 });
+                return Err(ImageError::InUse {
+                    id,
+                    servers: servers as u64,
+                });
             }
             if tx.execute("DELETE FROM images WHERE id = ?1", [id.to_string()])? == 0 {
                 return Err(ImageError::NotFound(id.to_string()));
@@ -296,7 +333,8 @@ impl ImageService {
     }
 }
 
-const COLUMNS: &str = "id, name, disk_format, container_format, size_bytes, virtual_size, checksum_md5, hash_sha512,
+const COLUMNS: &str =
+    "id, name, disk_format, container_format, size_bytes, virtual_size, checksum_md5, hash_sha512,
     min_disk_gb, min_ram_mb, visibility, properties, created_at";
 
 fn from_row(row: &Row<'_>) -> Result<Image, ImageError> {
@@ -307,8 +345,10 @@ fn from_row(row: &Row<'_>) -> Result<Image, ImageError> {
     Ok(Image {
         id: Uuid::parse_str(&id).map_err(|_| ImageError::NotFound(id.clone()))?,
         name: row.get(1)?,
-        disk_format: DiskFormat::parse(&disk_format)
-            .ok_or(ImageError::Invalid { field: "disk_format", reason: format!("stored value {disk_format:?}") })?,
+        disk_format: DiskFormat::parse(&disk_format).ok_or(ImageError::Invalid {
+            field: "disk_format",
+            reason: format!("stored value {disk_format:?}"),
+        })?,
         container_format: row.get(3)?,
         size_bytes: row.get::<_, i64>(4)? as u64,
         virtual_size: row.get::<_, i64>(5)? as u64,
@@ -336,7 +376,11 @@ impl ImageReconciler {
 
     fn row_exists(&self, id: Uuid) -> Result<bool, StoreError> {
         self.store.read(|tx| {
-            Ok(tx.query_row("SELECT EXISTS (SELECT 1 FROM images WHERE id = ?1)", [id.to_string()], |r| r.get(0))?)
+            Ok(tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM images WHERE id = ?1)",
+                [id.to_string()],
+                |r| r.get(0),
+            )?)
         })
     }
 }
@@ -363,7 +407,12 @@ impl Reconciler for ImageReconciler {
 
     fn reconcile(&self, key: &str) -> Result<Next, BoxError> {
         let id = Uuid::parse_str(key)?;
-        let state = self.files.scan()?.into_iter().find(|(found, _)| *found == id).map(|(_, s)| s);
+        let state = self
+            .files
+            .scan()?
+            .into_iter()
+            .find(|(found, _)| *found == id)
+            .map(|(_, s)| s);
         let has_row = self.row_exists(id)?;
         match (state, has_row) {
             (Some(BlobState::Abandoned), true) => {
@@ -390,18 +439,33 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Store::open(&dir.path().join("agent.db")).expect("store"));
         let files = FakeImageFiles::default();
-        (ImageService::new(store.clone(), Arc::new(files.clone()), Arc::new(SystemClock)), files, store, dir)
+        (
+            ImageService::new(
+                store.clone(),
+                Arc::new(files.clone()),
+                Arc::new(SystemClock),
+            ),
+            files,
+            store,
+            dir,
+        )
     }
 
     fn request(name: &str, format: DiskFormat) -> NewImage {
-        NewImage { name: name.into(), disk_format: Some(format), ..NewImage::default() }
+        NewImage {
+            name: name.into(),
+            disk_format: Some(format),
+            ..NewImage::default()
+        }
     }
 
     #[test]
     fn import_records_sizes_and_checksums_and_publishes_the_file() {
         let (svc, files, _, _dir) = service();
         let bytes = vec![7u8; 4096];
-        let image = svc.import(request("cirros", DiskFormat::Raw), &mut &bytes[..]).expect("import");
+        let image = svc
+            .import(request("cirros", DiskFormat::Raw), &mut &bytes[..])
+            .expect("import");
         assert_eq!(image.size_bytes, 4096);
         assert_eq!(image.virtual_size, 4096);
         assert_eq!(image.checksum_md5.len(), 32);
@@ -413,7 +477,9 @@ mod tests {
     fn refused_content_leaves_no_row_and_no_file() {
         let (svc, files, _, _dir) = service();
         let qcow2 = format::tests::qcow2_header(1 << 30, true, false);
-        let err = svc.import(request("evil", DiskFormat::Qcow2), &mut &qcow2[..]).expect_err("backing file");
+        let err = svc
+            .import(request("evil", DiskFormat::Qcow2), &mut &qcow2[..])
+            .expect_err("backing file");
         assert!(matches!(err, ImageError::Format(FormatError::BackingFile)));
         assert_eq!(err.class(), ErrorClass::BadRequest);
         assert!(svc.list().expect("list").is_empty());
@@ -425,7 +491,10 @@ mod tests {
         let (svc, files, _, _dir) = service();
         let mut req = request("x", DiskFormat::Raw);
         req.expected_sha512 = Some("0".repeat(128));
-        assert!(matches!(svc.import(req, &mut &b"data"[..]), Err(ImageError::ChecksumMismatch { .. })));
+        assert!(matches!(
+            svc.import(req, &mut &b"data"[..]),
+            Err(ImageError::ChecksumMismatch { .. })
+        ));
         assert!(svc.list().expect("list").is_empty());
         assert_eq!(files.count(), 0);
     }
@@ -445,16 +514,28 @@ mod tests {
     #[test]
     fn missing_disk_format_and_overlong_name_are_bad_requests() {
         let (svc, _, _, _dir) = service();
-        let err = svc.import(NewImage { name: "x".into(), ..NewImage::default() }, &mut &b"d"[..]).expect_err("format");
+        let err = svc
+            .import(
+                NewImage {
+                    name: "x".into(),
+                    ..NewImage::default()
+                },
+                &mut &b"d"[..],
+            )
+            .expect_err("format");
         assert_eq!(err.class(), ErrorClass::BadRequest);
-        let err = svc.import(request(&"n".repeat(256), DiskFormat::Raw), &mut &b"d"[..]).expect_err("name");
+        let err = svc
+            .import(request(&"n".repeat(256), DiskFormat::Raw), &mut &b"d"[..])
+            .expect_err("name");
         assert_eq!(err.class(), ErrorClass::BadRequest);
     }
 
     #[test]
     fn reconciler_removes_orphan_files_and_completes_committed_imports() {
         let (svc, files, store, _dir) = service();
-        let kept = svc.import(request("kept", DiskFormat::Raw), &mut &b"k"[..]).expect("import");
+        let kept = svc
+            .import(request("kept", DiskFormat::Raw), &mut &b"k"[..])
+            .expect("import");
         // A killed import after commit: the row exists, the file is still partial.
         files.plant(kept.id, b"k".to_vec(), BlobState::Abandoned);
         let orphan = Uuid::new_v4();
@@ -467,7 +548,19 @@ mod tests {
             reconciler.reconcile(&key).expect("reconcile");
         }
         assert_eq!(files.published(kept.id), Some(b"k".to_vec()));
-        assert!(files.scan().expect("scan").iter().all(|(id, _)| *id != orphan));
-        assert!(files.scan().expect("scan").contains(&(running, BlobState::InProgress)), "imports in progress are left alone");
+        assert!(
+            files
+                .scan()
+                .expect("scan")
+                .iter()
+                .all(|(id, _)| *id != orphan)
+        );
+        assert!(
+            files
+                .scan()
+                .expect("scan")
+                .contains(&(running, BlobState::InProgress)),
+            "imports in progress are left alone"
+        );
     }
 }

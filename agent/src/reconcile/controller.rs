@@ -74,20 +74,30 @@ impl LoopMetrics {
     fn new() -> Self {
         Self {
             runs: Family::default(),
-            duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16))),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 16))
+            }),
             depth: Gauge::default(),
             last_resync: Gauge::default(),
         }
     }
 
     fn register(&self, registry: &mut Registry) {
-        registry.register("scs_edge_reconcile_runs", "Reconcile runs by kind and outcome", self.runs.clone());
+        registry.register(
+            "scs_edge_reconcile_runs",
+            "Reconcile runs by kind and outcome",
+            self.runs.clone(),
+        );
         registry.register(
             "scs_edge_reconcile_duration_seconds",
             "Time one reconcile run took",
             self.duration.clone(),
         );
-        registry.register("scs_edge_reconcile_queue_depth", "Items queued or being reconciled", self.depth.clone());
+        registry.register(
+            "scs_edge_reconcile_queue_depth",
+            "Items queued or being reconciled",
+            self.depth.clone(),
+        );
         registry.register(
             "scs_edge_reconcile_last_resync_timestamp_seconds",
             "Unix time the last full resync was queued",
@@ -107,7 +117,12 @@ pub struct ControllerBuilder {
 impl ControllerBuilder {
     /// A builder with no kinds yet.
     pub fn new(settings: Settings) -> Self {
-        Self { settings, kinds: Vec::new(), change_feed: None, metrics: LoopMetrics::new() }
+        Self {
+            settings,
+            kinds: Vec::new(),
+            change_feed: None,
+            metrics: LoopMetrics::new(),
+        }
     }
 
     /// Adds a resource kind.
@@ -134,7 +149,12 @@ impl ControllerBuilder {
     /// Builds the controller and a handle for enqueueing, probing and health.
     pub fn build(self) -> (Controller, ControllerHandle) {
         let (probe_tx, probe_rx) = mpsc::channel(8);
-        let kind_index = self.kinds.iter().enumerate().map(|(i, k)| (k.kind(), i)).collect();
+        let kind_index = self
+            .kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.kind(), i))
+            .collect();
         let shared = Arc::new(Shared {
             workers: Mutex::new(vec![None; self.settings.workers]),
             settings: self.settings,
@@ -149,7 +169,10 @@ impl ControllerBuilder {
             last_resync: Mutex::new(None),
             scans_in_progress: Mutex::default(),
         });
-        let handle = ControllerHandle { shared: shared.clone(), probe_tx };
+        let handle = ControllerHandle {
+            shared: shared.clone(),
+            probe_tx,
+        };
         (Controller { shared, probe_rx }, handle)
     }
 }
@@ -230,7 +253,10 @@ impl WorkSink for ControllerHandle {
         let item = (index, key.to_owned());
         self.shared.queue.note_version(&item, version);
         self.shared.queue.add(item, Cause::Desired, None);
-        self.shared.metrics.depth.set(self.shared.queue.depth() as i64);
+        self.shared
+            .metrics
+            .depth
+            .set(self.shared.queue.depth() as i64);
     }
 }
 
@@ -276,9 +302,13 @@ impl ControllerHandle {
         ControllerHealth {
             queue_depth: self.shared.queue.depth(),
             stalled,
-            scan_errors: lock(&self.shared.observe_errors).iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+            scan_errors: lock(&self.shared.observe_errors)
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
             first_pass_done: self.shared.first_pass.is_done(),
-            last_resync_age_secs: lock(&self.shared.last_resync).map(|t| now.duration_since(t).as_secs()),
+            last_resync_age_secs: lock(&self.shared.last_resync)
+                .map(|t| now.duration_since(t).as_secs()),
         }
     }
 }
@@ -292,7 +322,10 @@ impl Controller {
         for index in 0..shared.settings.workers {
             let shared = shared.clone();
             let shutdown = shutdown.clone();
-            workers.spawn(async move { worker(shared, index, shutdown).await }.instrument(tracing::info_span!("worker", index)));
+            workers.spawn(
+                async move { worker(shared, index, shutdown).await }
+                    .instrument(tracing::info_span!("worker", index)),
+            );
         }
 
         self.first_pass().await;
@@ -333,17 +366,26 @@ impl Controller {
     /// Queues every key of every kind, tracked so readiness can wait for it.
     async fn first_pass(&self) {
         let shared = self.shared.clone();
-        let keys = tokio::task::spawn_blocking(move || collect_all_keys(&shared)).await.unwrap_or_default();
+        let keys = tokio::task::spawn_blocking(move || collect_all_keys(&shared))
+            .await
+            .unwrap_or_default();
         let total: usize = keys.iter().map(|(_, k)| k.len()).sum();
         self.shared.first_pass.set_remaining(total);
         info!(items = total, "first full pass queued");
         for (kind, keys) in keys {
             for key in keys {
-                self.shared.queue.add((kind, key), Cause::Routine, Some(self.shared.first_pass.clone()));
+                self.shared.queue.add(
+                    (kind, key),
+                    Cause::Routine,
+                    Some(self.shared.first_pass.clone()),
+                );
             }
         }
         *lock(&self.shared.last_resync) = Some(Instant::now());
-        self.shared.metrics.last_resync.set(jiff::Timestamp::now().as_second());
+        self.shared
+            .metrics
+            .last_resync
+            .set(jiff::Timestamp::now().as_second());
     }
 }
 
@@ -372,7 +414,10 @@ fn record_scan(shared: &Shared, kind: &'static str, result: Result<(), &BoxError
             errors.remove(kind);
         }
         Err(err) => {
-            if errors.get(kind).is_none_or(|previous| *previous != err.to_string()) {
+            if errors
+                .get(kind)
+                .is_none_or(|previous| *previous != err.to_string())
+            {
                 warn!(kind, %err, "scan failed");
             }
             errors.insert(kind, err.to_string());
@@ -403,7 +448,10 @@ fn full_resync(shared: &Shared) {
         }
     }
     *lock(&shared.last_resync) = Some(Instant::now());
-    shared.metrics.last_resync.set(jiff::Timestamp::now().as_second());
+    shared
+        .metrics
+        .last_resync
+        .set(jiff::Timestamp::now().as_second());
 }
 
 fn observe_all(shared: &Shared) {
@@ -464,15 +512,33 @@ async fn worker(shared: Arc<Shared>, index: usize, shutdown: CancellationToken) 
             }
         };
         let failures = shared.queue.finish(&item, end);
-        shared.metrics.runs.get_or_create(&KindOutcome { kind: kind.to_owned(), outcome: outcome.to_owned() }).inc();
-        shared.metrics.duration.get_or_create(&KindLabel { kind: kind.to_owned() }).observe(elapsed.as_secs_f64());
+        shared
+            .metrics
+            .runs
+            .get_or_create(&KindOutcome {
+                kind: kind.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        shared
+            .metrics
+            .duration
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
         shared.metrics.depth.set(shared.queue.depth() as i64);
 
         let delay = match later {
             Some(delay) => Some((delay, Cause::Routine)),
-            None if failures > 0 => {
-                Some((backoff(failures, shared.settings.backoff_initial, shared.settings.backoff_max), Cause::Retry))
-            }
+            None if failures > 0 => Some((
+                backoff(
+                    failures,
+                    shared.settings.backoff_initial,
+                    shared.settings.backoff_max,
+                ),
+                Cause::Retry,
+            )),
             None => None,
         };
         if let Some((delay, cause)) = delay {
@@ -513,7 +579,10 @@ mod tests {
             Ok(keys.into_iter().collect())
         }
         fn changed(&self) -> Result<Vec<(String, i64)>, BoxError> {
-            Ok(lock(&self.desired).iter().map(|(k, (_, g))| (k.clone(), *g)).collect())
+            Ok(lock(&self.desired)
+                .iter()
+                .map(|(k, (_, g))| (k.clone(), *g))
+                .collect())
         }
         fn reconcile(&self, key: &str) -> Result<Next, BoxError> {
             self.runs.fetch_add(1, Ordering::SeqCst);
@@ -532,12 +601,12 @@ mod tests {
     fn settings() -> Settings {
         Settings {
             workers: 2,
-            resync_interval: Duration::from_secs(3600),
-            observe_interval: Duration::from_secs(3600),
+            resync_interval: Duration::from_hours(1),
+            observe_interval: Duration::from_hours(1),
             change_poll_interval: Duration::from_millis(10),
             backoff_initial: Duration::from_millis(5),
             backoff_max: Duration::from_millis(40),
-            stall_timeout: Duration::from_secs(60),
+            stall_timeout: Duration::from_mins(1),
         }
     }
 
@@ -557,11 +626,18 @@ mod tests {
         let toy = Arc::new(Toy::default());
         lock(&toy.desired).insert("a".into(), (1, 1));
         lock(&toy.actual).insert("orphan".into(), 9);
-        let (controller, handle) = ControllerBuilder::new(settings()).register(toy.clone()).build();
+        let (controller, handle) = ControllerBuilder::new(settings())
+            .register(toy.clone())
+            .build();
         let shutdown = CancellationToken::new();
         let run = tokio::spawn(controller.run(shutdown.clone()));
-        tokio::time::timeout(Duration::from_secs(10), handle.first_pass_done()).await.expect("first pass");
-        assert_eq!(lock(&toy.actual).clone(), HashMap::from([("a".to_owned(), 1)]));
+        tokio::time::timeout(Duration::from_secs(10), handle.first_pass_done())
+            .await
+            .expect("first pass");
+        assert_eq!(
+            lock(&toy.actual).clone(),
+            HashMap::from([("a".to_owned(), 1)])
+        );
         assert!(handle.health().first_pass_done);
         shutdown.cancel();
         run.await.expect("loops stop");
@@ -571,13 +647,19 @@ mod tests {
     async fn failures_are_retried_with_backoff_until_success() {
         let toy = Arc::new(Toy::default());
         toy.fail_next.store(3, Ordering::SeqCst);
-        let (controller, handle) = ControllerBuilder::new(settings()).register(toy.clone()).build();
+        let (controller, handle) = ControllerBuilder::new(settings())
+            .register(toy.clone())
+            .build();
         let shutdown = CancellationToken::new();
         let run = tokio::spawn(controller.run(shutdown.clone()));
         lock(&toy.desired).insert("a".into(), (7, 1));
         handle.desired_changed("toys", "a", 1);
         until(|| lock(&toy.actual).get("a") == Some(&7)).await;
-        assert_eq!(toy.runs.load(Ordering::SeqCst), 4, "three failed runs, then success");
+        assert_eq!(
+            toy.runs.load(Ordering::SeqCst),
+            4,
+            "three failed runs, then success"
+        );
         shutdown.cancel();
         run.await.expect("loops stop");
     }
@@ -588,7 +670,10 @@ mod tests {
         let version = Arc::new(std::sync::atomic::AtomicI64::new(0));
         let feed_version = version.clone();
         let feed: ChangeFeed = Arc::new(move || Ok(feed_version.load(Ordering::SeqCst)));
-        let (controller, _handle) = ControllerBuilder::new(settings()).register(toy.clone()).change_feed(feed).build();
+        let (controller, _handle) = ControllerBuilder::new(settings())
+            .register(toy.clone())
+            .change_feed(feed)
+            .build();
         let shutdown = CancellationToken::new();
         let run = tokio::spawn(controller.run(shutdown.clone()));
         // Another process writes desired state and commits; nobody calls desired_changed.
@@ -601,7 +686,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn probe_answers_while_loops_run_and_fails_once_they_stopped() {
-        let (controller, handle) = ControllerBuilder::new(settings()).register(Arc::new(Toy::default())).build();
+        let (controller, handle) = ControllerBuilder::new(settings())
+            .register(Arc::new(Toy::default()))
+            .build();
         let shutdown = CancellationToken::new();
         let run = tokio::spawn(controller.run(shutdown.clone()));
         assert!(handle.probe(Duration::from_secs(5)).await);
@@ -631,7 +718,9 @@ mod tests {
         let barrier = Arc::new(std::sync::Barrier::new(2));
         let mut s = settings();
         s.stall_timeout = Duration::from_millis(20);
-        let (controller, handle) = ControllerBuilder::new(s).register(Arc::new(Stuck(barrier.clone()))).build();
+        let (controller, handle) = ControllerBuilder::new(s)
+            .register(Arc::new(Stuck(barrier.clone())))
+            .build();
         let shutdown = CancellationToken::new();
         let run = tokio::spawn(controller.run(shutdown.clone()));
         until(|| !handle.health().stalled.is_empty()).await;

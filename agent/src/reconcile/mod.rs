@@ -10,7 +10,10 @@
 mod controller;
 mod queue;
 
-pub use controller::{ChangeFeed, Controller, ControllerBuilder, ControllerHandle, ControllerHealth, Settings, StalledItem};
+pub use controller::{
+    ChangeFeed, Controller, ControllerBuilder, ControllerHandle, ControllerHealth, Settings,
+    StalledItem,
+};
 
 use std::time::Duration;
 
@@ -81,10 +84,20 @@ mod tests {
     fn backoff_doubles_and_caps() {
         let initial = Duration::from_millis(100);
         let max = Duration::from_secs(5);
-        for (failures, expected_ms) in [(1u32, 100u64), (2, 200), (3, 400), (6, 3200), (7, 5000), (40, 5000)] {
+        for (failures, expected_ms) in [
+            (1u32, 100u64),
+            (2, 200),
+            (3, 400),
+            (6, 3200),
+            (7, 5000),
+            (40, 5000),
+        ] {
             let got = backoff(failures, initial, max);
             let expected = Duration::from_millis(expected_ms);
-            assert!(got <= expected && got >= expected.mul_f64(0.9), "failures {failures}: {got:?} vs {expected:?}");
+            assert!(
+                got <= expected && got >= expected.mul_f64(0.9),
+                "failures {failures}: {got:?} vs {expected:?}"
+            );
         }
     }
 }

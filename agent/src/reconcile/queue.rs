@@ -29,7 +29,10 @@ pub(crate) struct PassTracker {
 
 impl PassTracker {
     pub(super) fn new(items: usize) -> Arc<Self> {
-        Arc::new(Self { remaining: AtomicUsize::new(items), done: Notify::new() })
+        Arc::new(Self {
+            remaining: AtomicUsize::new(items),
+            done: Notify::new(),
+        })
     }
 
     fn complete_one(&self) {
@@ -119,7 +122,11 @@ impl WorkQueue {
             Cause::Routine => {}
         }
         if let Some(tracker) = tracker {
-            state.trackers.entry(item.clone()).or_default().push(tracker);
+            state
+                .trackers
+                .entry(item.clone())
+                .or_default()
+                .push(tracker);
         }
         if state.processing.contains(&item) {
             state.dirty.insert(item);
@@ -140,7 +147,9 @@ impl WorkQueue {
 
     /// Forgets versions of items no longer known to their kind.
     pub(super) fn retain_versions(&self, kind: usize, keys: &HashSet<String>) {
-        self.lock().versions.retain(|(k, key), _| *k != kind || keys.contains(key));
+        self.lock()
+            .versions
+            .retain(|(k, key), _| *k != kind || keys.contains(key));
     }
 
     /// Waits for the next item and marks it as processing.
@@ -233,7 +242,11 @@ mod tests {
         let running = queue.next().await;
         queue.add(item("a"), Cause::Desired, None);
         // Not handed out a second time while the first run is going.
-        assert!(tokio::time::timeout(Duration::from_millis(20), queue.next()).await.is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), queue.next())
+                .await
+                .is_err()
+        );
         queue.finish(&running, RunEnd::Done);
         assert_eq!(queue.next().await, item("a"));
     }
@@ -244,15 +257,25 @@ mod tests {
         queue.add(item("a"), Cause::Desired, None);
         let running = queue.next().await;
         assert_eq!(queue.finish(&running, RunEnd::Failed), 1);
-        assert!(!queue.add(item("a"), Cause::Routine, None), "resync must wait for the backoff");
+        assert!(
+            !queue.add(item("a"), Cause::Routine, None),
+            "resync must wait for the backoff"
+        );
         assert_eq!(queue.depth(), 0);
         assert!(queue.add(item("a"), Cause::Desired, None));
         let again = queue.next().await;
-        assert_eq!(queue.finish(&again, RunEnd::Failed), 2, "failures accumulate");
+        assert_eq!(
+            queue.finish(&again, RunEnd::Failed),
+            2,
+            "failures accumulate"
+        );
         queue.add(item("a"), Cause::Retry, None);
         let third = queue.next().await;
         assert_eq!(queue.finish(&third, RunEnd::Done), 0);
-        assert!(queue.add(item("a"), Cause::Routine, None), "success ends the backoff");
+        assert!(
+            queue.add(item("a"), Cause::Routine, None),
+            "success ends the backoff"
+        );
     }
 
     #[tokio::test]
@@ -266,7 +289,9 @@ mod tests {
         assert!(!tracker.is_done());
         let b = queue.next().await;
         queue.finish(&b, RunEnd::Done);
-        tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await.expect("pass done");
+        tokio::time::timeout(Duration::from_secs(1), tracker.wait())
+            .await
+            .expect("pass done");
     }
 
     #[test]

@@ -5,7 +5,8 @@ use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
 
 /// (version, name, SQL). Versions are consecutive from 1.
-const MIGRATIONS: &[(u32, &str, &str)] = &[(1, "initial", include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(u32, &str, &str)] =
+    &[(1, "initial", include_str!("migrations/0001_initial.sql"))];
 
 /// The newest schema version this build knows.
 pub(super) fn latest() -> u32 {
@@ -16,9 +17,16 @@ pub(super) fn latest() -> u32 {
 pub(super) fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let current: u32 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+        .map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
     if current > latest() {
-        return Err(StoreError::TooNew { path: path.to_owned(), found: current, supported: latest() });
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            found: current,
+            supported: latest(),
+        });
     }
     for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
         let run = |conn: &mut Connection| -> rusqlite::Result<()> {
@@ -32,7 +40,11 @@ pub(super) fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError
             tx.pragma_update(None, "user_version", version)?;
             tx.commit()
         };
-        run(conn).map_err(|source| StoreError::Migration { version, name, source })?;
+        run(conn).map_err(|source| StoreError::Migration {
+            version,
+            name,
+            source,
+        })?;
         tracing::info!(version, name, "store migrated");
     }
     Ok(())
@@ -45,7 +57,12 @@ mod tests {
     #[test]
     fn versions_are_consecutive_from_one() {
         for (index, migration) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(migration.0 as usize, index + 1, "migration {} out of order", migration.1);
+            assert_eq!(
+                migration.0 as usize,
+                index + 1,
+                "migration {} out of order",
+                migration.1
+            );
         }
     }
 }

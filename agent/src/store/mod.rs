@@ -29,7 +29,9 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     /// The database was written by a newer agent.
-    #[error("store {path} has schema version {found}, newer than this agent understands ({supported}); refusing to start")]
+    #[error(
+        "store {path} has schema version {found}, newer than this agent understands ({supported}); refusing to start"
+    )]
     TooNew {
         /// The database file.
         path: PathBuf,
@@ -77,16 +79,28 @@ impl Store {
         let open = |p: &Path| -> Result<Connection, StoreError> {
             let conn = Connection::open_with_flags(
                 p,
-                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_CREATE
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
-            .map_err(|source| StoreError::Open { path: p.to_owned(), source })?;
-            configure(&conn).map_err(|source| StoreError::Open { path: p.to_owned(), source })?;
+            .map_err(|source| StoreError::Open {
+                path: p.to_owned(),
+                source,
+            })?;
+            configure(&conn).map_err(|source| StoreError::Open {
+                path: p.to_owned(),
+                source,
+            })?;
             Ok(conn)
         };
         let mut conn = open(path)?;
         migrations::apply(&mut conn, path)?;
         let watcher = open(path)?;
-        Ok(Self { path: path.to_owned(), conn: Mutex::new(conn), watcher: Mutex::new(watcher) })
+        Ok(Self {
+            path: path.to_owned(),
+            conn: Mutex::new(conn),
+            watcher: Mutex::new(watcher),
+        })
     }
 
     /// The database file.
@@ -131,7 +145,9 @@ impl Store {
     /// Proves the database answers: used by the liveness check.
     pub fn ping(&self) -> Result<(), StoreError> {
         let conn = self.lock();
-        conn.query_row("SELECT count(*) FROM settings", [], |row| row.get::<_, i64>(0))?;
+        conn.query_row("SELECT count(*) FROM settings", [], |row| {
+            row.get::<_, i64>(0)
+        })?;
         Ok(())
     }
 
@@ -145,15 +161,30 @@ impl Store {
     pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.read(|tx| {
             use rusqlite::OptionalExtension;
-            Ok(tx.query_row("SELECT value FROM settings WHERE key = ?1", [key], |row| row.get(0)).optional()?)
+            Ok(tx
+                .query_row("SELECT value FROM settings WHERE key = ?1", [key], |row| {
+                    row.get(0)
+                })
+                .optional()?)
         })
     }
 
     /// Returns the setting, storing `init()` first if it has none; atomic across processes.
-    pub fn setting_or_init(&self, key: &str, init: impl FnOnce() -> String) -> Result<String, StoreError> {
+    pub fn setting_or_init(
+        &self,
+        key: &str,
+        init: impl FnOnce() -> String,
+    ) -> Result<String, StoreError> {
         self.write(|tx| {
-            tx.execute("INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING", [key, &init()])?;
-            Ok(tx.query_row("SELECT value FROM settings WHERE key = ?1", [key], |row| row.get(0))?)
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                [key, &init()],
+            )?;
+            Ok(
+                tx.query_row("SELECT value FROM settings WHERE key = ?1", [key], |row| {
+                    row.get(0)
+                })?,
+            )
         })
     }
 
@@ -172,7 +203,10 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Decodes a JSON column, naming it when it is malformed.
-pub fn from_json<T: serde::de::DeserializeOwned>(what: &'static str, text: &str) -> Result<T, StoreError> {
+pub fn from_json<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    text: &str,
+) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|source| StoreError::Corrupt { what, source })
 }
 
@@ -190,11 +224,20 @@ mod tests {
     fn open_applies_all_migrations_and_sets_durable_pragmas() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("agent.db")).expect("open");
-        assert_eq!(store.schema_version().expect("version"), migrations::latest());
+        assert_eq!(
+            store.schema_version().expect("version"),
+            migrations::latest()
+        );
         let conn = store.lock();
-        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).expect("mode");
-        let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).expect("sync");
-        let fk: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).expect("fk");
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .expect("mode");
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .expect("sync");
+        let fk: i64 = conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .expect("fk");
         assert_eq!(mode, "wal");
         assert_eq!(sync, 2, "synchronous=FULL");
         assert_eq!(fk, 1);
@@ -204,9 +247,17 @@ mod tests {
     fn reopening_is_idempotent() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("agent.db");
-        let id = Store::open(&path).expect("open").setting_or_init("node_id", || "a".into()).expect("init");
+        let id = Store::open(&path)
+            .expect("open")
+            .setting_or_init("node_id", || "a".into())
+            .expect("init");
         let store = Store::open(&path).expect("reopen");
-        assert_eq!(store.setting_or_init("node_id", || "b".into()).expect("again"), id);
+        assert_eq!(
+            store
+                .setting_or_init("node_id", || "b".into())
+                .expect("again"),
+            id
+        );
     }
 
     #[test]
@@ -215,7 +266,8 @@ mod tests {
         let path = dir.path().join("agent.db");
         drop(Store::open(&path).expect("open"));
         let conn = Connection::open(&path).expect("raw");
-        conn.pragma_update(None, "user_version", migrations::latest() + 1).expect("bump");
+        conn.pragma_update(None, "user_version", migrations::latest() + 1)
+            .expect("bump");
         drop(conn);
         assert!(matches!(Store::open(&path), Err(StoreError::TooNew { .. })));
     }

@@ -41,18 +41,26 @@ pub fn init(filter: &str, format: LogFormat) -> LogSink {
     if Path::new(JOURNAL_SOCKET).exists()
         && let Ok(journal) = tracing_journald::layer()
     {
-        tracing_subscriber::registry().with(journal.with_filter(env_filter)).init();
+        tracing_subscriber::registry()
+            .with(journal.with_filter(env_filter))
+            .init();
         return LogSink::Journal;
     }
     match format {
         LogFormat::Text => {
             let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-            tracing_subscriber::registry().with(layer.with_filter(env_filter)).init();
+            tracing_subscriber::registry()
+                .with(layer.with_filter(env_filter))
+                .init();
             LogSink::Stderr
         }
         LogFormat::Json => {
-            let layer = tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr);
-            tracing_subscriber::registry().with(layer.with_filter(env_filter)).init();
+            let layer = tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(std::io::stderr);
+            tracing_subscriber::registry()
+                .with(layer.with_filter(env_filter))
+                .init();
             LogSink::StderrJson
         }
     }

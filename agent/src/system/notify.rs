@@ -30,7 +30,9 @@ pub struct SdNotifier {
 impl SdNotifier {
     /// Reads `$WATCHDOG_USEC`/`$WATCHDOG_PID` once; the socket address is read on every send.
     pub fn from_env() -> Self {
-        Self { watchdog: sd_notify::watchdog_enabled() }
+        Self {
+            watchdog: sd_notify::watchdog_enabled(),
+        }
     }
 
     fn send(states: &[sd_notify::NotifyState<'_>]) {
@@ -46,7 +48,10 @@ impl SdNotifier {
 
 impl ServiceNotifier for SdNotifier {
     fn ready(&self, status: &str) {
-        Self::send(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(status)]);
+        Self::send(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(status),
+        ]);
     }
 
     fn status(&self, status: &str) {
@@ -76,16 +81,25 @@ pub struct RecordingNotifier {
 impl RecordingNotifier {
     /// A recorder that pretends systemd armed a watchdog of `watchdog`.
     pub fn with_watchdog(watchdog: Option<Duration>) -> Self {
-        Self { sent: Mutex::default(), watchdog }
+        Self {
+            sent: Mutex::default(),
+            watchdog,
+        }
     }
 
     /// Every message so far, in `KEY=value` form.
     pub fn sent(&self) -> Vec<String> {
-        self.sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn push(&self, message: String) {
-        self.sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(message);
+        self.sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(message);
     }
 }
 

@@ -33,7 +33,9 @@ pub fn render(spec: &DomainSpec) -> String {
     // Under KVM the host CPU is passed through; under TCG the baseline x86-64 model keeps emulation cheap.
     let cpu = match spec.virt_type {
         VirtType::Kvm => "<cpu mode='host-passthrough' check='none' migratable='on'/>",
-        VirtType::Qemu => "<cpu mode='custom' match='exact' check='none'><model fallback='forbid'>qemu64</model></cpu>",
+        VirtType::Qemu => {
+            "<cpu mode='custom' match='exact' check='none'><model fallback='forbid'>qemu64</model></cpu>"
+        }
     };
     let mut nics = String::new();
     for nic in &spec.nics {
@@ -142,7 +144,10 @@ pub fn parse_owner(xml: &str) -> Option<Owner> {
                         _ => {}
                     }
                 }
-                return Some(Owner { node: node?, digest: digest.unwrap_or_default() });
+                return Some(Owner {
+                    node: node?,
+                    digest: digest.unwrap_or_default(),
+                });
             }
             quick_xml::events::Event::Eof => return None,
             _ => {}
@@ -176,12 +181,17 @@ mod tests {
                 NicSpec {
                     port_id: Uuid::parse_str("0b8f8b3e-1111-4222-8333-944455556666").expect("uuid"),
                     mac: "fa:16:3e:01:02:03".into(),
-                    attachment: NicAttachment::Tap { dev: "tap0b8f8b3e-11".into() },
+                    attachment: NicAttachment::Tap {
+                        dev: "tap0b8f8b3e-11".into(),
+                    },
                 },
                 NicSpec {
                     port_id: Uuid::parse_str("1c9f9c4f-2222-4333-8444-a55566667777").expect("uuid"),
                     mac: "fa:16:3e:04:05:06".into(),
-                    attachment: NicAttachment::Ovs { bridge: "br-int".into(), dev: "tap1c9f9c4f-22".into() },
+                    attachment: NicAttachment::Ovs {
+                        bridge: "br-int".into(),
+                        dev: "tap1c9f9c4f-22".into(),
+                    },
                 },
             ],
         }
@@ -220,8 +230,15 @@ mod tests {
     #[test]
     fn owner_element_round_trips_as_libvirt_returns_it() {
         // libvirt hands the element back with its namespace as the default namespace.
-        let returned = format!("<owner xmlns=\"{METADATA_NS}\" node=\"edge-1\" digest=\"abc123\"/>");
-        assert_eq!(parse_owner(&returned), Some(Owner { node: "edge-1".into(), digest: "abc123".into() }));
+        let returned =
+            format!("<owner xmlns=\"{METADATA_NS}\" node=\"edge-1\" digest=\"abc123\"/>");
+        assert_eq!(
+            parse_owner(&returned),
+            Some(Owner {
+                node: "edge-1".into(),
+                digest: "abc123".into()
+            })
+        );
         assert_eq!(parse_owner("<other/>"), None);
         assert_eq!(parse_owner("garbage"), None);
     }

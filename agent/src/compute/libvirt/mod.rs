@@ -6,7 +6,9 @@
 
 pub mod domain_xml;
 
-use crate::compute::hypervisor::{DomainPower, DomainSpec, DomainStatus, Hypervisor, HypervisorError, ShutoffReason};
+use crate::compute::hypervisor::{
+    DomainPower, DomainSpec, DomainStatus, Hypervisor, HypervisorError, ShutoffReason,
+};
 use std::sync::{Arc, Mutex, PoisonError};
 use uuid::Uuid;
 use virt::connect::Connect;
@@ -35,7 +37,10 @@ pub struct LibvirtHypervisor {
 
 impl std::fmt::Debug for LibvirtHypervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LibvirtHypervisor").field("uri", &self.uri).field("node_id", &self.node_id).finish_non_exhaustive()
+        f.debug_struct("LibvirtHypervisor")
+            .field("uri", &self.uri)
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -49,7 +54,11 @@ impl LibvirtHypervisor {
     pub fn new(uri: &str, node_id: &str) -> Self {
         // libvirt prints every error to stderr by default; ours are returned and logged instead.
         virt::error::clear_error_callback();
-        Self { uri: uri.to_owned(), node_id: node_id.to_owned(), conn: Mutex::new(None) }
+        Self {
+            uri: uri.to_owned(),
+            node_id: node_id.to_owned(),
+            conn: Mutex::new(None),
+        }
     }
 
     /// A live connection, opened anew if there is none or the last one died. The lock is held only
@@ -61,18 +70,26 @@ impl LibvirtHypervisor {
         {
             return Ok(conn.clone());
         }
-        let conn = Arc::new(Conn(Connect::open(Some(&self.uri)).map_err(|e| unreachable(&e))?));
+        let conn = Arc::new(Conn(
+            Connect::open(Some(&self.uri)).map_err(|e| unreachable(&e))?,
+        ));
         *guard = Some(conn.clone());
         Ok(conn)
     }
 
     /// Runs `f` with a live connection; forgets the connection if the call failed because it died.
-    fn with_conn<T>(&self, f: impl FnOnce(&Connect) -> Result<T, HypervisorError>) -> Result<T, HypervisorError> {
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&Connect) -> Result<T, HypervisorError>,
+    ) -> Result<T, HypervisorError> {
         let conn = self.connection()?;
         let result = f(&conn.0);
         if result.is_err() && !conn.0.is_alive().unwrap_or(false) {
             let mut guard = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-            if guard.as_ref().is_some_and(|current| Arc::ptr_eq(current, &conn)) {
+            if guard
+                .as_ref()
+                .is_some_and(|current| Arc::ptr_eq(current, &conn))
+            {
                 guard.take();
             }
         }
@@ -86,13 +103,21 @@ impl LibvirtHypervisor {
             Err(err) if err.code() == ErrorNumber::NoDomain => return Ok(None),
             Err(err) => return Err(op_error("lookup", id, &err)),
         };
-        Ok(self.owner_digest(&domain, id)?.map(|digest| (domain, digest)))
+        Ok(self
+            .owner_digest(&domain, id)?
+            .map(|digest| (domain, digest)))
     }
 
     /// The spec digest if `domain` carries this node's owner element.
     fn owner_digest(&self, domain: &Domain, id: Uuid) -> Result<Option<String>, HypervisorError> {
-        match domain.get_metadata(sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(domain_xml::METADATA_NS), 0) {
-            Ok(xml) => Ok(domain_xml::parse_owner(&xml).filter(|o| o.node == self.node_id).map(|o| o.digest)),
+        match domain.get_metadata(
+            sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+            Some(domain_xml::METADATA_NS),
+            0,
+        ) {
+            Ok(xml) => Ok(domain_xml::parse_owner(&xml)
+                .filter(|o| o.node == self.node_id)
+                .map(|o| o.digest)),
             Err(err) if err.code() == ErrorNumber::NoDomainMetadata => Ok(None),
             Err(err) if err.code() == ErrorNumber::NoDomain => Ok(None),
             Err(err) => Err(op_error("read metadata", id, &err)),
@@ -100,21 +125,31 @@ impl LibvirtHypervisor {
     }
 
     fn status(domain: &Domain, id: Uuid, digest: String) -> Result<DomainStatus, HypervisorError> {
-        let (state, reason) = domain.get_state().map_err(|e| op_error("read state", id, &e))?;
+        let (state, reason) = domain
+            .get_state()
+            .map_err(|e| op_error("read state", id, &e))?;
         let power = match state {
-            sys::VIR_DOMAIN_RUNNING | sys::VIR_DOMAIN_BLOCKED | sys::VIR_DOMAIN_SHUTDOWN => DomainPower::Running,
+            sys::VIR_DOMAIN_RUNNING | sys::VIR_DOMAIN_BLOCKED | sys::VIR_DOMAIN_SHUTDOWN => {
+                DomainPower::Running
+            }
             sys::VIR_DOMAIN_PAUSED | sys::VIR_DOMAIN_PMSUSPENDED => DomainPower::Paused,
             sys::VIR_DOMAIN_CRASHED => DomainPower::Crashed,
             sys::VIR_DOMAIN_SHUTOFF => DomainPower::Shutoff(match reason as u32 {
                 sys::VIR_DOMAIN_SHUTOFF_SHUTDOWN => ShutoffReason::GuestShutdown,
                 sys::VIR_DOMAIN_SHUTOFF_DESTROYED => ShutoffReason::Destroyed,
-                sys::VIR_DOMAIN_SHUTOFF_CRASHED | sys::VIR_DOMAIN_SHUTOFF_FAILED => ShutoffReason::Crashed,
+                sys::VIR_DOMAIN_SHUTOFF_CRASHED | sys::VIR_DOMAIN_SHUTOFF_FAILED => {
+                    ShutoffReason::Crashed
+                }
                 _ => ShutoffReason::Unknown,
             }),
             _ if domain.is_active().unwrap_or(false) => DomainPower::Running,
             _ => DomainPower::Shutoff(ShutoffReason::Unknown),
         };
-        Ok(DomainStatus { id, power, spec_digest: Some(digest).filter(|d| !d.is_empty()) })
+        Ok(DomainStatus {
+            id,
+            power,
+            spec_digest: Some(digest).filter(|d| !d.is_empty()),
+        })
     }
 
     /// Runs a power call on an owned domain; "not running" style refusals count as success.
@@ -141,7 +176,11 @@ impl LibvirtHypervisor {
 }
 
 fn op_error(operation: &'static str, id: Uuid, err: &virt::error::Error) -> HypervisorError {
-    HypervisorError::Operation { operation, id, message: err.message().to_owned() }
+    HypervisorError::Operation {
+        operation,
+        id,
+        message: err.message().to_owned(),
+    }
 }
 
 impl Hypervisor for LibvirtHypervisor {
@@ -150,8 +189,15 @@ impl Hypervisor for LibvirtHypervisor {
             let all = conn.list_all_domains(0).map_err(|e| unreachable(&e))?;
             let mut owned = Vec::new();
             for domain in all {
-                let Ok(name) = domain.get_name() else { continue };
-                let Some(id) = name.strip_prefix(NAME_PREFIX).and_then(|s| Uuid::parse_str(s).ok()) else { continue };
+                let Ok(name) = domain.get_name() else {
+                    continue;
+                };
+                let Some(id) = name
+                    .strip_prefix(NAME_PREFIX)
+                    .and_then(|s| Uuid::parse_str(s).ok())
+                else {
+                    continue;
+                };
                 match self.owner_digest(&domain, id) {
                     Ok(Some(digest)) => owned.push(Self::status(&domain, id, digest)?),
                     Ok(None) => {}
@@ -182,7 +228,9 @@ impl Hypervisor for LibvirtHypervisor {
                     message: "a domain with this UUID exists and is not owned by this node".into(),
                 });
             }
-            Domain::define_xml(conn, &xml).map(|_| ()).map_err(|e| op_error("define", spec.id, &e))
+            Domain::define_xml(conn, &xml)
+                .map(|_| ())
+                .map_err(|e| op_error("define", spec.id, &e))
         })
     }
 
@@ -191,7 +239,10 @@ impl Hypervisor for LibvirtHypervisor {
     }
 
     fn shutdown(&self, id: Uuid) -> Result<(), HypervisorError> {
-        self.power_call("shutdown", id, |d| d.shutdown_flags(sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN).map(|_| ()))
+        self.power_call("shutdown", id, |d| {
+            d.shutdown_flags(sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+                .map(|_| ())
+        })
     }
 
     fn power_off(&self, id: Uuid) -> Result<(), HypervisorError> {
@@ -200,7 +251,9 @@ impl Hypervisor for LibvirtHypervisor {
 
     fn undefine(&self, id: Uuid) -> Result<(), HypervisorError> {
         self.with_conn(|conn| {
-            let Some((domain, _)) = self.owned(conn, id)? else { return Ok(()) };
+            let Some((domain, _)) = self.owned(conn, id)? else {
+                return Ok(());
+            };
             let flags = sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                 | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
                 | sys::VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA

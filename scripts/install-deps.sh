@@ -1,0 +1,29 @@
+#!/bin/bash
+# Installs what building and testing SCS Edge needs on Debian 12, idempotently: Debian packages for
+# libvirt/QEMU and the test guest, and cargo-nextest. Run as root (CI runs it through `make test`).
+set -euo pipefail
+
+packages=(
+  # libvirt + QEMU (the tests start virtlogd and libvirtd themselves; no systemd needed)
+  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
+  qemu-system-x86 qemu-utils
+  # the test guest: Debian kernel, busybox initramfs, SYSLINUX-bootable FAT disk
+  linux-image-amd64 busybox-static cpio kmod syslinux syslinux-common mtools dosfstools
+  # build
+  gcc make git ca-certificates
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi

@@ -1,0 +1,324 @@
+//! `make bench`: SCS Edge benchmarks, each against a baseline measured in the same run.
+//!
+//! 1. create → domain running, 20 servers through the agent (in-process: domain API, store, reconcile
+//!    loop, disk overlay, config drive, libvirt) interleaved with 20 domains defined and started straight
+//!    through the virt crate from the very XML the agent produced (disks prepared beforehand).
+//! 2. Agent RSS idle and with 20 servers (the real binary), against its own idle figure.
+//!
+//! Guests boot a blank disk (SeaBIOS finds nothing to boot and idles), so guest CPU does not skew
+//! control-plane timings. Writes target/bench/results.jsonl and docs/benchmarks.md.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use scs_edge_agent::compute::hypervisor::VirtType;
+use scs_edge_agent::compute::{NewFlavor, NewServer};
+use scs_edge_agent::config::AgentConfig;
+use scs_edge_agent::daemon::{self, Agent, HostPorts};
+use scs_edge_agent::image::NewImage;
+use scs_edge_agent::image::format::DiskFormat;
+use scs_edge_agent::system::notify::RecordingNotifier;
+use scs_edge_tests::agent::{AgentOptions, AgentProcess};
+use scs_edge_tests::bench::{Record, markdown_table, percentile, write_jsonl};
+use scs_edge_tests::libvirt::{Observer, ensure_daemons};
+use scs_edge_tests::{scratch_dir, target_dir, wait};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const SERVERS: usize = 20;
+
+fn main() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    ensure_daemons();
+    let mut records = Vec::new();
+    records.extend(create_to_running());
+    records.extend(rss());
+
+    let jsonl = target_dir().join("bench/results.jsonl");
+    write_jsonl(&jsonl, &records).expect("write results");
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .join("docs/benchmarks.md");
+    let table = markdown_table(&records);
+    let text = format!(
+        "# Benchmarks\n\nProduced by `make bench` (`target/release/scs-edge-bench`) on {} ({} CPUs, {} MiB RAM; guests under {}).\nMachine-readable: `target/bench/results.jsonl`. Each figure is compared with a baseline measured in the same run.\n\n{}\n{}\n",
+        jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        host_memory_mib(),
+        "TCG (libvirt domain type qemu)",
+        table,
+        NOTES
+    );
+    std::fs::write(&docs, text).expect("write docs/benchmarks.md");
+    println!("{table}");
+    println!("wrote {} and {}", jsonl.display(), docs.display());
+}
+
+const NOTES: &str = "## What is measured\n\n\
+- **create → running (agent)**: from `ComputeService::create_server` returning to libvirt reporting the domain running, polled every millisecond on a separate connection. It includes the store transaction (fsync), the work queue, disk overlay (`qemu-img create`), config drive, domain definition and start.\n\
+- **create → running (virt crate)**: `Domain::define_xml` + `Domain::create` with the XML the agent produced for its server, on prepared disks; run interleaved with the agent's creates, one of each per round, 20 rounds.\n\
+- **agent RSS**: `VmRSS` of the `scs-edge-agent` process after READY=1 with no servers, and after 20 servers reached ACTIVE; the idle figure is the baseline of the loaded one.\n";
+
+fn host_memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().find_map(|l| {
+                l.strip_prefix("MemTotal:")
+                    .map(|v| v.trim().trim_end_matches(" kB").trim().to_owned())
+            })
+        })
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024)
+}
+
+fn blank_disk(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("blank.raw");
+    std::fs::write(&path, vec![0u8; 1 << 20]).expect("blank disk");
+    path
+}
+
+fn create_to_running() -> Vec<Record> {
+    let dir = scratch_dir("bench-create");
+    let mut config = AgentConfig::default();
+    config.node.id = format!("bench-{}", &Uuid::new_v4().to_string()[..8]);
+    config.node.state_dir = dir.path().join("state");
+    config.api.listen = "127.0.0.1:0".parse().expect("addr");
+    config.compute.cpu_allocation_ratio = 64.0;
+    config.compute.shutdown_timeout_secs = 1;
+    config.log.filter = "warn".into();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    let (store, node_id) = daemon::open_store(&config).expect("store");
+    let ports = HostPorts::real(&config, &node_id).expect("host ports");
+    let agent = Agent::assemble(
+        config.clone(),
+        store,
+        node_id.clone(),
+        (VirtType::Qemu, "benchmark".into()),
+        &ports,
+    );
+    let compute = agent.compute.clone();
+    let images = agent.images.clone();
+    let loops = agent.loops.clone();
+    let shutdown = CancellationToken::new();
+    let run = runtime.spawn(agent.run(Arc::new(RecordingNotifier::default()), shutdown.clone()));
+    runtime.block_on(loops.first_pass_done());
+
+    let blank = blank_disk(dir.path());
+    let image = images
+        .import(
+            NewImage {
+                name: "blank".into(),
+                disk_format: Some(DiskFormat::Raw),
+                ..NewImage::default()
+            },
+            &mut std::fs::File::open(&blank).expect("open"),
+        )
+        .expect("import");
+    compute
+        .create_flavor(NewFlavor {
+            id: Some("bench".into()),
+            name: "bench".into(),
+            description: None,
+            vcpus: 1,
+            ram_mb: 64,
+            disk_gb: 1,
+            ephemeral_gb: 0,
+            swap_mb: 0,
+            is_public: true,
+            extra_specs: BTreeMap::new(),
+        })
+        .expect("flavor");
+
+    let observer = Observer::connect();
+    let baseline_dir = dir.path().join("baseline");
+    std::fs::create_dir_all(&baseline_dir).expect("baseline dir");
+    let mut agent_ms = Vec::new();
+    let mut virt_ms = Vec::new();
+    let mut baseline_ids = Vec::new();
+    // One warm-up round of each, not counted: first QEMU start pays for page cache and libvirt caches.
+    for round in 0..=SERVERS {
+        let started = Instant::now();
+        let server = compute
+            .create_server(NewServer {
+                name: format!("bench-{round}"),
+                project_id: "bench".into(),
+                user_id: "bench".into(),
+                flavor_id: "bench".into(),
+                image_id: image.id,
+                ..NewServer::default()
+            })
+            .expect("create");
+        wait::until("agent domain running", Duration::from_mins(2), || {
+            let running = observer.running(server.id);
+            if !running {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            running.then_some(())
+        });
+        let agent_time = started.elapsed();
+
+        // The baseline: the agent's own XML for this server, renamed, on copies of its prepared files.
+        let xml = observer
+            .domain(server.id)
+            .expect("domain")
+            .get_xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE)
+            .expect("xml");
+        let twin = Uuid::new_v4();
+        let server_dir = config
+            .node
+            .state_dir
+            .join("servers")
+            .join(server.id.to_string());
+        let twin_dir = baseline_dir.join(twin.to_string());
+        std::fs::create_dir_all(&twin_dir).expect("twin dir");
+        for file in ["disk.qcow2", "config-drive.img"] {
+            std::fs::copy(server_dir.join(file), twin_dir.join(file)).expect("copy prepared file");
+        }
+        let twin_xml = xml
+            .replace(
+                &server_dir.display().to_string(),
+                &twin_dir.display().to_string(),
+            )
+            .replace(&server.id.to_string(), &twin.to_string())
+            .replace(&format!("node='{node_id}'"), "node='bench-baseline'")
+            .replace(&format!("node=\"{node_id}\""), "node=\"bench-baseline\"");
+        let started = Instant::now();
+        let domain =
+            virt::domain::Domain::define_xml(observer.connection(), &twin_xml).expect("define");
+        domain.create().expect("start");
+        let virt_time = started.elapsed();
+        baseline_ids.push(twin);
+        if round > 0 {
+            agent_ms.push(agent_time.as_secs_f64() * 1000.0);
+            virt_ms.push(virt_time.as_secs_f64() * 1000.0);
+        }
+        eprintln!(
+            "round {round}: agent {:.1} ms, virt crate {:.1} ms",
+            agent_time.as_secs_f64() * 1000.0,
+            virt_time.as_secs_f64() * 1000.0
+        );
+    }
+
+    for id in &baseline_ids {
+        observer.remove(*id);
+    }
+    for server in compute.servers().expect("servers") {
+        compute.delete_server(server.id).expect("delete");
+    }
+    wait::until("bench servers deleted", Duration::from_mins(2), || {
+        compute.servers().ok().filter(Vec::is_empty).map(|_| ())
+    });
+    shutdown.cancel();
+    let _ = runtime.block_on(run);
+
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let mut agent_sorted = agent_ms.clone();
+    agent_sorted.sort_by(f64::total_cmp);
+    let mut virt_sorted = virt_ms.clone();
+    virt_sorted.sort_by(f64::total_cmp);
+    vec![
+        Record::compared(
+            "create → domain running, mean of 20 (agent vs virt crate)",
+            mean(&agent_ms),
+            "ms",
+            mean(&virt_ms),
+            "define+start via virt crate",
+            "ratio ≤ 1.05",
+        ),
+        Record::compared(
+            "create → domain running, p50 of 20",
+            percentile(&agent_sorted, 50.0),
+            "ms",
+            percentile(&virt_sorted, 50.0),
+            "define+start via virt crate",
+            "ratio ≤ 1.05",
+        ),
+        Record::compared(
+            "create → domain running, p95 of 20",
+            percentile(&agent_sorted, 95.0),
+            "ms",
+            percentile(&virt_sorted, 95.0),
+            "define+start via virt crate",
+            "—",
+        ),
+    ]
+}
+
+fn rss_kib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .expect("VmRSS")
+}
+
+fn rss() -> Vec<Record> {
+    let agent = AgentProcess::start("bench-rss", AgentOptions::default());
+    let pid = agent.pid().expect("agent pid");
+    let dir = agent.dir().to_owned();
+    let blank = blank_disk(&dir);
+    let image = agent.cli_ok(&[
+        "image",
+        "import",
+        "--name",
+        "blank",
+        "--disk-format",
+        "raw",
+        "--file",
+        blank.to_str().expect("utf8"),
+    ]);
+    let image = image["id"].as_str().expect("id").to_owned();
+    agent.cli_ok(&[
+        "flavor", "create", "--id", "tiny", "--name", "tiny", "--vcpus", "1", "--ram", "64",
+        "--disk", "1",
+    ]);
+    // Let the agent settle after its first pass and the imports before reading the idle figure.
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = rss_kib(pid) / 1024.0;
+    let mut ids = Vec::new();
+    for i in 0..SERVERS {
+        let json = agent.cli_ok(&[
+            "server",
+            "create",
+            "--name",
+            &format!("rss-{i}"),
+            "--flavor",
+            "tiny",
+            "--image",
+            &image,
+        ]);
+        ids.push(Uuid::parse_str(json["id"].as_str().expect("id")).expect("uuid"));
+    }
+    for id in &ids {
+        agent.wait_status(*id, "ACTIVE", Duration::from_mins(5));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let loaded = rss_kib(pid) / 1024.0;
+    vec![
+        Record {
+            name: "agent RSS, idle".into(),
+            value: idle,
+            unit: "MiB".into(),
+            baseline: None,
+            baseline_name: String::new(),
+            ratio: None,
+            goal: "—".into(),
+        },
+        Record::compared(
+            "agent RSS with 20 servers",
+            loaded,
+            "MiB",
+            idle,
+            "idle RSS",
+            "—",
+        ),
+    ]
+}
