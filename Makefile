@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help test deps lint unit integration dev bench lab clean
+.PHONY: help test deps lint deny-advisories unit integration dev bench lab clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -15,9 +15,13 @@ test: deps lint ## everything CI checks: formatting, clippy, unit tests and real
 deps: ## install Debian packages and cargo-nextest (idempotent; needs root)
 	scripts/install-deps.sh
 
-lint: ## cargo fmt --check and clippy -D warnings
+lint: ## cargo fmt --check, clippy -D warnings, cargo deny (licenses, bans, sources)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) deny --log-level error check licenses bans sources
+
+deny-advisories: ## RustSec advisories (needs network access to github.com)
+	$(CARGO) deny check advisories
 
 unit: ## the fast unit tests only (no root, no daemons)
 	$(CARGO) nextest run --workspace --locked -E 'kind(lib) | kind(bin)'
