@@ -314,14 +314,16 @@ impl Agent {
             ));
             info!(node = %self.node_id, servers, "first full reconcile done; ready");
         }
-        let liveness_task = tokio::spawn(liveness::run(
-            self.liveness.clone(),
-            self.loops.clone(),
-            self.store.clone(),
-            self.compute.clone(),
-            notifier.clone(),
-            shutdown.clone(),
-        ));
+        let store = self.store.clone();
+        let compute = self.compute.clone();
+        let liveness = liveness::Liveness {
+            state: self.liveness.clone(),
+            loops: self.loops.clone(),
+            store_answers: Arc::new(move || store.ping().is_ok()),
+            server_counts: Arc::new(move || compute.status_counts().unwrap_or_default()),
+            notifier: notifier.clone(),
+        };
+        let liveness_task = tokio::spawn(liveness.run(shutdown.clone()));
         shutdown.cancelled().await;
         notifier.stopping();
         let _ = loops_task.await;

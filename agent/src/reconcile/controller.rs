@@ -558,6 +558,7 @@ async fn worker(shared: Arc<Shared>, index: usize, shutdown: CancellationToken) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reconcile::test_support::{Wedged, quiet_settings};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// A reconciler over an in-memory map: desired value per key, actual value per key.
@@ -699,33 +700,16 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_item_stuck_in_a_worker_is_reported_as_stalled() {
-        struct Stuck(Arc<std::sync::Barrier>);
-        impl Reconciler for Stuck {
-            fn kind(&self) -> &'static str {
-                "stuck"
-            }
-            fn all_keys(&self) -> Result<Vec<String>, BoxError> {
-                Ok(vec!["x".into()])
-            }
-            fn changed(&self) -> Result<Vec<(String, i64)>, BoxError> {
-                Ok(Vec::new())
-            }
-            fn reconcile(&self, _key: &str) -> Result<Next, BoxError> {
-                self.0.wait();
-                Ok(Next::Done)
-            }
-        }
         let barrier = Arc::new(std::sync::Barrier::new(2));
-        let mut s = settings();
-        s.stall_timeout = Duration::from_millis(20);
-        let (controller, handle) = ControllerBuilder::new(s)
-            .register(Arc::new(Stuck(barrier.clone())))
-            .build();
+        let (controller, handle) =
+            ControllerBuilder::new(quiet_settings(2, Duration::from_millis(20)))
+                .register(Arc::new(Wedged(barrier.clone())))
+                .build();
         let shutdown = CancellationToken::new();
         let run = tokio::spawn(controller.run(shutdown.clone()));
         until(|| !handle.health().stalled.is_empty()).await;
         let health = handle.health();
-        assert_eq!(health.stalled[0].kind, "stuck");
+        assert_eq!(health.stalled[0].key, "wedged");
         assert!(!health.is_healthy());
         barrier.wait();
         handle.first_pass_done().await;

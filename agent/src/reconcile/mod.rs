@@ -9,6 +9,8 @@
 
 mod controller;
 mod queue;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 pub use controller::{
     ChangeFeed, Controller, ControllerBuilder, ControllerHandle, ControllerHealth, Settings,
