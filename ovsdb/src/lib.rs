@@ -1,0 +1,1 @@
+//! An RFC 7047 OVSDB client. Knows nothing of SCS.
