@@ -178,7 +178,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_store_that_does_not_answer_withholds_the_ping_but_status_still_updates() {
         let (controller, loops) =
-            ControllerBuilder::new(quiet_settings(1, Duration::from_secs(60))).build();
+            ControllerBuilder::new(quiet_settings(1, Duration::from_mins(1))).build();
         let notifier = Arc::new(RecordingNotifier::with_watchdog(Some(
             Duration::from_millis(40),
         )));

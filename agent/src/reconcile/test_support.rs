@@ -8,9 +8,9 @@ use std::time::Duration;
 pub(crate) fn quiet_settings(workers: usize, stall_timeout: Duration) -> Settings {
     Settings {
         workers,
-        resync_interval: Duration::from_secs(3600),
-        observe_interval: Duration::from_secs(3600),
-        change_poll_interval: Duration::from_secs(3600),
+        resync_interval: Duration::from_hours(1),
+        observe_interval: Duration::from_hours(1),
+        change_poll_interval: Duration::from_hours(1),
         backoff_initial: Duration::from_millis(10),
         backoff_max: Duration::from_millis(10),
         stall_timeout,
