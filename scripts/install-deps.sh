@@ -9,6 +9,10 @@ packages=(
   qemu-system-x86 qemu-utils
   # the test guest: Debian kernel, busybox initramfs, SYSLINUX-bootable FAT disk
   linux-image-amd64 busybox-static cpio kmod syslinux syslinux-common mtools dosfstools
+  # OVS and OVN (ovsdb-server, ovs-vswitchd, ovn-northd, ovn-controller, nbctl; userspace datapath)
+  openvswitch-switch openvswitch-common ovn-central ovn-host ovn-common
+  # packet tests: network namespaces, veths, ethtool offloads
+  iproute2 ethtool iputils-ping
   # build
   gcc make git ca-certificates
 )

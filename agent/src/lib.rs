@@ -19,6 +19,7 @@ pub mod error_class;
 pub mod health;
 pub mod image;
 pub mod metrics;
+pub mod network;
 pub mod reconcile;
 pub mod store;
 pub mod system;

@@ -142,13 +142,10 @@ pub(super) fn insert(tx: &Transaction<'_>, server: &Server) -> Result<(), Comput
     )?;
     for port in &server.ports {
         tx.execute(
-            "INSERT INTO ports (id, server_id, position, mac) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                port.id.to_string(),
-                server.id.to_string(),
-                port.position,
-                port.mac
-            ],
+            "INSERT INTO ports (id, project_id, mac, device_owner, device_id, server_id, position, owned_by_server,
+                 created_at, updated_at)
+             VALUES (?1, ?2, ?3, 'compute:nova', ?4, ?4, ?5, 1, ?6, ?6)",
+            params![port.id.to_string(), server.project_id, port.mac, server.id.to_string(), port.position, now],
         )?;
     }
     Ok(())
@@ -345,8 +342,17 @@ pub(super) fn adopt_guest_shutdown(
     Ok((updated == 1).then_some(seen_generation + 1))
 }
 
-/// Removes a server row and its ports.
+/// Removes a server row: the ports made for it go too, ports the user passed in are unbound and kept.
 pub(super) fn delete(tx: &Transaction<'_>, id: Uuid) -> Result<(), ComputeError> {
-    tx.execute("DELETE FROM servers WHERE id = ?1", [id.to_string()])?;
+    let id = id.to_string();
+    tx.execute(
+        "DELETE FROM ports WHERE server_id = ?1 AND owned_by_server = 1",
+        [&id],
+    )?;
+    tx.execute(
+        "UPDATE ports SET server_id = NULL, position = NULL, device_id = '', device_owner = '' WHERE server_id = ?1",
+        [&id],
+    )?;
+    tx.execute("DELETE FROM servers WHERE id = ?1", [&id])?;
     Ok(())
 }

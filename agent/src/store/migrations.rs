@@ -5,8 +5,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
 
 /// (version, name, SQL). Versions are consecutive from 1.
-const MIGRATIONS: &[(u32, &str, &str)] =
-    &[(1, "initial", include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (1, "initial", include_str!("migrations/0001_initial.sql")),
+    (2, "network", include_str!("migrations/0002_network.sql")),
+];
 
 /// The newest schema version this build knows.
 pub(super) fn latest() -> u32 {

@@ -286,6 +286,51 @@ mod tests {
     }
 
     #[test]
+    fn upgrading_from_schema_1_keeps_server_nics_as_neutron_ports() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.db");
+        let conn = Connection::open(&path).expect("raw");
+        conn.execute_batch(include_str!("migrations/0001_initial.sql"))
+            .expect("schema 1");
+        conn.execute_batch(
+            "PRAGMA user_version = 1;
+             INSERT INTO images (id, name, disk_format, size_bytes, virtual_size, checksum_md5, hash_sha512, created_at)
+                 VALUES ('i', 'img', 'raw', 1, 1, 'm', 's', 't');
+             INSERT INTO servers (id, name, project_id, user_id, image_id, flavor_id, flavor, power_intent, status,
+                 created_at, updated_at)
+                 VALUES ('s', 'vm', 'p', 'u', 'i', 'f', '{}', 'running', 'ACTIVE', 't0', 't1');
+             INSERT INTO ports (id, server_id, position, mac) VALUES ('port-a', 's', 0, 'fa:16:3e:00:00:01');",
+        )
+        .expect("schema 1 rows");
+        drop(conn);
+        let store = Store::open(&path).expect("migrate");
+        assert_eq!(
+            store.schema_version().expect("version"),
+            migrations::latest()
+        );
+        let row: (String, String, String, String, i64, String) = store
+            .read(|tx| {
+                Ok::<_, StoreError>(tx.query_row(
+                    "SELECT project_id, mac, device_owner, device_id, owned_by_server, server_id FROM ports WHERE id = 'port-a'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                )?)
+            })
+            .expect("port kept");
+        assert_eq!(
+            row,
+            (
+                "p".into(),
+                "fa:16:3e:00:00:01".into(),
+                "compute:nova".into(),
+                "s".into(),
+                1,
+                "s".into()
+            )
+        );
+    }
+
+    #[test]
     fn data_version_moves_on_commits_from_other_connections() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("agent.db");

@@ -1,0 +1,1 @@
+//! The host's links, addresses and routes, through rtnetlink, behind a trait.
