@@ -5,6 +5,7 @@
 pub mod host;
 pub mod ipam;
 pub mod model;
+pub mod ovn;
 mod repo;
 pub mod service;
 
