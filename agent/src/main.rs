@@ -43,7 +43,7 @@ fn main() -> ExitCode {
                     message: err.to_string(),
                     code: 1,
                 })
-                .and_then(|(images, compute)| run_admin(admin, &images, &compute));
+                .and_then(|services| run_admin(admin, &services));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(failure) => {
@@ -70,7 +70,7 @@ fn run_daemon(config: AgentConfig) -> anyhow::Result<()> {
         let (store, node_id) = daemon::open_store(&config).context("opening the store")?;
         let virt_type = choose_virt_type(config.compute.virt_type, &DevKvmProbe::default());
         tracing::info!(virt_type = ?virt_type.0, reason = %virt_type.1, "accelerator chosen");
-        let ports = HostPorts::real(&config, &node_id)?;
+        let ports = HostPorts::real(&config, &node_id, Some(&tokio::runtime::Handle::current()))?;
         let agent = Agent::assemble(config, store, node_id, virt_type, &ports);
         let shutdown = CancellationToken::new();
         let signals = shutdown.clone();

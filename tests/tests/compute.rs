@@ -61,7 +61,7 @@ fn guest_boots_from_its_image_and_prints_config_drive_user_data() {
     ] {
         assert!(xml.contains(needle), "domain XML lacks {needle}:\n{xml}");
     }
-    let mac = server["ports"][0]["mac"].as_str().expect("mac");
+    let mac = server["nics"][0]["mac"].as_str().expect("mac");
     assert!(xml.contains(mac), "NIC MAC {mac} not in domain XML");
 }
 

@@ -6,10 +6,15 @@
 //! is killed. Output is JSON on stdout; errors go to stderr with an exit code per error class.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use crate::compute::{ComputeService, NewFlavor, NewServer, RebootKind, ServerStatus};
+pub mod network;
+
+use crate::compute::{
+    ComputeService, NetworkRequest, NewFlavor, NewServer, RebootKind, ServerStatus,
+};
 use crate::error_class::{Classify, ErrorClass};
 use crate::image::format::DiskFormat;
 use crate::image::{ImageService, NewImage};
+use crate::network::NetworkService;
 use clap::{Args, Parser, Subcommand};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -51,6 +56,24 @@ pub enum Command {
     /// Manage servers.
     #[command(subcommand)]
     Server(ServerCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
+    /// Manage subnets.
+    #[command(subcommand)]
+    Subnet(network::SubnetCommand),
+    /// Manage ports.
+    #[command(subcommand)]
+    Port(network::PortCommand),
+    /// Manage security groups and their rules.
+    #[command(subcommand)]
+    SecurityGroup(network::SecurityGroupCommand),
+    /// Manage routers.
+    #[command(subcommand)]
+    Router(network::RouterCommand),
+    /// Manage floating IPs.
+    #[command(subcommand)]
+    FloatingIp(network::FloatingIpCommand),
 }
 
 /// `flavor …`
@@ -147,7 +170,7 @@ pub struct ImageImport {
 #[derive(Debug, Subcommand)]
 pub enum ServerCommand {
     /// Create a server.
-    Create(ServerCreate),
+    Create(Box<ServerCreate>),
     /// List servers.
     List,
     /// Show a server.
@@ -212,7 +235,16 @@ pub struct ServerCreate {
     /// Metadata `key=value` (repeatable).
     #[arg(long = "meta", value_parser = parse_pair)]
     pub metadata: Vec<(String, String)>,
-    /// NICs on the node's default attachment.
+    /// A NIC on this network (repeatable, in guest order).
+    #[arg(long = "network")]
+    pub networks: Vec<Uuid>,
+    /// A NIC on this existing port (repeatable, after the `--network` NICs).
+    #[arg(long = "port")]
+    pub ports: Vec<Uuid>,
+    /// Security group of the ports made for `--network` (repeatable; default: the project's default).
+    #[arg(long = "security-group")]
+    pub security_groups: Vec<Uuid>,
+    /// Plain tap NICs not on any network (nodes without networking).
     #[arg(long, default_value_t = 0)]
     pub nics: u32,
     /// Project id.
@@ -260,23 +292,36 @@ impl CliFailure {
     }
 }
 
-fn print<T: serde::Serialize>(value: &T) {
+pub(crate) fn print<T: serde::Serialize>(value: &T) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
 }
 
+/// The domain services admin commands use.
+pub struct AdminServices {
+    /// Images.
+    pub images: std::sync::Arc<ImageService>,
+    /// Flavors and servers.
+    pub compute: std::sync::Arc<ComputeService>,
+    /// Networking.
+    pub network: std::sync::Arc<NetworkService>,
+}
+
 /// Runs one admin command against the services.
-pub fn run_admin(
-    command: Command,
-    images: &ImageService,
-    compute: &ComputeService,
-) -> Result<(), CliFailure> {
+pub fn run_admin(command: Command, services: &AdminServices) -> Result<(), CliFailure> {
+    let (images, compute) = (services.images.as_ref(), services.compute.as_ref());
     match command {
         Command::Run | Command::CheckConfig => {
             Err(CliFailure::other("not an admin command".into()))
         }
+        Command::Network(cmd) => network::network(cmd, &services.network),
+        Command::Subnet(cmd) => network::subnet(cmd, &services.network),
+        Command::Port(cmd) => network::port(cmd, &services.network),
+        Command::SecurityGroup(cmd) => network::security_group(cmd, &services.network),
+        Command::Router(cmd) => network::router(cmd, &services.network),
+        Command::FloatingIp(cmd) => network::floating_ip(cmd, &services.network),
         Command::Flavor(cmd) => match cmd {
             FlavorCommand::Create(args) => {
                 print(&compute.create_flavor(NewFlavor {
@@ -340,17 +385,27 @@ pub fn run_admin(
                     })?),
                     None => None,
                 };
-                let _: () = print(&compute.create_server(NewServer {
-                    id: args.id,
-                    name: args.name,
-                    project_id: args.project,
-                    user_id: args.user,
-                    flavor_id: args.flavor,
-                    image_id: args.image,
-                    user_data,
-                    metadata: args.metadata.into_iter().collect(),
-                    nics: args.nics,
-                })?);
+                let _: () = print(
+                    &compute.create_server(NewServer {
+                        id: args.id,
+                        name: args.name,
+                        project_id: args.project,
+                        user_id: args.user,
+                        flavor_id: args.flavor,
+                        image_id: args.image,
+                        user_data,
+                        metadata: args.metadata.into_iter().collect(),
+                        networks: args
+                            .networks
+                            .into_iter()
+                            .map(NetworkRequest::Network)
+                            .chain(args.ports.into_iter().map(NetworkRequest::Port))
+                            .collect(),
+                        security_groups: (!args.security_groups.is_empty())
+                            .then_some(args.security_groups),
+                        nics: args.nics,
+                    })?,
+                );
                 Ok(())
             }
             ServerCommand::List => {

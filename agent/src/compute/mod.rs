@@ -26,7 +26,7 @@ use crate::image::ImageError;
 use crate::store::StoreError;
 
 pub use flavor::{Flavor, NewFlavor};
-pub use server::{NewServer, PowerIntent, RebootKind, Server, ServerStatus};
+pub use server::{NetworkRequest, NewServer, Nic, PowerIntent, RebootKind, Server, ServerStatus};
 pub use service::{ComputeService, ComputeSettings};
 
 /// Why a compute request was refused or failed.
@@ -76,6 +76,9 @@ pub enum ComputeError {
     /// The image store failed.
     #[error(transparent)]
     Image(ImageError),
+    /// A NIC's port could not be made or bound.
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -108,6 +111,7 @@ impl Classify for ComputeError {
                 ErrorClass::Conflict
             }
             Self::Image(err) => err.class(),
+            Self::Network(err) => err.class(),
             Self::Store(_) => ErrorClass::Internal,
         }
     }

@@ -15,8 +15,8 @@ use super::hypervisor::{
 use super::repo::{self, ServerRecord};
 use super::server::{Fault, PowerIntent, PowerState, RebootKind, Server, ServerStatus};
 use super::service::SERVERS;
-use crate::config::NicAttachmentSetting;
 use crate::image::{Image, ImageService};
+use crate::network::chassis::{Vif, VifPlugger};
 use crate::reconcile::{BoxError, Next, Reconciler};
 use crate::store::Store;
 use crate::system::clock::Clock;
@@ -41,9 +41,7 @@ pub struct ServerReconcilerSettings {
     pub virt_type: VirtType,
     /// QEMU machine type.
     pub machine: String,
-    /// How NICs are attached.
-    pub nic_attachment: NicAttachmentSetting,
-    /// OVS bridge for `ovs` attachment.
+    /// OVS bridge NICs on networks plug into.
     pub integration_bridge: String,
     /// Graceful shutdown timeout.
     pub shutdown_timeout: Duration,
@@ -55,6 +53,7 @@ pub struct ServerReconciler {
     images: Arc<ImageService>,
     hypervisor: Arc<dyn Hypervisor>,
     files: Arc<dyn ServerFiles>,
+    vifs: Arc<dyn VifPlugger>,
     clock: Arc<dyn Clock>,
     settings: ServerReconcilerSettings,
 }
@@ -105,6 +104,7 @@ impl ServerReconciler {
         images: Arc<ImageService>,
         hypervisor: Arc<dyn Hypervisor>,
         files: Arc<dyn ServerFiles>,
+        vifs: Arc<dyn VifPlugger>,
         clock: Arc<dyn Clock>,
         settings: ServerReconcilerSettings,
     ) -> Self {
@@ -113,6 +113,7 @@ impl ServerReconciler {
             images,
             hypervisor,
             files,
+            vifs,
             clock,
             settings,
         }
@@ -121,20 +122,21 @@ impl ServerReconciler {
     /// The domain spec of a server.
     fn spec(&self, server: &Server, paths: &ServerPaths) -> DomainSpec {
         let nics = server
-            .ports
+            .nics
             .iter()
-            .map(|port| {
-                let dev = tap_name(port.id);
-                let attachment = match self.settings.nic_attachment {
-                    NicAttachmentSetting::Ethernet => NicAttachment::Tap { dev },
-                    NicAttachmentSetting::Ovs => NicAttachment::Ovs {
+            .map(|nic| {
+                let dev = tap_name(nic.port_id);
+                let attachment = if nic.network_id.is_some() {
+                    NicAttachment::Ovs {
                         bridge: self.settings.integration_bridge.clone(),
                         dev,
-                    },
+                    }
+                } else {
+                    NicAttachment::Tap { dev }
                 };
                 NicSpec {
-                    port_id: port.id,
-                    mac: port.mac.clone(),
+                    port_id: nic.port_id,
+                    mac: nic.mac.clone(),
                     attachment,
                 }
             })
@@ -157,6 +159,8 @@ impl ServerReconciler {
 
     /// Removes the domain and files of a server that should not exist.
     fn teardown(&self, id: Uuid) -> Result<(), BoxError> {
+        // First off the switch: a VIF left behind would keep an OVN port bound to a dead tap.
+        self.vifs.unplug_server(id)?;
         if let Some(domain) = self.hypervisor.domain(id)? {
             if matches!(
                 domain.power,
@@ -287,7 +291,7 @@ impl ServerReconciler {
             ));
         };
         record.server.power_state = power_of(Some(&domain));
-        self.drive_power(record, domain.power, recorded_power)
+        self.drive_power(record, domain.power, recorded_power, &spec.nics)
     }
 
     fn mark_running(&self, record: &mut ServerRecord) {
@@ -301,10 +305,28 @@ impl ServerReconciler {
     }
 
     /// Starts a guest that is down: ACTIVE, or BUILD→ACTIVE on first boot.
-    fn start(&self, record: &mut ServerRecord) -> Result<(), Failure> {
+    fn start(&self, record: &mut ServerRecord, nics: &[NicSpec]) -> Result<(), Failure> {
         self.hypervisor.start(record.server.id)?;
         info!(server = %record.server.id, "domain started");
+        // The tap devices exist only now; plug them in fresh so the switch opens the new devices.
+        self.plug(record.server.id, nics, true)?;
         self.mark_running(record);
+        Ok(())
+    }
+
+    /// Puts the server's network NICs on the integration bridge.
+    fn plug(&self, server: Uuid, nics: &[NicSpec], fresh: bool) -> Result<(), Failure> {
+        for nic in nics {
+            if let NicAttachment::Ovs { dev, .. } = &nic.attachment {
+                let vif = Vif {
+                    device: dev.clone(),
+                    port_id: nic.port_id,
+                    mac: nic.mac.clone(),
+                    server_id: server,
+                };
+                self.vifs.plug(&vif, fresh)?;
+            }
+        }
         Ok(())
     }
 
@@ -343,6 +365,7 @@ impl ServerReconciler {
         record: &mut ServerRecord,
         power: DomainPower,
         recorded: PowerState,
+        nics: &[NicSpec],
     ) -> Result<Next, Failure> {
         let on = matches!(power, DomainPower::Running | DomainPower::Paused);
         if record.server.power_intent == PowerIntent::Running
@@ -364,7 +387,7 @@ impl ServerReconciler {
                     RebootKind::Hard => self.hypervisor.power_off(record.server.id)?,
                 }
             }
-            self.start(record)?;
+            self.start(record, nics)?;
             // At least once: a crash between the start and this write reboots once more on restart.
             record.reboot_done = record.reboot_requested;
             record.server.pending_reboot = None;
@@ -372,7 +395,10 @@ impl ServerReconciler {
         }
 
         match (record.server.power_intent, power) {
-            (PowerIntent::Running, DomainPower::Running) => self.mark_running(record),
+            (PowerIntent::Running, DomainPower::Running) => {
+                self.plug(record.server.id, nics, false)?;
+                self.mark_running(record);
+            }
             (PowerIntent::Running, DomainPower::Paused) => {
                 record.server.status = ServerStatus::Paused;
                 record.server.power_state = PowerState::Paused;
@@ -403,7 +429,7 @@ impl ServerReconciler {
                 if matches!(power, DomainPower::Crashed) {
                     self.hypervisor.power_off(record.server.id)?;
                 }
-                self.start(record)?;
+                self.start(record, nics)?;
             }
             (PowerIntent::Stopped, DomainPower::Running | DomainPower::Paused) => {
                 if let Some(next) = self.graceful_shutdown(record)? {

@@ -4,7 +4,7 @@
 
 use super::ComputeError;
 use super::flavor::Flavor;
-use super::server::{Fault, Port, PowerIntent, PowerState, RebootKind, Server, ServerStatus};
+use super::server::{Fault, Nic, PowerIntent, PowerState, RebootKind, Server, ServerStatus};
 use crate::store::{from_json, to_json};
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, Row, Transaction, params};
@@ -79,7 +79,7 @@ fn from_row(row: &Row<'_>) -> Result<ServerRecord, ComputeError> {
             }),
             _ => None,
         },
-        ports: Vec::new(),
+        nics: Vec::new(),
         created_at: parse_time(&row.get::<_, String>(24)?),
         updated_at: parse_time(&row.get::<_, String>(25)?),
         launched_at: row.get::<_, Option<String>>(26)?.as_deref().map(parse_time),
@@ -95,23 +95,25 @@ fn from_row(row: &Row<'_>) -> Result<ServerRecord, ComputeError> {
     })
 }
 
-fn ports_of(tx: &Transaction<'_>, id: Uuid) -> Result<Vec<Port>, ComputeError> {
+fn nics_of(tx: &Transaction<'_>, id: Uuid) -> Result<Vec<Nic>, ComputeError> {
     let mut stmt = tx.prepare_cached(
-        "SELECT id, mac, position FROM ports WHERE server_id = ?1 ORDER BY position",
+        "SELECT id, mac, position, network_id FROM ports WHERE server_id = ?1 ORDER BY position",
     )?;
     let rows = stmt.query_map([id.to_string()], |row| {
         Ok((
             row.get::<_, String>(0)?,
             row.get::<_, String>(1)?,
             row.get::<_, u32>(2)?,
+            row.get::<_, Option<String>>(3)?,
         ))
     })?;
     rows.map(|r| {
-        let (id, mac, position) = r?;
-        Ok(Port {
-            id: parse_uuid(&id)?,
+        let (id, mac, position, network) = r?;
+        Ok(Nic {
+            port_id: parse_uuid(&id)?,
             mac,
             position,
+            network_id: network.as_deref().map(parse_uuid).transpose()?,
         })
     })
     .collect()
@@ -140,12 +142,12 @@ pub(super) fn insert(tx: &Transaction<'_>, server: &Server) -> Result<(), Comput
             now,
         ],
     )?;
-    for port in &server.ports {
+    for port in server.nics.iter().filter(|n| n.network_id.is_none()) {
         tx.execute(
             "INSERT INTO ports (id, project_id, mac, device_owner, device_id, server_id, position, owned_by_server,
                  created_at, updated_at)
              VALUES (?1, ?2, ?3, 'compute:nova', ?4, ?4, ?5, 1, ?6, ?6)",
-            params![port.id.to_string(), server.project_id, port.mac, server.id.to_string(), port.position, now],
+            params![port.port_id.to_string(), server.project_id, port.mac, server.id.to_string(), port.position, now],
         )?;
     }
     Ok(())
@@ -181,7 +183,7 @@ pub(super) fn load(tx: &Transaction<'_>, id: Uuid) -> Result<Option<ServerRecord
         .transpose()?;
     match record {
         Some(mut record) => {
-            record.server.ports = ports_of(tx, id)?;
+            record.server.nics = nics_of(tx, id)?;
             Ok(Some(record))
         }
         None => Ok(None),
@@ -198,7 +200,7 @@ pub(super) fn list(tx: &Transaction<'_>) -> Result<Vec<ServerRecord>, ComputeErr
         .map(|r| r.map_err(ComputeError::from).and_then(|x| x))
         .collect::<Result<_, _>>()?;
     for record in &mut records {
-        record.server.ports = ports_of(tx, record.server.id)?;
+        record.server.nics = nics_of(tx, record.server.id)?;
     }
     Ok(records)
 }
@@ -344,15 +346,7 @@ pub(super) fn adopt_guest_shutdown(
 
 /// Removes a server row: the ports made for it go too, ports the user passed in are unbound and kept.
 pub(super) fn delete(tx: &Transaction<'_>, id: Uuid) -> Result<(), ComputeError> {
-    let id = id.to_string();
-    tx.execute(
-        "DELETE FROM ports WHERE server_id = ?1 AND owned_by_server = 1",
-        [&id],
-    )?;
-    tx.execute(
-        "UPDATE ports SET server_id = NULL, position = NULL, device_id = '', device_owner = '' WHERE server_id = ?1",
-        [&id],
-    )?;
-    tx.execute("DELETE FROM servers WHERE id = ?1", [&id])?;
+    crate::network::service::release_server_ports(tx, id)?;
+    tx.execute("DELETE FROM servers WHERE id = ?1", [id.to_string()])?;
     Ok(())
 }

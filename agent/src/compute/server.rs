@@ -171,15 +171,26 @@ pub struct Fault {
     pub created: Timestamp,
 }
 
-/// A server NIC. The networking layer will give it a network; today it has an id and a MAC.
+/// A server NIC: a (Neutron) port bound to the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Port {
-    /// Port id; OVN's `iface-id` once networking lands.
-    pub id: Uuid,
+pub struct Nic {
+    /// Port id; OVN's logical port and the VIF's `iface-id`.
+    pub port_id: Uuid,
     /// MAC address, `fa:16:3e:…` like Neutron's.
     pub mac: String,
     /// Order of the NIC in the guest.
     pub position: u32,
+    /// Network of the port; `None` for a plain tap on a node without networking.
+    pub network_id: Option<Uuid>,
+}
+
+/// Where a new server's NIC connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkRequest {
+    /// A new port on this network, made for the server (and deleted with it).
+    Network(Uuid),
+    /// This existing, unbound port (kept when the server is deleted).
+    Port(Uuid),
 }
 
 /// A server with its desired and observed state.
@@ -218,8 +229,8 @@ pub struct Server {
     pub power_state: PowerState,
     /// Why it is in ERROR.
     pub fault: Option<Fault>,
-    /// NICs.
-    pub ports: Vec<Port>,
+    /// NICs in guest order.
+    pub nics: Vec<Nic>,
     /// Created.
     pub created_at: Timestamp,
     /// Last change of any kind.
@@ -281,7 +292,11 @@ pub struct NewServer {
     pub user_data: Option<Vec<u8>>,
     /// Metadata items (at most 128; keys 1–255, values up to 255 characters).
     pub metadata: BTreeMap<String, String>,
-    /// Number of NICs on the node's default attachment.
+    /// NICs on networks (or existing ports), in guest order.
+    pub networks: Vec<NetworkRequest>,
+    /// Security groups of the ports made for `networks`; the project's default group when absent.
+    pub security_groups: Option<Vec<Uuid>>,
+    /// Additional NICs that are plain taps, not on any network (nodes without networking).
     pub nics: u32,
 }
 

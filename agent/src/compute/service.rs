@@ -5,7 +5,7 @@ use super::ComputeError;
 use super::flavor::{self, Flavor, NewFlavor};
 use super::host::HostInventory;
 use super::repo::{self, DesiredChange};
-use super::server::{NewServer, Port, PowerIntent, PowerState, RebootKind, Server, ServerStatus};
+use super::server::{NewServer, Nic, PowerIntent, PowerState, RebootKind, Server, ServerStatus};
 use crate::image::ImageService;
 use crate::reconcile::WorkSink;
 use crate::store::Store;
@@ -25,14 +25,17 @@ pub struct ComputeSettings {
     pub ram_allocation_ratio: f64,
     /// RAM kept for the host, MiB.
     pub reserved_host_memory_mb: u64,
+    /// Servers may have NICs on (OVN) networks.
+    pub network_enabled: bool,
 }
 
-impl From<&crate::config::ComputeConfig> for ComputeSettings {
-    fn from(c: &crate::config::ComputeConfig) -> Self {
+impl From<&crate::config::AgentConfig> for ComputeSettings {
+    fn from(c: &crate::config::AgentConfig) -> Self {
         Self {
-            cpu_allocation_ratio: c.cpu_allocation_ratio,
-            ram_allocation_ratio: c.ram_allocation_ratio,
-            reserved_host_memory_mb: c.reserved_host_memory_mb,
+            cpu_allocation_ratio: c.compute.cpu_allocation_ratio,
+            ram_allocation_ratio: c.compute.ram_allocation_ratio,
+            reserved_host_memory_mb: c.compute.reserved_host_memory_mb,
+            network_enabled: c.network.enabled,
         }
     }
 }
@@ -117,7 +120,7 @@ impl ComputeService {
             ComputeError::NoCapacity(format!("cannot read host resources: {err}"))
         })?;
         let now = self.clock.now();
-        let server = self.store.write(|tx| -> Result<Server, ComputeError> {
+        let (server, network_generation) = self.store.write(|tx| -> Result<(Server, Option<i64>), ComputeError> {
             let flavor = flavor::find(tx, &request.flavor_id)?.ok_or_else(|| ComputeError::Invalid {
                 field: "flavorRef",
                 reason: format!("flavor {} could not be found", request.flavor_id),
@@ -148,15 +151,22 @@ impl ComputeService {
             if repo::exists(tx, id)? {
                 return Err(ComputeError::Duplicate { what: "server", id: id.to_string() });
             }
+            if !request.networks.is_empty() && !self.settings.network_enabled {
+                return Err(ComputeError::Invalid {
+                    field: "networks",
+                    reason: "networking (OVN) is not enabled on this node".into(),
+                });
+            }
+            let offset = request.networks.len() as u32;
             let mut ports = Vec::with_capacity(request.nics as usize);
             for position in 0..request.nics {
                 let mac = loop {
                     let candidate = random_mac();
-                    if !repo::mac_in_use(tx, &candidate)? && !ports.iter().any(|p: &Port| p.mac == candidate) {
+                    if !repo::mac_in_use(tx, &candidate)? && !ports.iter().any(|p: &Nic| p.mac == candidate) {
                         break candidate;
                     }
                 };
-                ports.push(Port { id: Uuid::new_v4(), mac, position });
+                ports.push(Nic { port_id: Uuid::new_v4(), mac, position: position + offset, network_id: None });
             }
             let server = Server {
                 id,
@@ -175,16 +185,41 @@ impl ComputeService {
                 status: ServerStatus::Build,
                 power_state: PowerState::NoState,
                 fault: None,
-                ports,
+                nics: ports,
                 created_at: now,
                 updated_at: now,
                 launched_at: None,
             };
             repo::insert(tx, &server)?;
-            Ok(server)
+            let mut network_generation = None;
+            for (position, wanted) in request.networks.iter().enumerate() {
+                network_generation = Some(crate::network::service::attach_server_port(
+                    tx,
+                    now,
+                    *wanted,
+                    server.id,
+                    &server.project_id,
+                    position as u32,
+                    request.security_groups.clone(),
+                )?);
+            }
+            let mut server = server;
+            if !request.networks.is_empty() {
+                server = repo::load(tx, server.id)?
+                    .map(|r| r.server)
+                    .ok_or_else(|| ComputeError::ServerNotFound(server.id.to_string()))?;
+            }
+            Ok((server, network_generation))
         })?;
         self.loops
             .desired_changed(SERVERS, &server.id.to_string(), server.generation);
+        if let Some(generation) = network_generation {
+            self.loops.desired_changed(
+                crate::network::service::OVN,
+                crate::network::service::OVN_KEY,
+                generation,
+            );
+        }
         Ok(server)
     }
 

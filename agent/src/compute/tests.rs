@@ -9,11 +9,13 @@ use super::hypervisor::{DomainPower, ShutoffReason, VirtType};
 use super::reconciler::{BUILD_ATTEMPTS, ServerReconciler, ServerReconcilerSettings};
 use super::server::PowerState;
 use super::*;
-use crate::config::NicAttachmentSetting;
 use crate::error_class::{Classify, ErrorClass};
 use crate::image::files::FakeImageFiles;
 use crate::image::format::DiskFormat;
 use crate::image::{ImageService, NewImage};
+use crate::network::chassis::RecordingVifs;
+use crate::network::service::{NewNetwork, NewPort, NewSubnet};
+use crate::network::{NetworkService, NetworkSettings};
 use crate::reconcile::{Next, NoLoops, Reconciler};
 use crate::store::Store;
 use crate::system::clock::ManualClock;
@@ -35,6 +37,8 @@ struct Rig {
     images: Arc<ImageService>,
     compute: ComputeService,
     reconciler: ServerReconciler,
+    network: NetworkService,
+    vifs: Arc<RecordingVifs>,
     image_id: Uuid,
 }
 
@@ -46,6 +50,7 @@ impl Rig {
             "2026-11-21T10:00:00Z".parse().expect("ts"),
         ));
         let hv = Arc::new(FakeHypervisor::new(NODE));
+        let vifs = Arc::new(RecordingVifs::default());
         let files = FakeServerFiles::default();
         let image_files = FakeImageFiles::default();
         let images = Arc::new(ImageService::new(
@@ -67,6 +72,7 @@ impl Rig {
                 cpu_allocation_ratio: 16.0,
                 ram_allocation_ratio: 1.0,
                 reserved_host_memory_mb: 1024,
+                network_enabled: true,
             },
         );
         let reconciler = ServerReconciler::new(
@@ -74,12 +80,12 @@ impl Rig {
             images.clone(),
             hv.clone(),
             Arc::new(files.clone()),
+            vifs.clone(),
             clock.clone(),
             ServerReconcilerSettings {
                 node_id: NODE.into(),
                 virt_type: VirtType::Qemu,
                 machine: "q35".into(),
-                nic_attachment: NicAttachmentSetting::Ethernet,
                 integration_bridge: "br-int".into(),
                 shutdown_timeout: Duration::from_secs(30),
             },
@@ -109,7 +115,15 @@ impl Rig {
                 extra_specs: BTreeMap::new(),
             })
             .expect("flavor");
+        let network = NetworkService::new(
+            store.clone(),
+            clock.clone(),
+            Arc::new(NoLoops),
+            NetworkSettings::default(),
+        );
         Self {
+            network,
+            vifs,
             _dir: dir,
             store,
             clock,
@@ -191,8 +205,8 @@ fn create_builds_disk_config_drive_and_a_running_domain() {
         .create_server(rig.request("web-1"))
         .expect("create");
     assert_eq!(server.status, ServerStatus::Build);
-    assert_eq!(server.ports.len(), 1);
-    assert!(server.ports[0].mac.starts_with("fa:16:3e:"));
+    assert_eq!(server.nics.len(), 1);
+    assert!(server.nics[0].mac.starts_with("fa:16:3e:"));
     rig.settle(server.id);
 
     let server = rig.server(server.id);
@@ -203,7 +217,7 @@ fn create_builds_disk_config_drive_and_a_running_domain() {
     let domain = rig.hv.get(server.id).expect("domain");
     assert_eq!(domain.power, DomainPower::Running);
     assert_eq!(domain.spec.memory_mib, 128);
-    assert_eq!(domain.spec.nics[0].mac, server.ports[0].mac);
+    assert_eq!(domain.spec.nics[0].mac, server.nics[0].mac);
     let dir = rig.files.dir(server.id).expect("files");
     assert_eq!(dir.root_disk, Some((rig.images.path(rig.image_id), GIB)));
     let drive = dir.config_drive.expect("config drive");
@@ -254,7 +268,7 @@ fn config_drive_is_a_vfat_volume_labelled_config_2_with_nova_layout() {
         serde_json::from_slice(&files["openstack/latest/network_data.json"]).expect("json");
     assert_eq!(
         network["links"][0]["ethernet_mac_address"],
-        server.ports[0].mac
+        server.nics[0].mac
     );
     assert_eq!(
         files["openstack/latest/user_data"],
@@ -837,4 +851,128 @@ fn changed_lists_servers_with_unreconciled_desired_state() {
         rig.reconciler.changed().expect("changed"),
         vec![(id.to_string(), 2)]
     );
+}
+
+impl Rig {
+    /// A tenant network with one IPv4 subnet.
+    fn tenant_network(&self) -> Uuid {
+        let net = self
+            .network
+            .create_network(NewNetwork {
+                name: "tenant".into(),
+                project_id: "demo".into(),
+                ..NewNetwork::default()
+            })
+            .expect("network");
+        self.network
+            .create_subnet(NewSubnet {
+                network_id: net.id,
+                project_id: "demo".into(),
+                ip_version: 4,
+                cidr: "10.1.0.0/24".into(),
+                ..NewSubnet::default()
+            })
+            .expect("subnet");
+        net.id
+    }
+}
+
+#[test]
+fn nics_on_networks_get_ports_are_plugged_at_every_start_and_released_with_the_server() {
+    let rig = Rig::new();
+    let net = rig.tenant_network();
+    let kept = rig
+        .network
+        .create_port(NewPort {
+            network_id: net,
+            project_id: "demo".into(),
+            ..NewPort::default()
+        })
+        .expect("user port");
+    let mut request = rig.request("on-net");
+    request.nics = 0;
+    request.networks = vec![
+        super::NetworkRequest::Network(net),
+        super::NetworkRequest::Port(kept.id),
+    ];
+    let server = rig.compute.create_server(request).expect("create");
+    assert_eq!(server.nics.len(), 2);
+    assert!(server.nics.iter().all(|n| n.network_id == Some(net)));
+    assert_eq!(
+        server.nics[1].port_id, kept.id,
+        "the passed-in port is the second NIC"
+    );
+    let made = rig.network.port(server.nics[0].port_id).expect("made port");
+    assert_eq!(
+        (made.device_owner.as_str(), made.device_id.as_str()),
+        ("compute:nova", server.id.to_string().as_str())
+    );
+    assert_eq!(
+        made.fixed_ips[0].ip_address.to_string(),
+        "10.1.0.3",
+        "kept port took .2 first"
+    );
+
+    rig.settle(server.id);
+    let plugged = rig.vifs.plugged();
+    assert_eq!(plugged.len(), 2);
+    assert!(
+        plugged
+            .values()
+            .all(|(vif, fresh)| vif.server_id == server.id && *fresh == 1)
+    );
+    rig.compute
+        .reboot_server(server.id, RebootKind::Hard)
+        .expect("reboot");
+    rig.settle(server.id);
+    assert!(
+        rig.vifs.plugged().values().all(|(_, fresh)| *fresh == 2),
+        "replugged fresh after the restart"
+    );
+
+    rig.compute.delete_server(server.id).expect("delete");
+    rig.settle(server.id);
+    assert!(rig.vifs.plugged().is_empty(), "unplugged");
+    assert!(
+        matches!(
+            rig.network.port(made.id),
+            Err(crate::network::NetworkError::PortNotFound(_))
+        ),
+        "made port deleted"
+    );
+    let kept = rig.network.port(kept.id).expect("user port kept");
+    assert_eq!(
+        (kept.server_id, kept.device_owner.as_str()),
+        (None, ""),
+        "and unbound"
+    );
+}
+
+#[test]
+fn a_nic_on_a_missing_network_or_a_used_port_creates_nothing() {
+    let rig = Rig::new();
+    let net = rig.tenant_network();
+    let mut request = rig.request("x");
+    request.networks = vec![super::NetworkRequest::Network(Uuid::new_v4())];
+    assert_eq!(
+        rig.compute
+            .create_server(request)
+            .expect_err("no such network")
+            .class(),
+        ErrorClass::NotFound
+    );
+    let mut request = rig.request("y");
+    request.networks = vec![super::NetworkRequest::Network(net)];
+    let first = rig.compute.create_server(request).expect("first");
+    let mut request = rig.request("z");
+    request.networks = vec![super::NetworkRequest::Port(first.nics[0].port_id)];
+    assert_eq!(
+        rig.compute
+            .create_server(request)
+            .expect_err("port in use")
+            .class(),
+        ErrorClass::Conflict
+    );
+    assert_eq!(rig.row_count(), 1);
+    assert_eq!(rig.network.ports().expect("ports").len(), 1);
 }

@@ -59,6 +59,8 @@ pub struct AgentConfig {
     pub compute: ComputeConfig,
     /// `[reconcile]`: the reconcile loops.
     pub reconcile: ReconcileConfig,
+    /// `[network]`: OVN and the local switch.
+    pub network: NetworkConfig,
     /// `[log]`: log output.
     pub log: LogConfig,
 }
@@ -124,18 +126,6 @@ pub enum VirtTypeSetting {
     Qemu,
 }
 
-/// How server NICs are attached on the host.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum NicAttachmentSetting {
-    /// A plain tap device per NIC (`<interface type='ethernet'>`), not connected anywhere; what a node
-    /// without OVN uses.
-    #[default]
-    Ethernet,
-    /// A port on the OVS integration bridge with `iface-id` = port id, for OVN to bind.
-    Ovs,
-}
-
 /// `[compute]`
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -146,10 +136,6 @@ pub struct ComputeConfig {
     pub virt_type: VirtTypeSetting,
     /// `compute.machine_type` — QEMU machine type. Default `q35`.
     pub machine_type: String,
-    /// `compute.nic_attachment` — `ethernet` or `ovs`. Default `ethernet`.
-    pub nic_attachment: NicAttachmentSetting,
-    /// `compute.integration_bridge` — OVS bridge for `nic_attachment = "ovs"`. Default `br-int`.
-    pub integration_bridge: String,
     /// `compute.shutdown_timeout_secs` — how long a graceful stop or soft reboot waits for the guest
     /// before the domain is powered off hard. Default 60.
     pub shutdown_timeout_secs: u64,
@@ -170,8 +156,6 @@ impl Default for ComputeConfig {
             libvirt_uri: "qemu:///system".into(),
             virt_type: VirtTypeSetting::Auto,
             machine_type: "q35".into(),
-            nic_attachment: NicAttachmentSetting::Ethernet,
-            integration_bridge: "br-int".into(),
             shutdown_timeout_secs: 60,
             cpu_allocation_ratio: 4.0,
             ram_allocation_ratio: 1.0,
@@ -216,6 +200,83 @@ impl Default for ReconcileConfig {
             backoff_initial_ms: 500,
             backoff_max_secs: 60,
             stall_timeout_secs: 300,
+        }
+    }
+}
+
+/// `[network.physical_networks.<name>]`: one physical network this site reaches.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PhysicalNetworkConfig {
+    /// OVS bridge the physical network leaves through (the agent creates it).
+    pub bridge: String,
+    /// MTU of the physical network. Default 1500.
+    #[serde(default = "default_mtu")]
+    pub mtu: u32,
+    /// Host interfaces the agent adds to the bridge. Default none.
+    #[serde(default)]
+    pub uplinks: Vec<String>,
+}
+
+fn default_mtu() -> u32 {
+    1500
+}
+
+/// `[network]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// `network.enabled` — program OVN and the local switch. Default false (servers get plain taps).
+    pub enabled: bool,
+    /// `network.northbound` — OVN northbound remotes, comma-separated (`unix:…`, `tcp:host:port`).
+    /// Default `unix:/var/run/ovn/ovnnb_db.sock`.
+    pub northbound: String,
+    /// `network.northbound_leader_only` — talk only to the RAFT leader of a clustered northbound
+    /// database (three-node sites). Default false.
+    pub northbound_leader_only: bool,
+    /// `network.southbound` — what `ovn-controller` connects to (`ovn-remote`).
+    /// Default `unix:/var/run/ovn/ovnsb_db.sock`.
+    pub southbound: String,
+    /// `network.ovs_database` — the local Open_vSwitch database. Default `unix:/var/run/openvswitch/db.sock`.
+    pub ovs_database: String,
+    /// `network.site_id` — owner tag on every OVN row the agent writes. Default: the node id.
+    pub site_id: String,
+    /// `network.chassis` — this node's OVN chassis name (`system-id`). Default: the node id.
+    pub chassis: String,
+    /// `network.encap_type` — tunnel type between nodes. Default `geneve`.
+    pub encap_type: String,
+    /// `network.encap_ip` — this node's tunnel address. Default `127.0.0.1` (single-node site).
+    pub encap_ip: String,
+    /// `network.datapath_type` — `system` (kernel module) or `netdev` (userspace). Default `system`.
+    pub datapath_type: String,
+    /// `network.integration_bridge` — the bridge VIFs plug into. Default `br-int`.
+    pub integration_bridge: String,
+    /// `network.overlay_mtu` — MTU of tenant (Geneve) networks. Default 1442 (1500 minus overhead).
+    pub overlay_mtu: u32,
+    /// `network.gateway` — router gateways may be placed on this node. Default true.
+    pub gateway: bool,
+    /// `network.physical_networks` — physical network name → bridge, MTU, uplinks.
+    /// Default: none (tenant networks only).
+    pub physical_networks: std::collections::BTreeMap<String, PhysicalNetworkConfig>,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            northbound: "unix:/var/run/ovn/ovnnb_db.sock".into(),
+            northbound_leader_only: false,
+            southbound: "unix:/var/run/ovn/ovnsb_db.sock".into(),
+            ovs_database: "unix:/var/run/openvswitch/db.sock".into(),
+            site_id: String::new(),
+            chassis: String::new(),
+            encap_type: "geneve".into(),
+            encap_ip: "127.0.0.1".into(),
+            datapath_type: "system".into(),
+            integration_bridge: "br-int".into(),
+            overlay_mtu: 1442,
+            gateway: true,
+            physical_networks: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -321,13 +382,6 @@ impl AgentConfig {
         if self.compute.machine_type.trim().is_empty() {
             return Err(invalid("compute.machine_type", "must not be empty".into()));
         }
-        if self.compute.integration_bridge.is_empty() || self.compute.integration_bridge.len() > 15
-        {
-            return Err(invalid(
-                "compute.integration_bridge",
-                "must be a Linux interface name (1-15 characters)".into(),
-            ));
-        }
         if !(self.compute.cpu_allocation_ratio > 0.0 && self.compute.cpu_allocation_ratio <= 64.0) {
             return Err(invalid(
                 "compute.cpu_allocation_ratio",
@@ -389,11 +443,97 @@ impl AgentConfig {
                 "must be at least 1".into(),
             ));
         }
+        self.validate_network(path)?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return Err(invalid(
                 "log.filter",
                 format!("not a valid filter directive: {:?}", self.log.filter),
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_network(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, reason: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            reason,
+        };
+        let n = &self.network;
+        for (key, remotes) in [
+            ("network.northbound", &n.northbound),
+            ("network.southbound", &n.southbound),
+            ("network.ovs_database", &n.ovs_database),
+        ] {
+            if let Err(err) = ovsdb::Remote::parse_list(remotes) {
+                return Err(invalid(key, format!("not an OVSDB remote list: {err}")));
+            }
+        }
+        for (key, id) in [
+            ("network.site_id", &n.site_id),
+            ("network.chassis", &n.chassis),
+        ] {
+            if !id.is_empty() && !valid_node_id(id) {
+                return Err(invalid(
+                    key,
+                    format!("must be 1-64 characters of [A-Za-z0-9._-], got {id:?}"),
+                ));
+            }
+        }
+        if !["geneve", "vxlan"].contains(&n.encap_type.as_str()) {
+            return Err(invalid(
+                "network.encap_type",
+                format!("must be geneve or vxlan, got {:?}", n.encap_type),
+            ));
+        }
+        if n.encap_ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid(
+                "network.encap_ip",
+                format!("not an IP address: {:?}", n.encap_ip),
+            ));
+        }
+        if !["system", "netdev"].contains(&n.datapath_type.as_str()) {
+            return Err(invalid(
+                "network.datapath_type",
+                format!("must be system or netdev, got {:?}", n.datapath_type),
+            ));
+        }
+        if n.integration_bridge.is_empty() || n.integration_bridge.len() > 15 {
+            return Err(invalid(
+                "network.integration_bridge",
+                "must be a Linux interface name (1-15 characters)".into(),
+            ));
+        }
+        if !(576..=9000).contains(&n.overlay_mtu) {
+            return Err(invalid(
+                "network.overlay_mtu",
+                format!("must be 576-9000, got {}", n.overlay_mtu),
+            ));
+        }
+        for (name, physnet) in &n.physical_networks {
+            if name.is_empty() || name.contains([':', ',']) {
+                return Err(invalid(
+                    "network.physical_networks",
+                    format!("name {name:?} must not be empty or contain ':' or ','"),
+                ));
+            }
+            if physnet.bridge.is_empty()
+                || physnet.bridge.len() > 15
+                || physnet.bridge == n.integration_bridge
+            {
+                return Err(invalid(
+                    "network.physical_networks",
+                    format!(
+                        "{name}: bridge must be a 1-15 character name other than the integration bridge"
+                    ),
+                ));
+            }
+            if !(576..=9216).contains(&physnet.mtu) {
+                return Err(invalid(
+                    "network.physical_networks",
+                    format!("{name}: mtu must be 576-9216, got {}", physnet.mtu),
+                ));
+            }
         }
         Ok(())
     }

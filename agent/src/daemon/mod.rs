@@ -18,6 +18,12 @@ use crate::health::{HealthChecks, SubsystemHealth};
 use crate::image::files::{ImageFiles, LocalImageFiles};
 use crate::image::{ImageReconciler, ImageService};
 use crate::metrics::Metrics;
+use crate::network::chassis::{
+    self, ChassisReconciler, ChassisSettings, NoVifs, OvsVifs, ProviderBridge, VifPlugger,
+};
+use crate::network::database::{Database, OvsdbDatabase};
+use crate::network::ovn::{OvnReconciler, OvnSettings};
+use crate::network::{NetworkService, NetworkSettings};
 use crate::reconcile::{Controller, ControllerBuilder, ControllerHandle, NoLoops, Settings};
 use crate::store::{Store, StoreError};
 use crate::system::clock::{Clock, SystemClock};
@@ -50,6 +56,9 @@ pub enum DaemonError {
     /// No certificate.
     #[error(transparent)]
     Tls(#[from] api::tls::TlsError),
+    /// An OVSDB connection could not be set up.
+    #[error(transparent)]
+    Database(#[from] crate::network::database::DatabaseError),
     /// The listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -72,11 +81,28 @@ pub struct HostPorts {
     pub host: Arc<dyn HostInventory>,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// OVN's northbound database and the local Open_vSwitch database, when networking is enabled.
+    pub ovn: Option<OvnPorts>,
+    /// Plugs server NICs into the integration bridge.
+    pub vifs: Arc<dyn VifPlugger>,
+}
+
+/// The OVSDB databases networking programs.
+pub struct OvnPorts {
+    /// OVN northbound.
+    pub northbound: Arc<dyn Database>,
+    /// The local Open_vSwitch database.
+    pub local_switch: Arc<dyn Database>,
 }
 
 impl HostPorts {
-    /// The real host: libvirt at the configured URI, files under the state directory.
-    pub fn real(config: &AgentConfig, node_id: &str) -> Result<Self, DaemonError> {
+    /// The real host: libvirt at the configured URI, files under the state directory, and (with
+    /// `[network] enabled`) OVSDB connections started on `runtime`.
+    pub fn real(
+        config: &AgentConfig,
+        node_id: &str,
+        runtime: Option<&tokio::runtime::Handle>,
+    ) -> Result<Self, DaemonError> {
         let state_dir = &config.node.state_dir;
         let dir_err = |path: &Path| {
             let path = path.to_owned();
@@ -84,7 +110,7 @@ impl HostPorts {
         };
         let images = state_dir.join("images");
         let servers = state_dir.join("servers");
-        Ok(Self {
+        Self {
             hypervisor: Arc::new(LibvirtHypervisor::new(&config.compute.libvirt_uri, node_id)),
             server_files: Arc::new(
                 LocalServerFiles::new(servers.clone(), config.compute.qemu_img.clone())
@@ -93,7 +119,42 @@ impl HostPorts {
             image_files: Arc::new(LocalImageFiles::new(images.clone()).map_err(dir_err(&images))?),
             host: Arc::new(ProcHostInventory),
             clock: Arc::new(SystemClock),
-        })
+            ovn: None,
+            vifs: Arc::new(NoVifs),
+        }
+        .with_network(config, runtime)
+    }
+
+    fn with_network(
+        mut self,
+        config: &AgentConfig,
+        runtime: Option<&tokio::runtime::Handle>,
+    ) -> Result<Self, DaemonError> {
+        let (true, Some(runtime)) = (config.network.enabled, runtime) else {
+            return Ok(self);
+        };
+        let n = &config.network;
+        let managed: Vec<&str> = crate::network::ovn::plan::managed_tables().collect();
+        let northbound: Arc<dyn Database> = Arc::new(OvsdbDatabase::start(
+            &n.northbound,
+            ovsdb::nb::DATABASE,
+            &managed,
+            n.northbound_leader_only,
+            runtime.clone(),
+        )?);
+        let local_switch: Arc<dyn Database> = Arc::new(OvsdbDatabase::start(
+            &n.ovs_database,
+            "Open_vSwitch",
+            chassis::TABLES,
+            false,
+            runtime.clone(),
+        )?);
+        self.vifs = Arc::new(OvsVifs::new(local_switch.clone(), &n.integration_bridge));
+        self.ovn = Some(OvnPorts {
+            northbound,
+            local_switch,
+        });
+        Ok(self)
     }
 }
 
@@ -125,23 +186,76 @@ pub fn open_store(config: &AgentConfig) -> Result<(Arc<Store>, String), DaemonEr
 /// The domain services for a process without reconcile loops (the admin CLI).
 pub fn services_without_loops(
     config: &AgentConfig,
-) -> Result<(Arc<ImageService>, Arc<ComputeService>), DaemonError> {
+) -> Result<crate::cli::AdminServices, DaemonError> {
     let (store, node_id) = open_store(config)?;
-    let ports = HostPorts::real(config, &node_id)?;
+    let ports = HostPorts::real(config, &node_id, None)?;
     let images = Arc::new(ImageService::new(
         store.clone(),
         ports.image_files.clone(),
         ports.clock.clone(),
     ));
     let compute = Arc::new(ComputeService::new(
-        store,
+        store.clone(),
         images.clone(),
-        ports.host,
-        ports.clock,
+        ports.host.clone(),
+        ports.clock.clone(),
         Arc::new(NoLoops),
-        ComputeSettings::from(&config.compute),
+        ComputeSettings::from(config),
     ));
-    Ok((images, compute))
+    let network = Arc::new(NetworkService::new(
+        store,
+        ports.clock.clone(),
+        Arc::new(NoLoops),
+        network_settings(config),
+    ));
+    Ok(crate::cli::AdminServices {
+        images,
+        compute,
+        network,
+    })
+}
+
+/// The network settings the domain validates against.
+pub fn network_settings(config: &AgentConfig) -> NetworkSettings {
+    NetworkSettings {
+        overlay_mtu: config.network.overlay_mtu,
+        physical_networks: config
+            .network
+            .physical_networks
+            .iter()
+            .map(|(name, p)| (name.clone(), p.mtu))
+            .collect(),
+    }
+}
+
+fn chassis_settings(config: &AgentConfig, node_id: &str) -> ChassisSettings {
+    let n = &config.network;
+    ChassisSettings {
+        system_id: if n.chassis.is_empty() {
+            node_id.to_owned()
+        } else {
+            n.chassis.clone()
+        },
+        southbound: n.southbound.clone(),
+        encap_type: n.encap_type.clone(),
+        encap_ip: n.encap_ip.clone(),
+        datapath_type: n.datapath_type.clone(),
+        integration_bridge: n.integration_bridge.clone(),
+        provider_bridges: n
+            .physical_networks
+            .iter()
+            .map(|(name, p)| {
+                (
+                    name.clone(),
+                    ProviderBridge {
+                        bridge: p.bridge.clone(),
+                        uplinks: p.uplinks.clone(),
+                    },
+                )
+            })
+            .collect(),
+        gateway: n.gateway,
+    }
 }
 
 /// An assembled agent: services usable at once, loops started by [`Agent::run`].
@@ -158,6 +272,8 @@ pub struct Agent {
     pub images: Arc<ImageService>,
     /// Flavors and servers.
     pub compute: Arc<ComputeService>,
+    /// Networks, subnets, ports, routers, security groups, floating IPs.
+    pub network: Arc<NetworkService>,
     /// Enqueue, probe and health of the loops.
     pub loops: ControllerHandle,
     controller: Controller,
@@ -186,33 +302,72 @@ impl Agent {
             images.clone(),
             ports.hypervisor.clone(),
             ports.server_files.clone(),
+            ports.vifs.clone(),
             ports.clock.clone(),
             ServerReconcilerSettings {
                 node_id: node_id.clone(),
                 virt_type: virt_type.0,
                 machine: config.compute.machine_type.clone(),
-                nic_attachment: config.compute.nic_attachment,
-                integration_bridge: config.compute.integration_bridge.clone(),
+                integration_bridge: config.network.integration_bridge.clone(),
                 shutdown_timeout: Duration::from_secs(config.compute.shutdown_timeout_secs),
             },
         ));
         let feed_store = store.clone();
-        let (controller, loops) = ControllerBuilder::new(Settings::from(&config.reconcile))
+        let mut builder = ControllerBuilder::new(Settings::from(&config.reconcile))
             .register(Arc::new(ImageReconciler::new(
                 store.clone(),
                 ports.image_files.clone(),
             )))
-            .register(servers)
+            .register(servers);
+        let mut kinds: Vec<(&'static str, &'static str)> =
+            vec![("servers", "libvirt"), ("images", "image-store")];
+        if let Some(ovn) = &ports.ovn {
+            // The reconciler only reads the model and records port status: it needs no loop notifications.
+            let model = Arc::new(NetworkService::new(
+                store.clone(),
+                ports.clock.clone(),
+                Arc::new(NoLoops),
+                network_settings(&config),
+            ));
+            let site = if config.network.site_id.is_empty() {
+                node_id.clone()
+            } else {
+                config.network.site_id.clone()
+            };
+            let chassis = chassis_settings(&config, &node_id);
+            builder = builder
+                .register(Arc::new(OvnReconciler::new(
+                    model,
+                    ovn.northbound.clone(),
+                    OvnSettings {
+                        owner: site,
+                        gateway_chassis: chassis.system_id.clone(),
+                    },
+                )))
+                .register(Arc::new(ChassisReconciler::new(
+                    ovn.local_switch.clone(),
+                    chassis,
+                )));
+            kinds.push((crate::network::service::OVN, "ovn-northbound"));
+            kinds.push((chassis::CHASSIS, "local-switch"));
+        }
+        let (controller, loops) = builder
             .change_feed(Arc::new(move || Ok(feed_store.data_version()?)))
             .metrics(&mut registry)
             .build();
+        let network = Arc::new(NetworkService::new(
+            store.clone(),
+            ports.clock.clone(),
+            Arc::new(loops.clone()),
+            network_settings(&config),
+        ));
         let compute = Arc::new(ComputeService::new(
             store.clone(),
             images.clone(),
             ports.host.clone(),
             ports.clock.clone(),
             Arc::new(loops.clone()),
-            ComputeSettings::from(&config.compute),
+            ComputeSettings::from(&config),
         ));
         registry.register_collector(Box::new(ServerStatusCollector {
             compute: compute.clone(),
@@ -249,13 +404,8 @@ impl Agent {
                 }
             }),
         );
-        for kind in ["servers", "images"] {
+        for (kind, name) in kinds {
             let loops_check = loops.clone();
-            let name = if kind == "servers" {
-                "libvirt"
-            } else {
-                "image-store"
-            };
             health.add(
                 name,
                 Box::new(move || match loops_check.health().scan_errors.get(kind) {
@@ -272,6 +422,7 @@ impl Agent {
             store,
             images,
             compute,
+            network,
             loops,
             controller,
             metrics: Arc::new(Metrics::new(registry)),

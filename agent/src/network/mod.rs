@@ -2,6 +2,8 @@
 //! kept in the store and validated here, programmed into OVN through the `ovsdb` client, and the
 //! host's own links (provider bridge, uplink, addresses, routes) through netlink.
 
+pub mod chassis;
+pub mod database;
 pub mod host;
 pub mod ipam;
 pub mod model;

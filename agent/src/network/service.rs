@@ -1258,6 +1258,79 @@ impl NetworkService {
     }
 }
 
+/// Creates (for [`NetworkRequest::Network`]) or binds (for [`NetworkRequest::Port`]) the port of one
+/// server NIC, inside the caller's transaction; returns the new network model generation.
+///
+/// [`NetworkRequest::Network`]: crate::compute::NetworkRequest::Network
+/// [`NetworkRequest::Port`]: crate::compute::NetworkRequest::Port
+pub(crate) fn attach_server_port(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    request: crate::compute::NetworkRequest,
+    server: Uuid,
+    project: &str,
+    position: u32,
+    security_groups: Option<Vec<Uuid>>,
+) -> Result<i64, NetworkError> {
+    let (port, owned) = match request {
+        crate::compute::NetworkRequest::Network(network) => {
+            let port = create_port_in(
+                tx,
+                now,
+                NewPort {
+                    network_id: network,
+                    project_id: project.to_owned(),
+                    security_groups,
+                    device_owner: "compute:nova".into(),
+                    device_id: server.to_string(),
+                    ..NewPort::default()
+                },
+            )?;
+            (port.id, true)
+        }
+        crate::compute::NetworkRequest::Port(id) => {
+            let port = repo::port(tx, id)?.ok_or(NetworkError::PortNotFound(id))?;
+            if port.server_id.is_some() || !port.device_owner.is_empty() {
+                return Err(NetworkError::PortInUse {
+                    port: id,
+                    reason: format!("is already used by {}", port.device_owner),
+                });
+            }
+            if port.project_id != project {
+                return Err(NetworkError::PortNotFound(id));
+            }
+            (id, false)
+        }
+    };
+    tx.execute(
+        "UPDATE ports SET server_id = ?2, position = ?3, owned_by_server = ?4, device_owner = 'compute:nova', device_id = ?2,
+             updated_at = ?5 WHERE id = ?1",
+        rusqlite::params![port.to_string(), server.to_string(), position, owned, now.to_string()],
+    )?;
+    repo::bump_generation(tx)
+}
+
+/// Frees the ports of a deleted server: floating IPs on them are disassociated, ports made for the
+/// server are deleted, ports the user passed in are unbound and kept.
+pub(crate) fn release_server_ports(tx: &Transaction<'_>, server: Uuid) -> Result<(), NetworkError> {
+    let id = server.to_string();
+    tx.execute(
+        "UPDATE floating_ips SET port_id = NULL, fixed_ip_address = NULL, router_id = NULL
+         WHERE port_id IN (SELECT id FROM ports WHERE server_id = ?1)",
+        [&id],
+    )?;
+    tx.execute(
+        "DELETE FROM ports WHERE server_id = ?1 AND owned_by_server = 1",
+        [&id],
+    )?;
+    tx.execute(
+        "UPDATE ports SET server_id = NULL, position = NULL, device_id = '', device_owner = '' WHERE server_id = ?1",
+        [&id],
+    )?;
+    repo::bump_generation(tx)?;
+    Ok(())
+}
+
 /// Neutron's port range rules: L4 ports 1–65535 with min ≤ max, ICMP type/code 0–255, nothing without a
 /// protocol that has them.
 fn check_port_range(

@@ -95,7 +95,7 @@ fn create_to_running() -> Vec<Record> {
         .expect("runtime");
 
     let (store, node_id) = daemon::open_store(&config).expect("store");
-    let ports = HostPorts::real(&config, &node_id).expect("host ports");
+    let ports = HostPorts::real(&config, &node_id, Some(runtime.handle())).expect("host ports");
     let agent = Agent::assemble(
         config.clone(),
         store,

@@ -41,19 +41,13 @@ pub fn render(spec: &DomainSpec) -> String {
     for nic in &spec.nics {
         let mac = escape(nic.mac.as_str());
         match &nic.attachment {
-            NicAttachment::Tap { dev } => {
+            // NICs on networks are plugged into the integration bridge by the agent once libvirt
+            // made the tap (see network::chassis): libvirt's own `virtualport` would need ovs-vsctl on
+            // the default database path.
+            NicAttachment::Tap { dev } | NicAttachment::Ovs { dev, .. } => {
                 let _ = write!(
                     nics,
                     "\n    <interface type='ethernet'>\n      <mac address='{mac}'/>\n      <target dev='{}' managed='yes'/>\n      <model type='virtio'/>\n    </interface>",
-                    escape(dev.as_str())
-                );
-            }
-            NicAttachment::Ovs { bridge, dev } => {
-                let _ = write!(
-                    nics,
-                    "\n    <interface type='bridge'>\n      <mac address='{mac}'/>\n      <source bridge='{}'/>\n      <virtualport type='openvswitch'>\n        <parameters interfaceid='{}'/>\n      </virtualport>\n      <target dev='{}'/>\n      <model type='virtio'/>\n    </interface>",
-                    escape(bridge.as_str()),
-                    nic.port_id,
                     escape(dev.as_str())
                 );
             }
@@ -211,8 +205,7 @@ mod tests {
             "<target dev='vda' bus='virtio'/>",
             "<rng model='virtio'>",
             "<log file='/var/lib/scs-edge/servers/6f1f5d3a-3b9e-4c1e-9a51-2f7d2d0c9e11/console.log' append='on'/>",
-            "<virtualport type='openvswitch'>",
-            "<parameters interfaceid='1c9f9c4f-2222-4333-8444-a55566667777'/>",
+            "<target dev='tap1c9f9c4f-22' managed='yes'/>",
             "<title>web &lt;1&gt; &amp; &apos;friends&apos;</title>",
         ] {
             assert!(xml.contains(needle), "missing {needle}");

@@ -79,10 +79,10 @@ pub fn rule_match(rule: &SecurityGroupRule, port_group: &str) -> String {
 
 /// The ACLs every port with port security gets besides its rules: drop everything else, but let DHCP
 /// and IPv6 neighbour discovery through (Neutron adds the same).
-pub fn baseline() -> Vec<(&'static str, &'static str, i64, String, &'static str)> {
+pub fn baseline(drop_group: &str) -> Vec<(&'static str, &'static str, i64, String, &'static str)> {
     use ovsdb::nb::acl_action::{ALLOW, DROP};
     use ovsdb::nb::acl_direction::{FROM_LPORT, TO_LPORT};
-    let pg = naming::DROP_GROUP;
+    let pg = drop_group;
     vec![
         (
             "drop-in",

@@ -315,7 +315,7 @@ fn security_groups(model: &NetworkModel, owner: &str, desired: &mut Desired) {
         put(desired, format!("sg/{}", group.id), &pg);
     }
     let mut acls = BTreeSet::new();
-    for (name, direction, priority, matches, action) in acl::baseline() {
+    for (name, direction, priority, matches, action) in acl::baseline(&naming::drop_group(owner)) {
         let key = format!("acl-baseline/{name}");
         let acl = nb::Acl {
             priority,
@@ -329,7 +329,7 @@ fn security_groups(model: &NetworkModel, owner: &str, desired: &mut Desired) {
         acls.insert(placeholder(&key));
     }
     let pg = nb::PortGroup {
-        name: naming::DROP_GROUP.into(),
+        name: naming::drop_group(owner),
         ports: protected,
         acls,
         external_ids: tags(owner, "pg-drop", &[]),

@@ -3,20 +3,15 @@
 //! [`desired`] turns the model into the rows OVN should hold, [`plan`] diffs them against the rows it
 //! holds, and [`OvnReconciler`] applies the difference in one transaction whenever the model changes
 //! or the database drifts (someone edited or deleted a row, the database restarted and came back
-//! empty). The northbound connection sits behind the [`Northbound`] trait: [`OvsdbNorthbound`] over
-//! the `ovsdb` crate, [`FakeNorthbound`] in memory for unit tests.
+//! empty). The northbound connection sits behind [`crate::network::database::Database`].
 
 pub mod acl;
 pub mod desired;
 pub mod naming;
-pub mod northbound;
 pub mod plan;
 mod reconciler;
 #[cfg(test)]
 mod tests;
 
 pub use desired::OvnSettings;
-pub use northbound::{
-    FakeNorthbound, Northbound, NorthboundError, NorthboundView, OvsdbNorthbound,
-};
 pub use reconciler::OvnReconciler;

@@ -12,8 +12,16 @@ use uuid::Uuid;
 pub const OWNER: &str = "scs-edge:owner";
 /// `external_ids` key holding the row's identity in the model.
 pub const KEY: &str = "scs-edge:key";
-/// Port group holding every port with port security: its ACLs drop what no rule allows.
-pub const DROP_GROUP: &str = "scs_edge_pg_drop";
+/// Port group holding every port of a site with port security: its ACLs drop what no rule allows.
+/// Named per site because port group names are unique in a northbound database.
+pub fn drop_group(owner: &str) -> String {
+    let site: String = owner
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(40)
+        .collect();
+    format!("scs_edge_drop_{site}")
+}
 
 /// Logical switch of a network.
 pub fn switch(network: Uuid) -> String {

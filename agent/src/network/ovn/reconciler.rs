@@ -1,8 +1,8 @@
 //! Keeps the northbound database equal to the network model: one key for the whole database.
 
 use super::desired::{self, OvnSettings};
-use super::northbound::{Northbound, NorthboundView};
 use super::plan;
+use crate::network::database::{Database, DatabaseView};
 use crate::network::model::PortStatus;
 use crate::network::service::{NetworkService, OVN, OVN_KEY};
 use crate::reconcile::{BoxError, Next, Reconciler};
@@ -14,7 +14,7 @@ use uuid::Uuid;
 /// The OVN reconciler.
 pub struct OvnReconciler {
     network: Arc<NetworkService>,
-    northbound: Arc<dyn Northbound>,
+    northbound: Arc<dyn Database>,
     settings: OvnSettings,
     /// (generation, revision) of the database right after our last pass: anything else is news.
     seen: Mutex<Option<(u64, u64)>>,
@@ -24,7 +24,7 @@ impl OvnReconciler {
     /// A reconciler writing `network`'s model into `northbound`.
     pub fn new(
         network: Arc<NetworkService>,
-        northbound: Arc<dyn Northbound>,
+        northbound: Arc<dyn Database>,
         settings: OvnSettings,
     ) -> Self {
         Self {
@@ -35,7 +35,7 @@ impl OvnReconciler {
         }
     }
 
-    fn port_statuses(&self, view: &NorthboundView) -> Vec<(Uuid, PortStatus)> {
+    fn port_statuses(&self, view: &DatabaseView) -> Vec<(Uuid, PortStatus)> {
         let mut statuses = Vec::new();
         for (_, row) in view.rows("Logical_Switch_Port").unwrap_or_default() {
             let Some(Value::Map(ids)) = row.get("external_ids") else {
@@ -72,7 +72,7 @@ impl OvnReconciler {
         statuses
     }
 
-    fn remember(&self, view: &NorthboundView) {
+    fn remember(&self, view: &DatabaseView) {
         *self.seen.lock().unwrap_or_else(PoisonError::into_inner) =
             Some((view.generation, view.revision));
     }

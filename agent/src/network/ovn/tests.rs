@@ -2,9 +2,9 @@
 
 use super::desired::{self, OvnSettings, port_key};
 use super::naming::{self, placeholder};
-use super::northbound::{FakeNorthbound, Northbound};
 use super::plan;
 use super::reconciler::OvnReconciler;
+use crate::network::database::{Database, FakeDatabase};
 use crate::network::model::{Network, NetworkType, Port, PortStatus, Route, Subnet};
 use crate::network::service::{
     GatewayInfo, InterfaceTarget, NetworkService, NetworkSettings, NewFloatingIp, NewNetwork,
@@ -316,14 +316,14 @@ fn desired_rows_follow_the_neutron_ovn_layout() {
     );
 }
 
-fn rig() -> (World, Arc<FakeNorthbound>, OvnReconciler) {
+fn rig() -> (World, Arc<FakeDatabase>, OvnReconciler) {
     let w = world();
-    let fake = Arc::new(FakeNorthbound::default());
+    let fake = Arc::new(FakeDatabase::northbound());
     let reconciler = OvnReconciler::new(w.svc.clone(), fake.clone(), settings());
     (w, fake, reconciler)
 }
 
-fn find(fake: &FakeNorthbound, table: &str, name: &str) -> Option<(Uuid, Row)> {
+fn find(fake: &FakeDatabase, table: &str, name: &str) -> Option<(Uuid, Row)> {
     fake.table(table)
         .into_iter()
         .find(|(_, row)| matches!(row.get("name"), Some(Value::Atom(Atom::String(n))) if n == name))
@@ -449,7 +449,7 @@ fn a_wiped_database_is_rebuilt_and_model_changes_flow_through() {
         find(&fake, "Logical_Switch_Port", &w.vm2.id.to_string()).is_none(),
         "port removed (garbage collected)"
     );
-    let (_, drop) = find(&fake, "Port_Group", naming::DROP_GROUP).expect("drop group");
+    let (_, drop) = find(&fake, "Port_Group", &naming::drop_group(OWNER)).expect("drop group");
     assert_eq!(uuids(&drop, "ports").len(), 1);
 }
 

@@ -1,16 +1,16 @@
-//! The northbound database as the reconciler needs it: a consistent view of the managed tables and a
-//! way to commit one transaction.
+//! An OVSDB database as the network reconcilers need it: a consistent view of the tables they manage
+//! and a way to commit one transaction. Used for OVN's northbound database and for the local
+//! Open_vSwitch database, with a real implementation over the `ovsdb` client and an in-memory fake.
 
-use super::plan::managed_tables;
-use ovsdb::{Client, Operation, Replica, Row, Value, nb};
-use std::collections::BTreeMap;
+use ovsdb::{Atom, Client, Condition, Operation, Replica, Row, Value};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use uuid::Uuid;
 
 /// Rows of the managed tables at one moment.
 #[derive(Debug, Clone, Default)]
-pub struct NorthboundView {
+pub struct DatabaseView {
     /// Table → rows.
     pub tables: BTreeMap<String, Vec<(Uuid, Arc<Row>)>>,
     /// Changes whenever the database content changes (from anyone).
@@ -19,7 +19,7 @@ pub struct NorthboundView {
     pub generation: u64,
 }
 
-impl NorthboundView {
+impl DatabaseView {
     /// Rows of one table.
     pub fn rows(&self, table: &str) -> Option<Vec<(Uuid, &Row)>> {
         self.tables
@@ -28,112 +28,142 @@ impl NorthboundView {
     }
 }
 
-/// Why the northbound database could not be used.
+/// Why a database could not be used.
 #[derive(Debug, thiserror::Error)]
-pub enum NorthboundError {
+pub enum DatabaseError {
     /// Not connected (yet, or any more); retried with backoff.
-    #[error("OVN northbound database unavailable: {0}")]
-    Unavailable(String),
+    #[error("database {database} unavailable: {reason}")]
+    Unavailable {
+        /// Database name.
+        database: String,
+        /// Why.
+        reason: String,
+    },
     /// The transaction was refused.
-    #[error("OVN northbound transaction failed: {0}")]
-    Transaction(String),
+    #[error("transaction on {database} failed: {reason}")]
+    Transaction {
+        /// Database name.
+        database: String,
+        /// Why.
+        reason: String,
+    },
 }
 
-/// The northbound database.
-pub trait Northbound: Send + Sync {
+/// One OVSDB database, restricted to the tables a reconciler manages.
+pub trait Database: Send + Sync {
     /// The managed tables, once the monitor has loaded them.
-    fn view(&self) -> Result<NorthboundView, NorthboundError>;
-    /// Commits `ops` atomically; when it returns, [`Northbound::view`] shows the result.
-    fn transact(&self, ops: Vec<Operation>) -> Result<(), NorthboundError>;
+    fn view(&self) -> Result<DatabaseView, DatabaseError>;
+    /// Commits `ops` atomically; when it returns, [`Database::view`] shows the result.
+    fn transact(&self, ops: Vec<Operation>) -> Result<(), DatabaseError>;
 }
 
-/// The real database through the `ovsdb` client, monitored into a replica.
-pub struct OvsdbNorthbound {
+/// A real database through the `ovsdb` client, monitored into a replica.
+pub struct OvsdbDatabase {
+    database: String,
+    tables: Vec<String>,
     client: Client,
     replica: Replica,
     runtime: tokio::runtime::Handle,
 }
 
-impl OvsdbNorthbound {
-    /// Starts a (reconnecting) client and a monitor of the managed tables; returns at once, the view
-    /// becomes available once connected.
+impl OvsdbDatabase {
+    /// Starts a (reconnecting) client and a monitor of `tables`; returns at once, the view becomes
+    /// available once connected. `leader_only` keeps a clustered database's client on the leader.
     pub fn start(
         remotes: &str,
+        database: &str,
+        tables: &[&str],
         leader_only: bool,
         runtime: tokio::runtime::Handle,
-    ) -> Result<Self, NorthboundError> {
+    ) -> Result<Self, DatabaseError> {
+        let unavailable = |reason: String| DatabaseError::Unavailable {
+            database: database.to_owned(),
+            reason,
+        };
         let remotes = ovsdb::Remote::parse_list(remotes)
-            .map_err(|e| NorthboundError::Unavailable(format!("bad remote: {e}")))?;
+            .map_err(|e| unavailable(format!("bad remote: {e}")))?;
         let mut config = ovsdb::ClientConfig::new(remotes)
             .backoff(Duration::from_millis(200), Duration::from_secs(10));
         if leader_only {
-            config = config.leader_only(nb::DATABASE);
+            config = config.leader_only(database);
         }
         let _guard = runtime.enter();
-        let client =
-            Client::start(config).map_err(|e| NorthboundError::Unavailable(e.to_string()))?;
-        let mut spec = ovsdb::MonitorSpec::new(nb::DATABASE);
-        for table in managed_tables() {
-            spec = spec.table(table);
+        let client = Client::start(config).map_err(|e| unavailable(e.to_string()))?;
+        let mut spec = ovsdb::MonitorSpec::new(database);
+        for table in tables {
+            spec = spec.table(*table);
         }
         let replica = client
             .start_monitor(spec)
-            .map_err(|e| NorthboundError::Unavailable(e.to_string()))?;
+            .map_err(|e| unavailable(e.to_string()))?;
         Ok(Self {
+            database: database.to_owned(),
+            tables: tables.iter().map(|t| (*t).to_owned()).collect(),
             client,
             replica,
             runtime,
         })
     }
 
-    /// The replica, for waking up on changes.
+    /// The replica, to be woken on changes.
     pub fn replica(&self) -> &Replica {
         &self.replica
     }
 }
 
-impl Northbound for OvsdbNorthbound {
-    fn view(&self) -> Result<NorthboundView, NorthboundError> {
+impl Database for OvsdbDatabase {
+    fn view(&self) -> Result<DatabaseView, DatabaseError> {
         let status = self.replica.status();
         if !status.loaded {
-            let why = status
+            let reason = status
                 .error
                 .as_deref()
                 .unwrap_or("not connected yet")
                 .to_owned();
-            return Err(NorthboundError::Unavailable(why));
+            return Err(DatabaseError::Unavailable {
+                database: self.database.clone(),
+                reason,
+            });
         }
         let snapshot = self.replica.snapshot();
         let mut tables = BTreeMap::new();
-        for table in managed_tables() {
+        for table in &self.tables {
             let rows = snapshot
                 .table(table)
                 .map(|t| t.iter().map(|(u, r)| (*u, r.clone())).collect())
                 .unwrap_or_default();
-            tables.insert(table.to_owned(), rows);
+            tables.insert(table.clone(), rows);
         }
-        Ok(NorthboundView {
+        Ok(DatabaseView {
             tables,
             revision: snapshot.revision(),
             generation: snapshot.generation(),
         })
     }
 
-    fn transact(&self, ops: Vec<Operation>) -> Result<(), NorthboundError> {
+    fn transact(&self, ops: Vec<Operation>) -> Result<(), DatabaseError> {
+        let database = self.database.clone();
         self.runtime
-            .block_on(self.client.transact(nb::DATABASE, ops))
+            .block_on(self.client.transact(&self.database, ops))
             .map(|_| ())
             .map_err(|e| match e {
-                ovsdb::Error::Transaction(t) => NorthboundError::Transaction(t.to_string()),
-                other => NorthboundError::Unavailable(other.to_string()),
+                ovsdb::Error::Transaction(t) => DatabaseError::Transaction {
+                    database,
+                    reason: t.to_string(),
+                },
+                other => DatabaseError::Unavailable {
+                    database,
+                    reason: other.to_string(),
+                },
             })
     }
 }
 
-/// An in-memory northbound database: applies insert/update/delete with named UUIDs and garbage-collects
-/// unreferenced non-root rows, like ovsdb-server does for the tables the agent writes.
-#[derive(Debug, Default)]
-pub struct FakeNorthbound {
+/// An in-memory database: applies insert/update/delete with named UUIDs, garbage-collects unreferenced
+/// rows of non-root tables and checks referential integrity, as ovsdb-server does.
+#[derive(Debug)]
+pub struct FakeDatabase {
+    roots: Vec<String>,
     state: Mutex<FakeState>,
 }
 
@@ -145,7 +175,41 @@ struct FakeState {
     unavailable: bool,
 }
 
-impl FakeNorthbound {
+type Tables = BTreeMap<String, BTreeMap<Uuid, Row>>;
+
+fn failure(reason: impl Into<String>) -> DatabaseError {
+    DatabaseError::Transaction {
+        database: "fake".into(),
+        reason: reason.into(),
+    }
+}
+
+impl FakeDatabase {
+    /// A fake whose root tables (never garbage-collected) are `roots`.
+    pub fn new(roots: &[&str]) -> Self {
+        Self {
+            roots: roots.iter().map(|r| (*r).to_owned()).collect(),
+            state: Mutex::default(),
+        }
+    }
+
+    /// With the northbound schema's root tables.
+    pub fn northbound() -> Self {
+        Self::new(&[
+            "Logical_Switch",
+            "DHCP_Options",
+            "Port_Group",
+            "Logical_Router",
+            "Address_Set",
+            "NB_Global",
+        ])
+    }
+
+    /// With the Open_vSwitch schema's root tables.
+    pub fn open_vswitch() -> Self {
+        Self::new(&["Open_vSwitch"])
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, FakeState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -160,7 +224,7 @@ impl FakeNorthbound {
         self.lock().transactions
     }
 
-    /// Changes a row behind the agent's back.
+    /// Changes a row behind the reconciler's back.
     pub fn tamper(&self, table: &str, uuid: Uuid, column: &str, value: Value) {
         let mut state = self.lock();
         if let Some(row) = state.tables.get_mut(table).and_then(|t| t.get_mut(&uuid)) {
@@ -169,7 +233,7 @@ impl FakeNorthbound {
         state.revision += 1;
     }
 
-    /// Deletes a row behind the agent's back (and what only it referenced).
+    /// Deletes a row behind the reconciler's back, with every reference to it.
     pub fn remove(&self, table: &str, uuid: Uuid) {
         let mut state = self.lock();
         if let Some(t) = state.tables.get_mut(table) {
@@ -179,16 +243,16 @@ impl FakeNorthbound {
             for row in rows.values_mut() {
                 for value in row.values_mut() {
                     if let Value::Set(set) = value {
-                        set.remove(&ovsdb::Atom::Uuid(uuid));
+                        set.remove(&Atom::Uuid(uuid));
                     }
                 }
             }
         }
-        collect_garbage(&mut state.tables);
+        collect_garbage(&mut state.tables, &self.roots);
         state.revision += 1;
     }
 
-    /// Inserts a row behind the agent's back.
+    /// Inserts a row behind the reconciler's back.
     pub fn plant(&self, table: &str, row: Row) -> Uuid {
         let uuid = Uuid::new_v4();
         let mut state = self.lock();
@@ -214,29 +278,18 @@ impl FakeNorthbound {
     }
 }
 
-const ROOT_TABLES: &[&str] = &[
-    "Logical_Switch",
-    "DHCP_Options",
-    "Port_Group",
-    "Logical_Router",
-    "Address_Set",
-];
-
-fn referenced(tables: &BTreeMap<String, BTreeMap<Uuid, Row>>) -> std::collections::BTreeSet<Uuid> {
-    let mut seen = std::collections::BTreeSet::new();
+fn referenced(tables: &Tables) -> BTreeSet<Uuid> {
+    let mut seen = BTreeSet::new();
     for rows in tables.values() {
         for row in rows.values() {
             for value in row.values() {
                 match value {
-                    Value::Atom(ovsdb::Atom::Uuid(u)) => {
+                    Value::Atom(Atom::Uuid(u)) => {
                         seen.insert(*u);
                     }
-                    Value::Set(set) => seen.extend(set.iter().filter_map(|a| {
-                        if let ovsdb::Atom::Uuid(u) = a {
-                            Some(*u)
-                        } else {
-                            None
-                        }
+                    Value::Set(set) => seen.extend(set.iter().filter_map(|a| match a {
+                        Atom::Uuid(u) => Some(*u),
+                        _ => None,
                     })),
                     _ => {}
                 }
@@ -246,12 +299,12 @@ fn referenced(tables: &BTreeMap<String, BTreeMap<Uuid, Row>>) -> std::collection
     seen
 }
 
-fn collect_garbage(tables: &mut BTreeMap<String, BTreeMap<Uuid, Row>>) {
+fn collect_garbage(tables: &mut Tables, roots: &[String]) {
     loop {
         let seen = referenced(tables);
         let mut removed = false;
         for (name, rows) in tables.iter_mut() {
-            if ROOT_TABLES.contains(&name.as_str()) {
+            if roots.contains(name) {
                 continue;
             }
             let before = rows.len();
@@ -264,13 +317,13 @@ fn collect_garbage(tables: &mut BTreeMap<String, BTreeMap<Uuid, Row>>) {
     }
 }
 
-fn bind(value: &Value, names: &BTreeMap<String, Uuid>) -> Result<Value, NorthboundError> {
-    let atom = |a: &ovsdb::Atom| -> Result<ovsdb::Atom, NorthboundError> {
+fn bind(value: &Value, names: &BTreeMap<String, Uuid>) -> Result<Value, DatabaseError> {
+    let atom = |a: &Atom| -> Result<Atom, DatabaseError> {
         match a {
-            ovsdb::Atom::NamedUuid(n) => names
+            Atom::NamedUuid(n) => names
                 .get(n)
-                .map(|u| ovsdb::Atom::Uuid(*u))
-                .ok_or_else(|| NorthboundError::Transaction(format!("unknown named-uuid {n}"))),
+                .map(|u| Atom::Uuid(*u))
+                .ok_or_else(|| failure(format!("unknown named-uuid {n}"))),
             other => Ok(other.clone()),
         }
     };
@@ -280,60 +333,62 @@ fn bind(value: &Value, names: &BTreeMap<String, Uuid>) -> Result<Value, Northbou
         Value::Map(map) => Value::Map(
             map.iter()
                 .map(|(k, v)| Ok((atom(k)?, atom(v)?)))
-                .collect::<Result<_, NorthboundError>>()?,
+                .collect::<Result<_, DatabaseError>>()?,
         ),
     })
 }
 
-fn uuid_condition(conditions: &[ovsdb::Condition]) -> Result<Uuid, NorthboundError> {
+fn bind_row(row: &Row, names: &BTreeMap<String, Uuid>) -> Result<Row, DatabaseError> {
+    row.iter()
+        .map(|(c, v)| Ok((c.clone(), bind(v, names)?)))
+        .collect()
+}
+
+fn uuid_condition(conditions: &[Condition]) -> Result<Uuid, DatabaseError> {
     match conditions {
         [c] if c.column == "_uuid" => match &c.value {
-            Value::Atom(ovsdb::Atom::Uuid(u)) => Ok(*u),
-            _ => Err(NorthboundError::Transaction(
-                "fake supports _uuid conditions only".into(),
-            )),
+            Value::Atom(Atom::Uuid(u)) => Ok(*u),
+            _ => Err(failure("the fake supports _uuid conditions only")),
         },
-        _ => Err(NorthboundError::Transaction(
-            "fake supports one _uuid condition only".into(),
-        )),
+        _ => Err(failure("the fake supports one _uuid condition only")),
     }
 }
 
-impl Northbound for FakeNorthbound {
-    fn view(&self) -> Result<NorthboundView, NorthboundError> {
+impl Database for FakeDatabase {
+    fn view(&self) -> Result<DatabaseView, DatabaseError> {
         let state = self.lock();
         if state.unavailable {
-            return Err(NorthboundError::Unavailable(
-                "fake northbound is down".into(),
-            ));
+            return Err(DatabaseError::Unavailable {
+                database: "fake".into(),
+                reason: "down".into(),
+            });
         }
-        let tables = managed_tables()
-            .map(|t| {
-                let rows = state
-                    .tables
-                    .get(t)
-                    .map(|rows| {
-                        rows.iter()
-                            .map(|(u, r)| (*u, Arc::new(r.clone())))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (t.to_owned(), rows)
+        let tables = state
+            .tables
+            .iter()
+            .map(|(t, rows)| {
+                (
+                    t.clone(),
+                    rows.iter()
+                        .map(|(u, r)| (*u, Arc::new(r.clone())))
+                        .collect(),
+                )
             })
             .collect();
-        Ok(NorthboundView {
+        Ok(DatabaseView {
             tables,
             revision: state.revision,
             generation: 0,
         })
     }
 
-    fn transact(&self, ops: Vec<Operation>) -> Result<(), NorthboundError> {
+    fn transact(&self, ops: Vec<Operation>) -> Result<(), DatabaseError> {
         let mut state = self.lock();
         if state.unavailable {
-            return Err(NorthboundError::Unavailable(
-                "fake northbound is down".into(),
-            ));
+            return Err(DatabaseError::Unavailable {
+                database: "fake".into(),
+                reason: "down".into(),
+            });
         }
         let mut tables = state.tables.clone();
         let mut names = BTreeMap::new();
@@ -356,11 +411,10 @@ impl Northbound for FakeNorthbound {
                     let uuid = uuid_name
                         .and_then(|n| names.get(&n).copied())
                         .unwrap_or_else(Uuid::new_v4);
-                    let row = row
-                        .iter()
-                        .map(|(c, v)| Ok((c.clone(), bind(v, &names)?)))
-                        .collect::<Result<Row, NorthboundError>>()?;
-                    tables.entry(table).or_default().insert(uuid, row);
+                    tables
+                        .entry(table)
+                        .or_default()
+                        .insert(uuid, bind_row(&row, &names)?);
                 }
                 Operation::Update {
                     table,
@@ -371,12 +425,8 @@ impl Northbound for FakeNorthbound {
                     let target = tables
                         .get_mut(&table)
                         .and_then(|t| t.get_mut(&uuid))
-                        .ok_or_else(|| {
-                            NorthboundError::Transaction(format!("no {table} row {uuid}"))
-                        })?;
-                    for (column, value) in row {
-                        target.insert(column, bind(&value, &names)?);
-                    }
+                        .ok_or_else(|| failure(format!("no {table} row {uuid}")))?;
+                    target.extend(bind_row(&row, &names)?);
                 }
                 Operation::Delete { table, conditions } => {
                     let uuid = uuid_condition(&conditions)?;
@@ -385,19 +435,17 @@ impl Northbound for FakeNorthbound {
                     }
                 }
                 other => {
-                    return Err(NorthboundError::Transaction(format!(
-                        "fake does not support {}",
+                    return Err(failure(format!(
+                        "the fake does not support {}",
                         other.name()
                     )));
                 }
             }
         }
-        collect_garbage(&mut tables);
-        // Referential integrity: every referenced UUID must exist.
-        let all: std::collections::BTreeSet<Uuid> =
-            tables.values().flat_map(|t| t.keys().copied()).collect();
+        collect_garbage(&mut tables, &self.roots);
+        let all: BTreeSet<Uuid> = tables.values().flat_map(|t| t.keys().copied()).collect();
         if let Some(dangling) = referenced(&tables).into_iter().find(|u| !all.contains(u)) {
-            return Err(NorthboundError::Transaction(format!(
+            return Err(failure(format!(
                 "referential integrity violation: {dangling}"
             )));
         }
