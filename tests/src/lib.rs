@@ -9,6 +9,8 @@ pub mod agent;
 pub mod bench;
 pub mod guest;
 pub mod libvirt;
+pub mod ovn;
+pub mod site;
 pub mod wait;
 
 use std::path::{Path, PathBuf};
