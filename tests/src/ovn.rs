@@ -4,7 +4,7 @@
 //! here: the agent under test does that (system-id, ovn-remote, bridge mappings, provider bridges).
 
 use crate::scratch_dir;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -216,7 +216,7 @@ impl OvnStack {
 
     /// Stops the northbound ovsdb-server (as a crash would) and starts it again on the same file.
     pub fn restart_northbound(&self) {
-        self.kill_pidfile(&self.dir.path().join("nb-db.pid"));
+        Self::kill_pidfile(&self.dir.path().join("nb-db.pid"));
         let d = self.dir.path();
         run(self.command(
             "ovsdb-server",
@@ -233,7 +233,7 @@ impl OvnStack {
         ));
     }
 
-    fn kill_pidfile(&self, pidfile: &PathBuf) {
+    fn kill_pidfile(pidfile: &Path) {
         let Ok(text) = std::fs::read_to_string(pidfile) else {
             return;
         };
@@ -251,7 +251,7 @@ impl OvnStack {
     pub fn wait_integration_bridge(&self, bridge: &str) {
         crate::wait::until(
             "ovn-controller to create the integration bridge",
-            Duration::from_secs(60),
+            Duration::from_mins(1),
             || {
                 let out = self.vsctl_command(&["br-exists", bridge]).output().ok()?;
                 out.status.success().then_some(())
@@ -270,7 +270,7 @@ impl Drop for OvnStack {
             "nb-db.pid",
             "ovs-db.pid",
         ] {
-            self.kill_pidfile(&self.dir.path().join(pid));
+            Self::kill_pidfile(&self.dir.path().join(pid));
         }
         if let Some(ns) = &self.netns {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
@@ -284,7 +284,7 @@ pub struct Netns {
     pub name: String,
     /// The veth end outside the namespace (in the stack's namespace).
     pub outside: String,
-    stack_netns: Option<String>,
+    host_side: Option<String>,
 }
 
 impl Netns {
@@ -322,7 +322,7 @@ impl Netns {
         let ns = Self {
             name,
             outside,
-            stack_netns: stack.netns.clone(),
+            host_side: stack.netns.clone(),
         };
         ns.outside_cmd(&["link", "set", &ns.outside, "up"]);
         // The userspace datapath does not complete checksums the kernel left to the NIC.
@@ -331,7 +331,7 @@ impl Netns {
                 "netns", "exec", &ns.name, "ethtool", "-K", "eth0", "tx", "off",
             ])
             .output();
-        let mut off = match &ns.stack_netns {
+        let mut off = match &ns.host_side {
             Some(stack_ns) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", stack_ns, "ethtool"]);
@@ -345,7 +345,7 @@ impl Netns {
 
     fn outside_cmd(&self, args: &[&str]) {
         let mut c = Command::new("ip");
-        if let Some(ns) = &self.stack_netns {
+        if let Some(ns) = &self.host_side {
             c.args(["-n", ns]);
         }
         c.args(args);

@@ -54,7 +54,7 @@ impl Site {
         let dir = scratch_dir(&format!("{label}-agent"));
         let mut config = AgentConfig::default();
         let site_id = format!("site-{label}-{}", short_id());
-        config.node.id = site_id.clone();
+        config.node.id.clone_from(&site_id);
         config.node.state_dir = dir.path().join("state");
         config.api.listen = "127.0.0.1:0".parse().expect("addr");
         config.compute.shutdown_timeout_secs = 5;
@@ -105,9 +105,9 @@ impl Site {
                 .expect("agent runs");
         });
         runtime.block_on(async {
-            tokio::time::timeout(Duration::from_secs(60), loops.first_pass_done())
+            tokio::time::timeout(Duration::from_mins(1), loops.first_pass_done())
                 .await
-                .expect("first pass")
+                .expect("first pass");
         });
         stack.wait_integration_bridge("br-int");
         Self {
@@ -129,7 +129,7 @@ impl Site {
     pub fn wait_port_up(&self, port: Uuid) {
         crate::wait::until(
             &format!("port {port} ACTIVE"),
-            Duration::from_secs(60),
+            Duration::from_mins(1),
             || (self.network.port(port).ok()?.status == PortStatus::Active).then_some(()),
         );
     }
