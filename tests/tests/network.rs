@@ -293,7 +293,7 @@ fn drift_is_repaired_orphans_removed_and_a_northbound_restart_survived() {
     site.stack.restart_northbound();
     let (after, _) = tenant(n, "p1", "after-restart", "10.41.0.0/24");
     let later = format!("neutron-{after}");
-    wait::until("writes after the restart", Duration::from_secs(60), || {
+    wait::until("writes after the restart", Duration::from_mins(1), || {
         site.stack
             .nbctl(&["ls-list"])
             .contains(&later)
