@@ -4,7 +4,8 @@
 #
 # The guest's /init loads the virtio and vfat modules, finds the cloud-init config drive by its label
 # `config-2`, prints its user data and metadata on the serial console between markers the tests look for,
-# handles the ACPI power button (so graceful stop and soft reboot work) and otherwise idles.
+# asks for a DHCP lease on eth0 if it has one (printing it), handles the ACPI power button (so graceful
+# stop and soft reboot work) and otherwise idles.
 #
 # Needs (Debian): linux-image-amd64 busybox-static cpio syslinux syslinux-common mtools dosfstools kmod
 # Usage: build-guest-image.sh OUT.raw
@@ -46,6 +47,19 @@ cat > "$root/etc/acpi/PWRF/00000080" <<'SH'
 SH
 chmod +x "$root/etc/acpi/PWRF/00000080"
 
+cat > "$root/etc/udhcpc.sh" <<'SH'
+#!/bin/busybox sh
+case "$1" in
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    [ -n "$router" ] && ip route replace default via "${router%% *}"
+    echo "SCS-GUEST-LEASE $ip"
+    ;;
+esac
+SH
+chmod +x "$root/etc/udhcpc.sh"
+
 cat > "$root/init" <<'SH'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -75,6 +89,11 @@ if [ -n "$dev" ] && mount -t vfat -o ro "$dev" /mnt; then
   umount /mnt
 else
   echo "SCS-GUEST-NO-CONFIG-DRIVE"
+fi
+if [ -e /sys/class/net/eth0 ]; then
+  ip link set lo up
+  ip link set eth0 up
+  udhcpc -i eth0 -n -q -t 15 -T 1 -s /etc/udhcpc.sh || echo "SCS-GUEST-NO-LEASE"
 fi
 echo "SCS-GUEST-READY"
 while true; do sleep 3600; done

@@ -39,7 +39,7 @@ pub struct Site {
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
     runtime: tokio::runtime::Runtime,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     /// The OVS/OVN stack (dropped last).
     pub stack: OvnStack,
 }
@@ -120,7 +120,7 @@ impl Site {
             shutdown,
             task: Some(task),
             runtime,
-            _dir: dir,
+            dir,
             stack,
         }
     }
@@ -141,6 +141,11 @@ impl Site {
         vm.plug(&self.stack, "br-int", &port.to_string());
         self.wait_port_up(port);
         vm
+    }
+
+    /// The agent's state directory.
+    pub fn state_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("state")
     }
 
     /// Whether the health of every loop kind is fine (no scan errors).

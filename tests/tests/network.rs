@@ -1,12 +1,16 @@
 //! OVN networking proven with packets: namespaces with veths on br-int stand in for VMs, an "external"
 //! namespace sits on the provider network, and the agent programs OVN through its own OVSDB client.
 
+use scs_edge_agent::compute::{NetworkRequest, NewFlavor, NewServer, ServerStatus};
+use scs_edge_agent::image::NewImage;
+use scs_edge_agent::image::format::DiskFormat;
 use scs_edge_agent::network::NetworkService;
 use scs_edge_agent::network::model::{NetworkType, Port};
 use scs_edge_agent::network::service::{
     GatewayInfo, InterfaceTarget, NewFloatingIp, NewNetwork, NewPort, NewRouter, NewRule,
     NewSubnet, ProviderRequest,
 };
+use scs_edge_tests::guest::{self, marker};
 use scs_edge_tests::site::{PHYSNET, Site};
 use scs_edge_tests::wait;
 use std::time::Duration;
@@ -305,4 +309,94 @@ fn drift_is_repaired_orphans_removed_and_a_northbound_restart_survived() {
         Some(ip(&vm_port)),
         "DHCP works after the northbound database restarted"
     );
+}
+
+#[test]
+fn a_libvirt_guest_gets_its_lease_from_ovn_and_answers_on_the_network() {
+    // The switch runs in the root namespace here: libvirt creates the guest's tap there.
+    let _root = scs_edge_tests::RunLock::acquire("ovn-root-namespace");
+    let site = Site::start("guest", true);
+    let n = &site.network;
+    let (net, _) = tenant(n, "p1", "guests", "10.50.0.0/24");
+    let image = site
+        .images
+        .import(
+            NewImage {
+                name: "busybox-guest".into(),
+                disk_format: Some(DiskFormat::Raw),
+                ..NewImage::default()
+            },
+            &mut std::fs::File::open(guest::image()).expect("guest image"),
+        )
+        .expect("import");
+    site.compute
+        .create_flavor(NewFlavor {
+            id: Some("tiny".into()),
+            name: "tiny".into(),
+            description: None,
+            vcpus: 1,
+            ram_mb: 128,
+            disk_gb: 1,
+            ephemeral_gb: 0,
+            swap_mb: 0,
+            is_public: true,
+            extra_specs: std::collections::BTreeMap::new(),
+        })
+        .expect("flavor");
+    let server = site
+        .compute
+        .create_server(NewServer {
+            name: "on-ovn".into(),
+            project_id: "p1".into(),
+            user_id: "u".into(),
+            flavor_id: "tiny".into(),
+            image_id: image.id,
+            networks: vec![NetworkRequest::Network(net)],
+            ..NewServer::default()
+        })
+        .expect("server");
+    let nic = server.nics[0].port_id;
+    let address = ip(&n.port(nic).expect("port"));
+    wait::until("server ACTIVE", Duration::from_mins(2), || {
+        (site.compute.server(server.id).ok()?.status == ServerStatus::Active).then_some(())
+    });
+    site.wait_port_up(nic);
+    let console = site
+        .state_dir()
+        .join("servers")
+        .join(server.id.to_string())
+        .join("console.log");
+    let text = wait::until(
+        "the guest's DHCP lease on its console",
+        Duration::from_mins(3),
+        || {
+            let text = guest::console_text(&console);
+            text.contains(marker::READY).then_some(text)
+        },
+    );
+    assert!(
+        text.contains(&format!("SCS-GUEST-LEASE {address}")),
+        "guest leased {address} from OVN:\n{text}"
+    );
+
+    let peer_port = port(n, "p1", net, None);
+    let peer = site.vm("peer", peer_port.id);
+    assert_eq!(peer.dhcp(), Some(ip(&peer_port)));
+    assert!(
+        peer.reaches(&address, 20),
+        "the guest answers on the network"
+    );
+
+    site.compute.delete_server(server.id).expect("delete");
+    wait::until("server gone", Duration::from_mins(2), || {
+        site.compute.server(server.id).is_err().then_some(())
+    });
+    assert!(
+        !site
+            .stack
+            .vsctl(&["list-ports", "br-int"])
+            .contains(&format!("tap{}", &nic.to_string()[..11])),
+        "VIF unplugged"
+    );
+    assert!(n.port(nic).is_err(), "the port made for the server is gone");
 }

@@ -277,6 +277,7 @@ pub struct Agent {
     /// Enqueue, probe and health of the loops.
     pub loops: ControllerHandle,
     controller: Controller,
+    ovn: Option<(Arc<dyn Database>, Arc<dyn Database>)>,
     metrics: Arc<Metrics>,
     health: Arc<HealthChecks>,
     liveness: Arc<LivenessState>,
@@ -425,6 +426,10 @@ impl Agent {
             network,
             loops,
             controller,
+            ovn: ports
+                .ovn
+                .as_ref()
+                .map(|o| (o.northbound.clone(), o.local_switch.clone())),
             metrics: Arc::new(Metrics::new(registry)),
             health: Arc::new(health),
             liveness,
@@ -452,6 +457,23 @@ impl Agent {
         let api_task = tokio::spawn(api::serve(listener, tls, app, shutdown.clone()));
 
         let loops_task = tokio::spawn(self.controller.run(shutdown.clone()));
+        if let Some((northbound, local_switch)) = &self.ovn {
+            let loops = self.loops.clone();
+            northbound.on_change(
+                Box::new(move || {
+                    loops.nudge(
+                        crate::network::service::OVN,
+                        crate::network::service::OVN_KEY,
+                    )
+                }),
+                shutdown.clone(),
+            );
+            let loops = self.loops.clone();
+            local_switch.on_change(
+                Box::new(move || loops.nudge(chassis::CHASSIS, "local")),
+                shutdown.clone(),
+            );
+        }
         let first_pass = self.loops.clone();
         tokio::select! {
             () = first_pass.first_pass_done() => {}

@@ -55,6 +55,16 @@ pub trait Database: Send + Sync {
     fn view(&self) -> Result<DatabaseView, DatabaseError>;
     /// Commits `ops` atomically; when it returns, [`Database::view`] shows the result.
     fn transact(&self, ops: Vec<Operation>) -> Result<(), DatabaseError>;
+    /// Calls `wake` after every change of the managed tables until `shutdown`, so reconcilers react
+    /// to database changes (ports going up, someone editing rows) without waiting for a poll.
+    /// Implementations without change notifications rely on the periodic observation instead.
+    fn on_change(
+        &self,
+        wake: Box<dyn Fn() + Send + Sync>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let _ = (wake, shutdown);
+    }
 }
 
 /// A real database through the `ovsdb` client, monitored into a replica.
@@ -104,14 +114,40 @@ impl OvsdbDatabase {
             runtime,
         })
     }
+}
 
-    /// The replica, to be woken on changes.
-    pub fn replica(&self) -> &Replica {
-        &self.replica
+impl OvsdbDatabase {
+    fn watch(
+        &self,
+        wake: Box<dyn Fn() + Send + Sync>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let mut changes = self.replica.subscribe();
+        self.runtime.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        wake();
+                    }
+                }
+            }
+        });
     }
 }
 
 impl Database for OvsdbDatabase {
+    fn on_change(
+        &self,
+        wake: Box<dyn Fn() + Send + Sync>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        self.watch(wake, shutdown);
+    }
+
     fn view(&self) -> Result<DatabaseView, DatabaseError> {
         let status = self.replica.status();
         if !status.loaded {

@@ -261,6 +261,16 @@ impl WorkSink for ControllerHandle {
 }
 
 impl ControllerHandle {
+    /// Asks for `key` of `kind` to be looked at soon, as an observation would (respects backoff).
+    /// For event sources that know something changed (a database monitor update).
+    pub fn nudge(&self, kind: &'static str, key: &str) {
+        if let Some(&index) = self.shared.kind_index.get(kind) {
+            self.shared
+                .queue
+                .add((index, key.to_owned()), Cause::Routine, None);
+        }
+    }
+
     /// Round-trips a message through the main loop: proves it is running and not blocked.
     pub async fn probe(&self, within: Duration) -> bool {
         let (tx, rx) = oneshot::channel();
