@@ -464,7 +464,7 @@ impl Agent {
                     loops.nudge(
                         crate::network::service::OVN,
                         crate::network::service::OVN_KEY,
-                    )
+                    );
                 }),
                 shutdown.clone(),
             );
