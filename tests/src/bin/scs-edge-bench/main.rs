@@ -4,10 +4,14 @@
 //!    loop, disk overlay, config drive, libvirt) interleaved with 20 domains defined and started straight
 //!    through the virt crate from the very XML the agent produced (disks prepared beforehand).
 //! 2. Agent RSS idle and with 20 servers (the real binary), against its own idle figure.
+//! 3. Networking (see `network.rs`): 1000 ports through the OVSDB client vs ovn-nbctl, 1000 ports
+//!    through the whole agent, and port-up latency against OVN's own.
 //!
 //! Guests boot a blank disk (SeaBIOS finds nothing to boot and idles), so guest CPU does not skew
 //! control-plane timings. Writes target/bench/results.jsonl and docs/benchmarks.md.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod network;
 
 use scs_edge_agent::compute::hypervisor::VirtType;
 use scs_edge_agent::compute::{NewFlavor, NewServer};
@@ -30,10 +34,21 @@ const SERVERS: usize = 20;
 
 fn main() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    scs_edge_agent::system::logging::init("warn", scs_edge_agent::system::logging::LogFormat::Text);
     ensure_daemons();
+    // `scs-edge-bench [compute] [rss] [network]` runs a subset (and leaves docs/benchmarks.md alone).
+    let only: Vec<String> = std::env::args().skip(1).collect();
+    let wanted = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
     let mut records = Vec::new();
-    records.extend(create_to_running());
-    records.extend(rss());
+    if wanted("compute") {
+        records.extend(create_to_running());
+    }
+    if wanted("rss") {
+        records.extend(rss());
+    }
+    if wanted("network") {
+        network::run(&mut records);
+    }
 
     let jsonl = target_dir().join("bench/results.jsonl");
     write_jsonl(&jsonl, &records).expect("write results");
@@ -51,15 +66,25 @@ fn main() {
         table,
         NOTES
     );
-    std::fs::write(&docs, text).expect("write docs/benchmarks.md");
     println!("{table}");
-    println!("wrote {} and {}", jsonl.display(), docs.display());
+    if only.is_empty() {
+        std::fs::write(&docs, text).expect("write docs/benchmarks.md");
+        println!("wrote {} and {}", jsonl.display(), docs.display());
+    } else {
+        println!(
+            "wrote {} (a subset: docs/benchmarks.md left as it was)",
+            jsonl.display()
+        );
+    }
 }
 
 const NOTES: &str = "## What is measured\n\n\
 - **create → running (agent)**: from `ComputeService::create_server` returning to libvirt reporting the domain running, polled every millisecond on a separate connection. It includes the store transaction (fsync), the work queue, disk overlay (`qemu-img create`), config drive, domain definition and start.\n\
 - **create → running (virt crate)**: `Domain::define_xml` + `Domain::create` with the XML the agent produced for its server, on prepared disks; run interleaved with the agent's creates, one of each per round, 20 rounds.\n\
-- **agent RSS**: `VmRSS` of the `scs-edge-agent` process after READY=1 with no servers, and after 20 servers reached ACTIVE; the idle figure is the baseline of the loaded one.\n";
+- **agent RSS**: `VmRSS` of the `scs-edge-agent` process after READY=1 with no servers, and after 20 servers reached ACTIVE; the idle figure is the baseline of the loaded one.\n\
+- **1000 ports, OVSDB client vs ovn-nbctl**: a switch and a port group with three ACLs made by ovn-nbctl; then 1000 ports each created, added to the switch and to the port group in one transaction by the agent's `ovsdb` client over one connection — against the same three operations as one `ovn-nbctl` invocation per port (how CMS scripts drive OVN).\n\
+- **1000 ports through the agent**: `NetworkService::create_port` 1000 times (each a durable SQLite transaction with IPAM and the security group), the OVN reconciler diffing the model against the northbound replica; timed until a separate monitor sees all 1000 logical switch ports.\n\
+- **port up**: a veth plugged into br-int with `iface-id` = port id; time until OVN sets `up=true` (seen by a separate monitor) and until the agent reports the port ACTIVE.\n";
 
 fn host_memory_mib() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
