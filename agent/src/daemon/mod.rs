@@ -436,6 +436,34 @@ impl Agent {
         }
     }
 
+    /// A host-network change (see `network::host::apply_guarded`) that was never confirmed — the agent
+    /// died between applying it and its connectivity check — is reverted before anything else runs,
+    /// so a node that lost its uplink that way gets it back by restarting.
+    fn recover_host_network(&self) {
+        let pending = self
+            .config
+            .node
+            .state_dir
+            .join(crate::network::host::PENDING_CHANGE_FILE);
+        if !pending.exists() {
+            return;
+        }
+        match crate::network::host::NetlinkHost::new() {
+            Ok(host) => match crate::network::host::recover_pending(&host, &pending) {
+                Ok(Some(change)) => {
+                    tracing::warn!(?change, "reverted an unconfirmed host network change");
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::error!(%err, "cannot revert the unconfirmed host network change");
+                }
+            },
+            Err(err) => {
+                tracing::error!(%err, "cannot open netlink to revert a host network change");
+            }
+        }
+    }
+
     /// Starts the loops, the listener and the liveness task; reports READY after the first full pass;
     /// returns when `shutdown` is cancelled and the loops stopped.
     pub async fn run(
@@ -443,6 +471,7 @@ impl Agent {
         notifier: Arc<dyn ServiceNotifier>,
         shutdown: CancellationToken,
     ) -> Result<(), DaemonError> {
+        self.recover_host_network();
         let (tls, source) =
             api::tls::server_config(&self.config.api, &self.config.node.state_dir.join("tls"))?;
         info!(?source, "TLS certificate");

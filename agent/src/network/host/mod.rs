@@ -39,6 +39,9 @@ pub use change::{
 /// Addresses with prefix length (`10.0.0.2/24`), re-exported so callers need no `ipnet` of their own.
 pub use ipnet::IpNet;
 
+/// Name of the pending-change record in the state directory.
+pub const PENDING_CHANGE_FILE: &str = "host-network-change.json";
+
 pub use check::{CheckError, ConnectivityCheck, FakeCheck, TcpConnectCheck};
 pub use fake::FakeHost;
 pub use netlink::NetlinkHost;
