@@ -448,3 +448,74 @@ fn an_unconfirmed_change_is_reverted_at_start_up() {
             .expect("peer reachable after recovery");
     });
 }
+
+#[test]
+fn the_admin_cli_moves_the_uplink_into_a_bridge_only_while_the_remote_stays_reachable() {
+    let site = Site::new();
+    let config = site.dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nid = \"hn\"\nstate_dir = \"{}\"\n",
+            site.dir.path().join("state").display()
+        ),
+    )
+    .expect("config");
+    let cli = |check: SocketAddr| {
+        Command::new("ip")
+            .args(["netns", "exec", &site.node.name])
+            .arg(scs_edge_tests::agent::binary())
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "host-network",
+                "move-uplink",
+                "--uplink",
+                "up0",
+                "--bridge",
+                "br-prov",
+                "--deadline-secs",
+                "3",
+            ])
+            .arg("--check")
+            .arg(check.to_string())
+            .output()
+            .expect("run the agent's CLI")
+    };
+
+    // Nothing answers on this port after the move: the change is refused and undone.
+    let closed = SocketAddr::new(site.peer.ip(), site.peer.port().wrapping_add(1));
+    let refused = cli(closed);
+    assert_eq!(
+        refused.status.code(),
+        Some(8),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("change not kept"));
+    let shown = site.node.ip_json(&["route", "show", "default"]);
+    assert_eq!(
+        shown[0]["dev"], "up0",
+        "the default route is back on the uplink: {shown}"
+    );
+    assert!(
+        !site
+            .dir
+            .path()
+            .join("state")
+            .join(scs_edge_agent::network::host::PENDING_CHANGE_FILE)
+            .exists()
+    );
+
+    // The peer answers: the change is kept.
+    let kept = cli(site.peer);
+    assert!(
+        kept.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kept.stderr)
+    );
+    let shown = site.node.ip_json(&["route", "show", "default"]);
+    assert_eq!(shown[0]["dev"], "br-prov", "{shown}");
+    let link = site.node.ip_json(&["link", "show", "dev", "up0"]);
+    assert_eq!(link[0]["master"], "br-prov", "{link}");
+}

@@ -6,6 +6,7 @@
 //! is killed. Output is JSON on stdout; errors go to stderr with an exit code per error class.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod host_network;
 pub mod network;
 
 use crate::compute::{
@@ -74,6 +75,9 @@ pub enum Command {
     /// Manage floating IPs.
     #[command(subcommand)]
     FloatingIp(network::FloatingIpCommand),
+    /// Inspect and change (guarded) this node's own links.
+    #[command(subcommand)]
+    HostNetwork(host_network::HostNetworkCommand),
 }
 
 /// `flavor …`
@@ -307,6 +311,8 @@ pub struct AdminServices {
     pub compute: std::sync::Arc<ComputeService>,
     /// Networking.
     pub network: std::sync::Arc<NetworkService>,
+    /// The state directory (pending host-network changes live there).
+    pub state_dir: std::path::PathBuf,
 }
 
 /// Runs one admin command against the services.
@@ -322,6 +328,7 @@ pub fn run_admin(command: Command, services: &AdminServices) -> Result<(), CliFa
         Command::SecurityGroup(cmd) => network::security_group(cmd, &services.network),
         Command::Router(cmd) => network::router(cmd, &services.network),
         Command::FloatingIp(cmd) => network::floating_ip(cmd, &services.network),
+        Command::HostNetwork(cmd) => host_network::run(cmd, &services.state_dir),
         Command::Flavor(cmd) => match cmd {
             FlavorCommand::Create(args) => {
                 print(&compute.create_flavor(NewFlavor {

@@ -212,6 +212,7 @@ pub fn services_without_loops(
         images,
         compute,
         network,
+        state_dir: config.node.state_dir.clone(),
     })
 }
 
