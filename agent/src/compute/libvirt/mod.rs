@@ -124,10 +124,17 @@ impl LibvirtHypervisor {
         }
     }
 
-    fn status(domain: &Domain, id: Uuid, digest: String) -> Result<DomainStatus, HypervisorError> {
-        let (state, reason) = domain
-            .get_state()
-            .map_err(|e| op_error("read state", id, &e))?;
+    /// The domain's status; `None` if it vanished since it was looked up (someone undefined it).
+    fn status(
+        domain: &Domain,
+        id: Uuid,
+        digest: String,
+    ) -> Result<Option<DomainStatus>, HypervisorError> {
+        let (state, reason) = match domain.get_state() {
+            Ok(state) => state,
+            Err(err) if err.code() == ErrorNumber::NoDomain => return Ok(None),
+            Err(err) => return Err(op_error("read state", id, &err)),
+        };
         let power = match state {
             sys::VIR_DOMAIN_RUNNING | sys::VIR_DOMAIN_BLOCKED | sys::VIR_DOMAIN_SHUTDOWN => {
                 DomainPower::Running
@@ -145,11 +152,11 @@ impl LibvirtHypervisor {
             _ if domain.is_active().unwrap_or(false) => DomainPower::Running,
             _ => DomainPower::Shutoff(ShutoffReason::Unknown),
         };
-        Ok(DomainStatus {
+        Ok(Some(DomainStatus {
             id,
             power,
             spec_digest: Some(digest).filter(|d| !d.is_empty()),
-        })
+        }))
     }
 
     /// Runs a power call on an owned domain; "not running" style refusals count as success.
@@ -199,7 +206,7 @@ impl Hypervisor for LibvirtHypervisor {
                     continue;
                 };
                 match self.owner_digest(&domain, id) {
-                    Ok(Some(digest)) => owned.push(Self::status(&domain, id, digest)?),
+                    Ok(Some(digest)) => owned.extend(Self::status(&domain, id, digest)?),
                     Ok(None) => {}
                     Err(err) => return Err(err),
                 }
@@ -210,7 +217,7 @@ impl Hypervisor for LibvirtHypervisor {
 
     fn domain(&self, id: Uuid) -> Result<Option<DomainStatus>, HypervisorError> {
         self.with_conn(|conn| match self.owned(conn, id)? {
-            Some((domain, digest)) => Self::status(&domain, id, digest).map(Some),
+            Some((domain, digest)) => Self::status(&domain, id, digest),
             None => Ok(None),
         })
     }
