@@ -497,3 +497,102 @@ fn the_plan_is_empty_exactly_when_ovn_matches() {
     let other = plan::existing(|t| view.rows(t), "site-b");
     assert!(other.owned.is_empty());
 }
+
+#[test]
+fn ipv6_subnets_get_router_advertisements_and_dhcpv6_as_their_mode_says() {
+    use crate::network::model::Ipv6Mode;
+    let w = world();
+    let slaac = w
+        .svc
+        .create_subnet(NewSubnet {
+            network_id: w.tenant.id,
+            project_id: "p".into(),
+            ip_version: 6,
+            cidr: "fd00:1::/64".into(),
+            ipv6_address_mode: Some(Ipv6Mode::Slaac),
+            ipv6_ra_mode: Some(Ipv6Mode::Slaac),
+            ..NewSubnet::default()
+        })
+        .expect("slaac subnet");
+    let other = w
+        .svc
+        .create_network(NewNetwork {
+            name: "v6".into(),
+            project_id: "p".into(),
+            ..NewNetwork::default()
+        })
+        .expect("net");
+    let stateful = w
+        .svc
+        .create_subnet(NewSubnet {
+            network_id: other.id,
+            project_id: "p".into(),
+            ip_version: 6,
+            cidr: "fd00:2::/64".into(),
+            ipv6_address_mode: Some(Ipv6Mode::Dhcpv6Stateful),
+            ipv6_ra_mode: Some(Ipv6Mode::Dhcpv6Stateful),
+            dns_nameservers: vec!["fd00::53".parse().expect("ip")],
+            ..NewSubnet::default()
+        })
+        .expect("stateful subnet");
+    w.svc
+        .add_router_interface(w.router, InterfaceTarget::Subnet(slaac.id))
+        .expect("v6 interface");
+    let dual = w
+        .svc
+        .create_port(NewPort {
+            network_id: w.tenant.id,
+            project_id: "p".into(),
+            ..NewPort::default()
+        })
+        .expect("dual-stack port");
+    let v6only = w
+        .svc
+        .create_port(NewPort {
+            network_id: other.id,
+            project_id: "p".into(),
+            ..NewPort::default()
+        })
+        .expect("v6 port");
+
+    let d = desired::northbound(&w.svc.model().expect("model"), &settings());
+    let dual_row = &d[&port_key(dual.id)].row;
+    let slaac_ip = dual
+        .fixed_ips
+        .iter()
+        .find(|f| f.ip_address.is_ipv6())
+        .expect("SLAAC address")
+        .ip_address;
+    assert!(
+        strings(dual_row, "addresses")
+            .iter()
+            .next()
+            .expect("addresses")
+            .ends_with(&slaac_ip.to_string())
+    );
+    assert!(
+        uuids(dual_row, "dhcpv6_options").is_empty(),
+        "SLAAC: no DHCPv6"
+    );
+    assert!(!d.contains_key(&format!("dhcp/{}", slaac.id)));
+    let lrp = d
+        .iter()
+        .find(|(k, r)| {
+            k.starts_with("lrp/") && map(&r.row, "ipv6_ra_configs").contains_key("address_mode")
+        })
+        .expect("v6 router port")
+        .1;
+    assert_eq!(map(&lrp.row, "ipv6_ra_configs")["address_mode"], "slaac");
+
+    let v6_row = &d[&port_key(v6only.id)].row;
+    assert_eq!(
+        uuids(v6_row, "dhcpv6_options"),
+        BTreeSet::from([placeholder(&format!("dhcp/{}", stateful.id))])
+    );
+    let options = map(&d[&format!("dhcp/{}", stateful.id)].row, "options");
+    assert_eq!(options["dns_server"], "{fd00::53}");
+    assert!(
+        options["server_id"].starts_with("fa:16:3e:"),
+        "DHCPv6 server id is a MAC"
+    );
+}
