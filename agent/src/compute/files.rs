@@ -11,7 +11,6 @@ use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex, PoisonError};
 use uuid::Uuid;
 
@@ -41,13 +40,13 @@ pub enum FilesError {
         /// Why.
         source: io::Error,
     },
-    /// `qemu-img` refused.
-    #[error("qemu-img create {path} failed: {stderr}")]
-    QemuImg {
+    /// The overlay cannot be made (a size the format cannot hold).
+    #[error("cannot create disk overlay {path}: {reason}")]
+    Overlay {
         /// Overlay being created.
         path: PathBuf,
-        /// Its complaint.
-        stderr: String,
+        /// Why.
+        reason: String,
     },
 }
 
@@ -75,21 +74,20 @@ pub trait ServerFiles: Send + Sync {
     fn remove(&self, id: Uuid) -> io::Result<()>;
 }
 
-/// Server files under a local directory, disks made by `qemu-img`.
+/// Server files under a local directory.
 #[derive(Debug, Clone)]
 pub struct LocalServerFiles {
     root: PathBuf,
-    qemu_img: PathBuf,
 }
 
 impl LocalServerFiles {
     /// Files under `root` (created if needed).
-    pub fn new(root: PathBuf, qemu_img: PathBuf) -> io::Result<Self> {
+    pub fn new(root: PathBuf) -> io::Result<Self> {
         DirBuilder::new()
             .recursive(true)
             .mode(0o711)
             .create(&root)?;
-        Ok(Self { root, qemu_img })
+        Ok(Self { root })
     }
 
     fn ensure_dir(&self, id: Uuid) -> Result<PathBuf, FilesError> {
@@ -171,35 +169,34 @@ impl ServerFiles for LocalServerFiles {
         self.ensure_dir(id)?;
         let paths = self.paths(id);
         let tmp = paths.root_disk.with_extension("qcow2.tmp");
-        let _ = std::fs::remove_file(&tmp);
-        // -u: do not open the backing file (it may be in use by running guests); the size is given.
-        let output = Command::new(&self.qemu_img)
-            .arg("create")
-            .args([
-                "-q",
-                "-u",
-                "-f",
-                "qcow2",
-                "-F",
-                backing_format.as_str(),
-                "-b",
-            ])
-            .arg(backing)
-            .arg(&tmp)
-            .arg(size_bytes.to_string())
-            .output()
-            .map_err(|source| FilesError::Io {
-                what: "run",
-                path: self.qemu_img.clone(),
+        let io = |what: &'static str| {
+            let path = tmp.clone();
+            move |source| FilesError::Io { what, path, source }
+        };
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io("create"))?;
+        super::qcow2::write_overlay(
+            &mut file,
+            size_bytes,
+            &backing.to_string_lossy(),
+            backing_format.as_str(),
+        )
+        .map_err(|err| match err {
+            super::qcow2::Qcow2Error::Io(source) => FilesError::Io {
+                what: "write overlay",
+                path: tmp.clone(),
                 source,
-            })?;
-        if !output.status.success() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(FilesError::QemuImg {
-                path: paths.root_disk,
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            });
-        }
+            },
+            super::qcow2::Qcow2Error::Unsupported(reason) => FilesError::Overlay {
+                path: tmp.clone(),
+                reason,
+            },
+        })?;
+        drop(file);
         publish(&tmp, &paths.root_disk)
     }
 

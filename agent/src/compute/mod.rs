@@ -14,6 +14,7 @@ pub mod host;
 pub mod hypervisor;
 pub mod kvm_probe;
 pub mod libvirt;
+pub mod qcow2;
 pub mod reconciler;
 mod repo;
 pub mod server;

@@ -87,7 +87,12 @@ pub fn root_disk_bytes(flavor_disk_gb: u64, image: &Image) -> u64 {
     if flavor_disk_gb > 0 {
         flavor_disk_gb * GIB
     } else {
-        image.virtual_size.max(image.min_disk_gb * GIB)
+        // Disk sizes are whole 512-byte sectors; a raw image need not be.
+        image
+            .virtual_size
+            .max(image.min_disk_gb * GIB)
+            .div_ceil(512)
+            * 512
     }
 }
 

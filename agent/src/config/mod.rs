@@ -146,8 +146,6 @@ pub struct ComputeConfig {
     pub ram_allocation_ratio: f64,
     /// `compute.reserved_host_memory_mb` — RAM kept for the host itself. Default 1024.
     pub reserved_host_memory_mb: u64,
-    /// `compute.qemu_img` — the `qemu-img` binary. Default `qemu-img` (found on `PATH`).
-    pub qemu_img: PathBuf,
 }
 
 impl Default for ComputeConfig {
@@ -160,7 +158,6 @@ impl Default for ComputeConfig {
             cpu_allocation_ratio: 4.0,
             ram_allocation_ratio: 1.0,
             reserved_host_memory_mb: 1024,
-            qemu_img: PathBuf::from("qemu-img"),
         }
     }
 }

@@ -113,8 +113,7 @@ impl HostPorts {
         Self {
             hypervisor: Arc::new(LibvirtHypervisor::new(&config.compute.libvirt_uri, node_id)),
             server_files: Arc::new(
-                LocalServerFiles::new(servers.clone(), config.compute.qemu_img.clone())
-                    .map_err(dir_err(&servers))?,
+                LocalServerFiles::new(servers.clone()).map_err(dir_err(&servers))?,
             ),
             image_files: Arc::new(LocalImageFiles::new(images.clone()).map_err(dir_err(&images))?),
             host: Arc::new(ProcHostInventory),
