@@ -313,14 +313,24 @@ impl AgentProcess {
 
     /// Waits until the console shows `needle` at least `count` times.
     pub fn wait_console(&self, id: Uuid, needle: &str, count: usize, timeout: Duration) -> String {
-        crate::wait::until(
-            &format!("{count}x {needle:?} on the console of {id}"),
-            timeout,
-            || {
-                let text = self.console(id);
-                (text.matches(needle).count() >= count).then_some(text)
-            },
-        )
+        let found = crate::wait::within(timeout, || {
+            let text = self.console(id);
+            (text.matches(needle).count() >= count).then_some(text)
+        });
+        found.unwrap_or_else(|| {
+            let console = self.console(id);
+            let lines: Vec<&str> = console.lines().collect();
+            let server = self.cli(&["server", "show", &id.to_string()]);
+            panic!(
+                "timed out after {timeout:?} waiting for {count}x {needle:?} on the console of {id} \
+                 (seen {}x)\n--- server ---\n{}{}\n--- console tail ---\n{}\n--- agent log tail ---\n{}",
+                console.matches(needle).count(),
+                server.json,
+                server.stderr,
+                lines[lines.len().saturating_sub(25)..].join("\n"),
+                self.log_tail()
+            )
+        })
     }
 
     /// Path of the agent's log file.

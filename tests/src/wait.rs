@@ -4,16 +4,22 @@ use std::time::{Duration, Instant};
 
 /// Polls `probe` until it yields a value or `timeout` passes; panics naming `what` on timeout.
 /// Polling an observable condition is synchronisation; the interval only bounds how soon we notice.
-pub fn until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+pub fn until<T>(what: &str, timeout: Duration, probe: impl FnMut() -> Option<T>) -> T {
+    within(timeout, probe)
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// Polls `probe` until it yields a value, or gives `None` once `timeout` passed — for callers that
+/// gather their own evidence (logs, consoles) before failing.
+pub fn within<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let started = Instant::now();
     loop {
         if let Some(value) = probe() {
-            return value;
+            return Some(value);
         }
-        assert!(
-            started.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        if started.elapsed() >= timeout {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }

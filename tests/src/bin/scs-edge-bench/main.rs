@@ -79,8 +79,8 @@ fn main() {
 }
 
 const NOTES: &str = "## What is measured\n\n\
-- **create → running (agent)**: from `ComputeService::create_server` returning to libvirt reporting the domain running, polled every millisecond on a separate connection. It includes the store transaction (fsync), the work queue, disk overlay (`qemu-img create`), config drive, domain definition and start.\n\
-- **create → running (virt crate)**: `Domain::define_xml` + `Domain::create` with the XML the agent produced for its server, on prepared disks; run interleaved with the agent's creates, one of each per round, 20 rounds.\n\
+- **create → running (agent)**: from calling `ComputeService::create_server` to libvirt reporting the domain running, polled every millisecond on a separate connection. It includes the store transaction (fsync), the work queue, the qcow2 overlay (written in-process), config drive, domain definition and start.\n\
+- **create → running (virt crate)**: `Domain::define_xml` + `Domain::create` with the XML the agent produced for a warm-up server, on copies of its prepared files; interleaved with the agent's creates, one of each per round (alternating which goes first), 20 rounds. Both are timed alike: the action runs on its own thread while the bench polls libvirt every millisecond until the domain runs.\n\
 - **agent RSS**: `VmRSS` of the `scs-edge-agent` process after READY=1 with no servers, and after 20 servers reached ACTIVE; the idle figure is the baseline of the loaded one.\n\
 - **1000 ports, OVSDB client vs ovn-nbctl**: a switch and a port group with three ACLs made by ovn-nbctl; then 1000 ports each created, added to the switch and to the port group in one transaction by the agent's `ovsdb` client over one connection — against the same three operations as one `ovn-nbctl` invocation per port (how CMS scripts drive OVN).\n\
 - **1000 ports through the agent**: `NetworkService::create_port` 1000 times (each a durable SQLite transaction with IPAM and the security group), the OVN reconciler diffing the model against the northbound replica; timed until a separate monitor sees all 1000 logical switch ports.\n\
@@ -105,6 +105,20 @@ fn blank_disk(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+/// Removes every domain a benchmark defined, even when it panics half-way.
+struct DomainCleanup(Vec<String>);
+
+impl Drop for DomainCleanup {
+    fn drop(&mut self) {
+        let observer = Observer::connect();
+        for node in &self.0 {
+            for id in observer.owned_by(node) {
+                observer.remove(id);
+            }
+        }
+    }
+}
+
 fn create_to_running() -> Vec<Record> {
     let dir = scratch_dir("bench-create");
     let mut config = AgentConfig::default();
@@ -118,6 +132,7 @@ fn create_to_running() -> Vec<Record> {
         .enable_all()
         .build()
         .expect("runtime");
+    let _cleanup = DomainCleanup(vec![config.node.id.clone(), "bench-baseline".into()]);
 
     let (store, node_id) = daemon::open_store(&config).expect("store");
     let ports = HostPorts::real(&config, &node_id, Some(runtime.handle())).expect("host ports");
@@ -167,63 +182,92 @@ fn create_to_running() -> Vec<Record> {
     let mut agent_ms = Vec::new();
     let mut virt_ms = Vec::new();
     let mut baseline_ids = Vec::new();
-    // One warm-up round of each, not counted: first QEMU start pays for page cache and libvirt caches.
-    for round in 0..=SERVERS {
+    let launcher = Observer::connect(); // a second connection: the poller must not queue behind it
+    let request = |round: usize, id: Uuid| NewServer {
+        id: Some(id),
+        name: format!("bench-{round}"),
+        project_id: "bench".into(),
+        user_id: "bench".into(),
+        flavor_id: "bench".into(),
+        image_id: image.id,
+        ..NewServer::default()
+    };
+    // Both sides are timed alike: the action runs on its own thread while this one polls libvirt
+    // every millisecond until the domain runs, so polling load falls on both equally.
+    let until_running = |id: Uuid, action: &(dyn Fn() + Sync)| -> Duration {
         let started = Instant::now();
-        let server = compute
-            .create_server(NewServer {
-                name: format!("bench-{round}"),
-                project_id: "bench".into(),
-                user_id: "bench".into(),
-                flavor_id: "bench".into(),
-                image_id: image.id,
-                ..NewServer::default()
-            })
-            .expect("create");
-        wait::until("agent domain running", Duration::from_mins(2), || {
-            let running = observer.running(server.id);
-            if !running {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            running.then_some(())
+        std::thread::scope(|scope| {
+            scope.spawn(action);
+            wait::until("domain running", Duration::from_mins(2), || {
+                let running = observer.running(id);
+                if !running {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                running.then_some(())
+            });
         });
-        let agent_time = started.elapsed();
+        started.elapsed()
+    };
 
-        // The baseline: the agent's own XML for this server, renamed, on copies of its prepared files.
-        let xml = observer
-            .domain(server.id)
-            .expect("domain")
-            .get_xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE)
-            .expect("xml");
+    // Warm-up (not counted): the first QEMU start pays for page cache and libvirt caches, and this
+    // server's XML and prepared files are the template of every baseline twin.
+    let template = Uuid::new_v4();
+    until_running(template, &|| {
+        compute.create_server(request(0, template)).expect("create");
+    });
+    let xml = observer
+        .domain(template)
+        .expect("domain")
+        .get_xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE)
+        .expect("xml");
+    let template_dir = config
+        .node
+        .state_dir
+        .join("servers")
+        .join(template.to_string());
+
+    for round in 1..=SERVERS {
         let twin = Uuid::new_v4();
-        let server_dir = config
-            .node
-            .state_dir
-            .join("servers")
-            .join(server.id.to_string());
         let twin_dir = baseline_dir.join(twin.to_string());
         std::fs::create_dir_all(&twin_dir).expect("twin dir");
         for file in ["disk.qcow2", "config-drive.img"] {
-            std::fs::copy(server_dir.join(file), twin_dir.join(file)).expect("copy prepared file");
+            std::fs::copy(template_dir.join(file), twin_dir.join(file))
+                .expect("copy prepared file");
         }
         let twin_xml = xml
             .replace(
-                &server_dir.display().to_string(),
+                &template_dir.display().to_string(),
                 &twin_dir.display().to_string(),
             )
-            .replace(&server.id.to_string(), &twin.to_string())
+            .replace(&template.to_string(), &twin.to_string())
             .replace(&format!("node='{node_id}'"), "node='bench-baseline'")
             .replace(&format!("node=\"{node_id}\""), "node=\"bench-baseline\"");
-        let started = Instant::now();
-        let domain =
-            virt::domain::Domain::define_xml(observer.connection(), &twin_xml).expect("define");
-        domain.create().expect("start");
-        let virt_time = started.elapsed();
+        let server = Uuid::new_v4();
+        let agent = || {
+            until_running(server, &|| {
+                compute
+                    .create_server(request(round, server))
+                    .expect("create");
+            })
+        };
+        let direct = || {
+            until_running(twin, &|| {
+                let domain = virt::domain::Domain::define_xml(launcher.connection(), &twin_xml)
+                    .expect("define");
+                domain.create().expect("start");
+            })
+        };
+        // Alternate which goes first, so neither always meets the host in the same state.
+        let (agent_time, virt_time) = if round % 2 == 0 {
+            let a = agent();
+            (a, direct())
+        } else {
+            let v = direct();
+            (agent(), v)
+        };
         baseline_ids.push(twin);
-        if round > 0 {
-            agent_ms.push(agent_time.as_secs_f64() * 1000.0);
-            virt_ms.push(virt_time.as_secs_f64() * 1000.0);
-        }
+        agent_ms.push(agent_time.as_secs_f64() * 1000.0);
+        virt_ms.push(virt_time.as_secs_f64() * 1000.0);
         eprintln!(
             "round {round}: agent {:.1} ms, virt crate {:.1} ms",
             agent_time.as_secs_f64() * 1000.0,
