@@ -9,6 +9,12 @@
 pub enum ErrorClass {
     /// The request itself is wrong (bad name, impossible size): fixing the request fixes it.
     BadRequest,
+    /// The caller could not be authenticated (no, bad or expired credentials); the reason stays in the log.
+    Unauthorized,
+    /// The caller is known but the policy does not allow this request.
+    Forbidden,
+    /// The request or the resource it would create exceeds a size limit or quota.
+    TooLarge,
     /// Something the request names does not exist.
     NotFound,
     /// The request clashes with current state (duplicate id, resource in use, no capacity left).

@@ -1,19 +1,24 @@
 //! The agent's one HTTPS listener.
 //!
-//! Today it serves `GET /healthz` and `GET /metrics`; the OpenStack-compatible API (identity, compute,
-//! image, network) will be mounted here path-routed like devstack. This folder knows HTTP and OpenStack
-//! JSON shapes and nothing else: handlers call the domain layer and map its errors in `error.rs`.
+//! It serves the OpenStack-compatible API path-routed like devstack (`/identity/v3`, `/compute/v2.1`,
+//! `/image/v2`, `/network/v2.0`) beside `GET /healthz` and `GET /metrics`. This folder knows HTTP and
+//! OpenStack JSON shapes and nothing else: handlers call the domain layer and map its errors in
+//! `error.rs`, where each service's routes get their own error dialect.
 
+pub mod body;
+pub mod discovery;
 pub mod error;
+pub mod microversion;
 pub mod tls;
 
 use crate::health::HealthChecks;
 use crate::metrics::Metrics;
-use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Json, Router};
+use error::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
@@ -31,6 +36,8 @@ pub struct ApiState {
     pub health: Arc<HealthChecks>,
     /// Registry for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Base URL clients reach us at (catalog, version documents), without a trailing slash.
+    pub public_base: Arc<str>,
 }
 
 /// The routes.
@@ -38,8 +45,77 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .fallback(|| async { error::ApiError::not_found("the resource could not be found") })
+        .merge(in_dialect(Service::Identity, discovery_routes("identity")))
+        .merge(in_dialect(Service::Compute, discovery_routes("compute")))
+        .merge(in_dialect(Service::Image, discovery_routes("image")))
+        .merge(in_dialect(Service::Network, discovery_routes("network")))
+        .fallback(fallback)
+        .layer(DefaultBodyLimit::max(body::JSON_BODY_LIMIT))
         .with_state(state)
+}
+
+/// Layers `service`'s error dialect over `routes`.
+fn in_dialect(service: Service, routes: Router<ApiState>) -> Router<ApiState> {
+    routes.layer(axum::middleware::map_response(move |response| async move {
+        error::render_for(service, response)
+    }))
+}
+
+/// The version documents of one service, at its root and its versioned root.
+fn discovery_routes(service: &'static str) -> Router<ApiState> {
+    let root = move |State(state): State<ApiState>| async move {
+        let base = &state.public_base;
+        match service {
+            "identity" => (
+                StatusCode::MULTIPLE_CHOICES,
+                Json(discovery::identity_versions(base)),
+            ),
+            "compute" => (StatusCode::OK, Json(discovery::compute_versions(base))),
+            "image" => (
+                StatusCode::MULTIPLE_CHOICES,
+                Json(discovery::image_versions(base)),
+            ),
+            _ => (StatusCode::OK, Json(discovery::network_versions(base))),
+        }
+    };
+    let versioned = move |State(state): State<ApiState>| async move {
+        let base = &state.public_base;
+        Json(match service {
+            "identity" => discovery::identity_version(base),
+            "compute" => discovery::compute_version(base),
+            "image" => discovery::image_versions(base),
+            _ => discovery::network_resources(base),
+        })
+    };
+    let version = match service {
+        "identity" => "v3",
+        "compute" => "v2.1",
+        "image" => "v2",
+        _ => "v2.0",
+    };
+    Router::new()
+        .route(&format!("/{service}"), get(root))
+        .route(&format!("/{service}/"), get(root))
+        .route(&format!("/{service}/{version}"), get(versioned))
+        .route(&format!("/{service}/{version}/"), get(versioned))
+}
+
+/// Unmatched paths answer 404 in the dialect of the service their prefix names.
+async fn fallback(uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    let service = [
+        ("/identity", Service::Identity),
+        ("/compute", Service::Compute),
+        ("/image", Service::Image),
+        ("/network", Service::Network),
+    ]
+    .into_iter()
+    .find_map(|(prefix, service)| path.starts_with(prefix).then_some(service))
+    .unwrap_or(Service::Node);
+    error::render_for(
+        service,
+        error::ApiError::not_found("The resource could not be found.").into_response(),
+    )
 }
 
 async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {

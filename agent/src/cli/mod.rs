@@ -270,17 +270,18 @@ fn parse_pair(text: &str) -> Result<(String, String), String> {
 pub struct CliFailure {
     /// For stderr.
     pub message: String,
-    /// Exit code: 3 bad request, 4 not found, 5 conflict, 6 unavailable, 1 otherwise.
+    /// Exit code: 3 bad request, 4 not found, 5 conflict, 6 unavailable, 7 not allowed, 1 otherwise.
     pub code: u8,
 }
 
 impl<E: Classify + std::fmt::Display> From<E> for CliFailure {
     fn from(err: E) -> Self {
         let code = match err.class() {
-            ErrorClass::BadRequest => 3,
+            ErrorClass::BadRequest | ErrorClass::TooLarge => 3,
             ErrorClass::NotFound => 4,
             ErrorClass::Conflict => 5,
             ErrorClass::Unavailable => 6,
+            ErrorClass::Unauthorized | ErrorClass::Forbidden => 7,
             ErrorClass::Internal => 1,
         };
         Self {
@@ -411,6 +412,8 @@ pub fn run_admin(command: Command, services: &AdminServices) -> Result<(), CliFa
                         security_groups: (!args.security_groups.is_empty())
                             .then_some(args.security_groups),
                         nics: args.nics,
+                        key_name: None,
+                        availability_zone: None,
                     })?,
                 );
                 Ok(())

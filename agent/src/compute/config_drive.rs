@@ -39,16 +39,23 @@ impl ConfigDrive {
     pub fn for_server(server: &Server, nics: &[NicSpec]) -> Self {
         let mut seed = [0u8; 512];
         rand::fill(&mut seed[..]);
+        let (public_keys, keys) = match (&server.key_name, &server.key_data) {
+            (Some(name), Some(key)) => (
+                json!({ name: key }),
+                json!([{ "name": name, "type": "ssh", "data": key }]),
+            ),
+            _ => (json!({}), json!([])),
+        };
         let meta_data = json!({
             "uuid": server.id,
             "name": server.name,
             "hostname": server.hostname(),
             "launch_index": 0,
-            "availability_zone": "nova",
+            "availability_zone": server.availability_zone,
             "project_id": server.project_id,
             "meta": server.metadata,
-            "public_keys": {},
-            "keys": [],
+            "public_keys": public_keys,
+            "keys": keys,
             "devices": [],
             "random_seed": base64::engine::general_purpose::STANDARD.encode(seed),
         });

@@ -72,6 +72,8 @@ pub trait ServerFiles: Send + Sync {
     fn write_config_drive(&self, id: Uuid, drive: &ConfigDrive) -> Result<(), FilesError>;
     /// Removes everything of server `id`; a missing directory is fine.
     fn remove(&self, id: Uuid) -> io::Result<()>;
+    /// The last `max_bytes` of the serial console log; empty when the guest wrote nothing yet.
+    fn console_tail(&self, id: Uuid, max_bytes: u64) -> io::Result<Vec<u8>>;
 }
 
 /// Server files under a local directory.
@@ -235,6 +237,20 @@ impl ServerFiles for LocalServerFiles {
             Err(err) => Err(err),
         }
     }
+
+    fn console_tail(&self, id: Uuid, max_bytes: u64) -> io::Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = match std::fs::File::open(self.paths(id).console_log) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(err),
+        };
+        let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(len.saturating_sub(max_bytes)))?;
+        let mut bytes = Vec::new();
+        file.take(max_bytes).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
 }
 
 /// What the fake holds for one server.
@@ -244,6 +260,8 @@ pub struct FakeServerDir {
     pub root_disk: Option<(PathBuf, u64)>,
     /// The config drive written.
     pub config_drive: Option<ConfigDrive>,
+    /// What the guest "printed" on its console.
+    pub console: Vec<u8>,
 }
 
 /// In-memory server files for unit tests.
@@ -256,6 +274,15 @@ impl FakeServerFiles {
     /// A snapshot of one server's files.
     pub fn dir(&self, id: Uuid) -> Option<FakeServerDir> {
         self.lock().get(&id).cloned()
+    }
+
+    /// Appends to a server's console, as a guest writing to its serial port would.
+    pub fn print_on_console(&self, id: Uuid, text: &str) {
+        self.lock()
+            .entry(id)
+            .or_default()
+            .console
+            .extend_from_slice(text.as_bytes());
     }
 
     /// Deletes the root disk behind the agent's back.
@@ -320,5 +347,15 @@ impl ServerFiles for FakeServerFiles {
     fn remove(&self, id: Uuid) -> io::Result<()> {
         self.lock().remove(&id);
         Ok(())
+    }
+
+    fn console_tail(&self, id: Uuid, max_bytes: u64) -> io::Result<Vec<u8>> {
+        let dirs = self.lock();
+        let console = dirs
+            .get(&id)
+            .map(|d| d.console.as_slice())
+            .unwrap_or_default();
+        let skip = console.len().saturating_sub(max_bytes as usize);
+        Ok(console[skip..].to_vec())
     }
 }

@@ -12,11 +12,13 @@ pub mod files;
 pub mod flavor;
 pub mod host;
 pub mod hypervisor;
+pub mod keypair;
 pub mod kvm_probe;
 pub mod libvirt;
 pub mod qcow2;
 pub mod reconciler;
 mod repo;
+pub mod scs_flavors;
 pub mod server;
 pub mod service;
 #[cfg(test)]
@@ -42,6 +44,9 @@ pub enum ComputeError {
     /// No such image.
     #[error("image {0} could not be found")]
     ImageNotFound(String),
+    /// No such keypair for this user.
+    #[error("keypair {0} could not be found")]
+    KeypairNotFound(String),
     /// A field of the request is unacceptable.
     #[error("invalid {field}: {reason}")]
     Invalid {
@@ -80,6 +85,9 @@ pub enum ComputeError {
     /// A NIC's port could not be made or bound.
     #[error(transparent)]
     Network(#[from] crate::network::NetworkError),
+    /// The console log could not be read.
+    #[error("cannot read the console log: {0}")]
+    Console(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -103,7 +111,9 @@ impl From<ImageError> for ComputeError {
 impl Classify for ComputeError {
     fn class(&self) -> ErrorClass {
         match self {
-            Self::FlavorNotFound(_) | Self::ServerNotFound(_) => ErrorClass::NotFound,
+            Self::FlavorNotFound(_) | Self::ServerNotFound(_) | Self::KeypairNotFound(_) => {
+                ErrorClass::NotFound
+            }
             // Nova answers 400 when a create request names an image or flavor that does not exist.
             Self::ImageNotFound(_) | Self::Invalid { .. } | Self::FlavorImageMismatch(_) => {
                 ErrorClass::BadRequest
@@ -113,7 +123,7 @@ impl Classify for ComputeError {
             }
             Self::Image(err) => err.class(),
             Self::Network(err) => err.class(),
-            Self::Store(_) => ErrorClass::Internal,
+            Self::Store(_) | Self::Console(_) => ErrorClass::Internal,
         }
     }
 }

@@ -32,7 +32,7 @@ pub(super) struct ServerRecord {
 const COLUMNS: &str = "id, name, project_id, user_id, image_id, flavor, user_data, metadata, power_intent,
     reboot_requested, reboot_done, reboot_kind, deleting, generation, observed_generation, status, power_state,
     provisioned, ever_started, stop_deadline, fault_code, fault_message, fault_at, failed_attempts, created_at,
-    updated_at, launched_at";
+    updated_at, launched_at, key_name, key_data, availability_zone";
 
 fn parse_uuid(text: &str) -> Result<Uuid, ComputeError> {
     Uuid::parse_str(text).map_err(|_| ComputeError::ServerNotFound(text.to_owned()))
@@ -83,6 +83,9 @@ fn from_row(row: &Row<'_>) -> Result<ServerRecord, ComputeError> {
         created_at: parse_time(&row.get::<_, String>(24)?),
         updated_at: parse_time(&row.get::<_, String>(25)?),
         launched_at: row.get::<_, Option<String>>(26)?.as_deref().map(parse_time),
+        key_name: row.get(27)?,
+        key_data: row.get(28)?,
+        availability_zone: row.get(29)?,
     };
     Ok(ServerRecord {
         server,
@@ -124,8 +127,8 @@ pub(super) fn insert(tx: &Transaction<'_>, server: &Server) -> Result<(), Comput
     let now = server.created_at.to_string();
     tx.execute(
         "INSERT INTO servers (id, name, project_id, user_id, image_id, flavor_id, flavor, user_data, metadata,
-             power_intent, status, generation, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
+             power_intent, status, generation, created_at, updated_at, key_name, key_data, availability_zone)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15, ?16)",
         params![
             server.id.to_string(),
             server.name,
@@ -140,6 +143,9 @@ pub(super) fn insert(tx: &Transaction<'_>, server: &Server) -> Result<(), Comput
             server.status.as_str(),
             server.generation,
             now,
+            server.key_name,
+            server.key_data,
+            server.availability_zone,
         ],
     )?;
     for port in server.nics.iter().filter(|n| n.network_id.is_none()) {

@@ -213,6 +213,12 @@ pub struct Server {
     pub user_data: Option<Vec<u8>>,
     /// User metadata (on the config drive as `meta`).
     pub metadata: BTreeMap<String, String>,
+    /// The keypair named at creation.
+    pub key_name: Option<String>,
+    /// That keypair's public key as it was then (on the config drive as `public_keys`).
+    pub key_data: Option<String>,
+    /// The availability zone it runs in.
+    pub availability_zone: String,
     /// Desired power.
     pub power_intent: PowerIntent,
     /// Reboot requested and not yet carried out.
@@ -298,6 +304,10 @@ pub struct NewServer {
     pub security_groups: Option<Vec<Uuid>>,
     /// Additional NICs that are plain taps, not on any network (nodes without networking).
     pub nics: u32,
+    /// A keypair of `user_id` whose public key goes onto the config drive.
+    pub key_name: Option<String>,
+    /// Requested availability zone; must be this site's when given.
+    pub availability_zone: Option<String>,
 }
 
 /// Nova's limit on decoded user data.

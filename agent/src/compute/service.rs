@@ -2,8 +2,10 @@
 //! The OpenStack façade, the admin CLI and (later) the region link all call these functions.
 
 use super::ComputeError;
+use super::files::ServerFiles;
 use super::flavor::{self, Flavor, NewFlavor};
 use super::host::HostInventory;
+use super::keypair::{self, CreatedKeypair, Keypair, NewKeypair};
 use super::repo::{self, DesiredChange};
 use super::server::{NewServer, Nic, PowerIntent, PowerState, RebootKind, Server, ServerStatus};
 use crate::image::ImageService;
@@ -27,6 +29,8 @@ pub struct ComputeSettings {
     pub reserved_host_memory_mb: u64,
     /// Servers may have NICs on (OVN) networks.
     pub network_enabled: bool,
+    /// The site's one availability zone.
+    pub availability_zone: &'static str,
 }
 
 impl From<&crate::config::AgentConfig> for ComputeSettings {
@@ -36,6 +40,8 @@ impl From<&crate::config::AgentConfig> for ComputeSettings {
             ram_allocation_ratio: c.compute.ram_allocation_ratio,
             reserved_host_memory_mb: c.compute.reserved_host_memory_mb,
             network_enabled: c.network.enabled,
+            // Leaked once per process: the zone is fixed for the process lifetime and settings stay `Copy`.
+            availability_zone: Box::leak(c.compute.availability_zone.clone().into_boxed_str()),
         }
     }
 }
@@ -48,9 +54,12 @@ pub struct ComputeService {
     clock: Arc<dyn Clock>,
     loops: Arc<dyn WorkSink>,
     settings: ComputeSettings,
+    files: Arc<dyn ServerFiles>,
 }
 
 const GIB: u64 = 1024 * 1024 * 1024;
+/// The most console log one request reads.
+const CONSOLE_READ_LIMIT: u64 = 1024 * 1024;
 
 /// Neutron's MAC prefix, so guests and tools recognise cloud NICs.
 const MAC_PREFIX: [u8; 3] = [0xfa, 0x16, 0x3e];
@@ -73,6 +82,7 @@ impl ComputeService {
         clock: Arc<dyn Clock>,
         loops: Arc<dyn WorkSink>,
         settings: ComputeSettings,
+        files: Arc<dyn ServerFiles>,
     ) -> Self {
         Self {
             store,
@@ -81,7 +91,31 @@ impl ComputeService {
             clock,
             loops,
             settings,
+            files,
         }
+    }
+
+    /// The last `lines` lines (all when `None`) of a server's serial console, as Nova's
+    /// `os-getConsoleOutput` gives them. At most the last 1 MiB of the log is read: a guest that
+    /// floods its console cannot make a request read gigabytes.
+    pub fn console_output(&self, id: Uuid, lines: Option<usize>) -> Result<String, ComputeError> {
+        let server = self.server(id)?;
+        let bytes = self
+            .files
+            .console_tail(server.id, CONSOLE_READ_LIMIT)
+            .map_err(|err| ComputeError::Console(err.to_string()))?;
+        let text = String::from_utf8_lossy(&bytes).replace('\r', "");
+        Ok(match lines {
+            Some(n) => {
+                let all: Vec<&str> = text.lines().collect();
+                let mut tail = all[all.len().saturating_sub(n)..].join("\n");
+                if !tail.is_empty() {
+                    tail.push('\n');
+                }
+                tail
+            }
+            None => text,
+        })
     }
 
     /// Creates a flavor.
@@ -89,6 +123,53 @@ impl ComputeService {
         request.validate()?;
         let now = self.clock.now();
         self.store.write(|tx| flavor::insert(tx, request, now))
+    }
+
+    /// Creates each flavor whose id and name are both unused, in one transaction; returns the names
+    /// created. Existing flavors are left as the operator keeps them.
+    pub fn seed_flavors(&self, flavors: Vec<NewFlavor>) -> Result<Vec<String>, ComputeError> {
+        for request in &flavors {
+            request.validate()?;
+        }
+        let now = self.clock.now();
+        self.store.write(|tx| {
+            let existing = flavor::list(tx)?;
+            let mut created = Vec::new();
+            for request in flavors {
+                let taken = existing.iter().any(|f| {
+                    f.name == request.name || Some(f.id.as_str()) == request.id.as_deref()
+                });
+                if !taken {
+                    created.push(flavor::insert(tx, request, now)?.name);
+                }
+            }
+            Ok(created)
+        })
+    }
+
+    /// Imports or generates a keypair for a user.
+    pub fn create_keypair(&self, request: &NewKeypair) -> Result<CreatedKeypair, ComputeError> {
+        let created = keypair::prepare(request, self.clock.now())?;
+        self.store
+            .write(|tx| keypair::insert(tx, &created.keypair))?;
+        Ok(created)
+    }
+
+    /// A user's keypairs, by name.
+    pub fn keypairs(&self, user_id: &str) -> Result<Vec<Keypair>, ComputeError> {
+        self.store.read(|tx| keypair::list(tx, user_id))
+    }
+
+    /// One of a user's keypairs.
+    pub fn keypair(&self, user_id: &str, name: &str) -> Result<Keypair, ComputeError> {
+        self.store
+            .read(|tx| keypair::find(tx, user_id, name))?
+            .ok_or_else(|| ComputeError::KeypairNotFound(name.to_owned()))
+    }
+
+    /// Deletes a user's keypair; servers booted with it keep their copy of the key.
+    pub fn delete_keypair(&self, user_id: &str, name: &str) -> Result<(), ComputeError> {
+        self.store.write(|tx| keypair::delete(tx, user_id, name))
     }
 
     /// All flavors.
@@ -146,6 +227,25 @@ impl ComputeService {
                 }
             }
             self.check_capacity(tx, &flavor, host)?;
+            if let Some(zone) = &request.availability_zone
+                && zone != self.settings.availability_zone
+            {
+                return Err(ComputeError::Invalid {
+                    field: "availability_zone",
+                    reason: format!("the requested availability zone {zone} is not available"),
+                });
+            }
+            let key_data = match &request.key_name {
+                Some(name) => Some(
+                    keypair::find(tx, &request.user_id, name)?
+                        .ok_or_else(|| ComputeError::Invalid {
+                            field: "key_name",
+                            reason: format!("keypair {name} could not be found"),
+                        })?
+                        .public_key,
+                ),
+                None => None,
+            };
 
             let id = request.id.unwrap_or_else(Uuid::new_v4);
             if repo::exists(tx, id)? {
@@ -177,6 +277,9 @@ impl ComputeService {
                 flavor,
                 user_data: request.user_data,
                 metadata: request.metadata,
+                key_name: request.key_name,
+                key_data,
+                availability_zone: self.settings.availability_zone.to_owned(),
                 power_intent: PowerIntent::Running,
                 pending_reboot: None,
                 deleting: false,

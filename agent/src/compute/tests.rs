@@ -6,6 +6,7 @@ use super::fake::FakeHypervisor;
 use super::files::{FakeServerFiles, ServerFiles};
 use super::host::{FixedHostInventory, HostResources};
 use super::hypervisor::{DomainPower, ShutoffReason, VirtType};
+use super::keypair::NewKeypair;
 use super::reconciler::{BUILD_ATTEMPTS, ServerReconciler, ServerReconcilerSettings};
 use super::server::PowerState;
 use super::*;
@@ -73,7 +74,9 @@ impl Rig {
                 ram_allocation_ratio: 1.0,
                 reserved_host_memory_mb: 1024,
                 network_enabled: true,
+                availability_zone: "nova",
             },
+            Arc::new(files.clone()),
         );
         let reconciler = ServerReconciler::new(
             store.clone(),
@@ -232,7 +235,20 @@ fn config_drive_is_a_vfat_volume_labelled_config_2_with_nova_layout() {
     let rig = Rig::new();
     let mut request = rig.request("Web Server 1");
     request.metadata = BTreeMap::from([("role".to_owned(), "db".to_owned())]);
+    let key = rig
+        .compute
+        .create_keypair(&NewKeypair {
+            name: "ops".into(),
+            user_id: "alice".into(),
+            public_key: None,
+        })
+        .expect("keypair");
+    request.key_name = Some("ops".into());
     let server = rig.compute.create_server(request).expect("create");
+    // Deleting the keypair later does not change what the server booted with.
+    rig.compute
+        .delete_keypair("alice", "ops")
+        .expect("delete keypair");
     rig.settle(server.id);
     let drive = rig
         .files
@@ -264,6 +280,9 @@ fn config_drive_is_a_vfat_volume_labelled_config_2_with_nova_layout() {
     assert_eq!(meta["name"], "Web Server 1");
     assert_eq!(meta["hostname"], "web-server-1");
     assert_eq!(meta["meta"]["role"], "db");
+    assert_eq!(meta["public_keys"]["ops"], key.keypair.public_key);
+    assert_eq!(meta["keys"][0]["data"], key.keypair.public_key);
+    assert_eq!(meta["availability_zone"], "nova");
     let network: serde_json::Value =
         serde_json::from_slice(&files["openstack/latest/network_data.json"]).expect("json");
     assert_eq!(
@@ -279,6 +298,13 @@ fn config_drive_is_a_vfat_volume_labelled_config_2_with_nova_layout() {
 #[test]
 fn bad_requests_are_refused_and_create_nothing() {
     let rig = Rig::new();
+    rig.compute
+        .create_keypair(&NewKeypair {
+            name: "bobs-key".into(),
+            user_id: "bob".into(),
+            public_key: None,
+        })
+        .expect("bob's keypair");
     let cases: Vec<(&str, NewServer, ErrorClass)> = vec![
         (
             "unknown flavor",
@@ -297,6 +323,22 @@ fn bad_requests_are_refused_and_create_nothing() {
             ErrorClass::BadRequest,
         ),
         ("empty name", rig.request(""), ErrorClass::BadRequest),
+        (
+            "another user's keypair",
+            NewServer {
+                key_name: Some("bobs-key".into()),
+                ..rig.request("a")
+            },
+            ErrorClass::BadRequest,
+        ),
+        (
+            "unknown availability zone",
+            NewServer {
+                availability_zone: Some("elsewhere".into()),
+                ..rig.request("a")
+            },
+            ErrorClass::BadRequest,
+        ),
         ("padded name", rig.request(" a"), ErrorClass::BadRequest),
         (
             "too many nics",
@@ -975,4 +1017,115 @@ fn a_nic_on_a_missing_network_or_a_used_port_creates_nothing() {
     );
     assert_eq!(rig.row_count(), 1);
     assert_eq!(rig.network.ports().expect("ports").len(), 1);
+}
+
+#[test]
+fn keypairs_are_per_user_unique_by_name_and_bad_keys_store_nothing() {
+    let rig = Rig::new();
+    let imported = rig
+        .compute
+        .create_keypair(&NewKeypair {
+            name: "laptop".into(),
+            user_id: "alice".into(),
+            public_key: Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE2drWbc/6O74aOFoTX5rPJxojoycef+G/v5IH9gQKGT me@laptop".into()),
+        })
+        .expect("import");
+    assert!(
+        imported.private_key.is_none(),
+        "imports return no private key"
+    );
+    let again = rig.compute.create_keypair(&NewKeypair {
+        name: "laptop".into(),
+        user_id: "alice".into(),
+        public_key: None,
+    });
+    assert_eq!(again.expect_err("duplicate").class(), ErrorClass::Conflict);
+    // The same name is free for another user.
+    rig.compute
+        .create_keypair(&NewKeypair {
+            name: "laptop".into(),
+            user_id: "bob".into(),
+            public_key: None,
+        })
+        .expect("bob's own");
+    let bad = rig.compute.create_keypair(&NewKeypair {
+        name: "broken".into(),
+        user_id: "alice".into(),
+        public_key: Some("ssh-rsa AAAA-not-a-key".into()),
+    });
+    assert_eq!(bad.expect_err("bad key").class(), ErrorClass::BadRequest);
+    let names: Vec<String> = rig
+        .compute
+        .keypairs("alice")
+        .expect("list")
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    assert_eq!(names, ["laptop"]);
+    assert_eq!(
+        rig.compute
+            .keypair("alice", "broken")
+            .expect_err("absent")
+            .class(),
+        ErrorClass::NotFound
+    );
+    rig.compute
+        .delete_keypair("alice", "laptop")
+        .expect("delete");
+    assert_eq!(
+        rig.compute
+            .delete_keypair("alice", "laptop")
+            .expect_err("gone")
+            .class(),
+        ErrorClass::NotFound
+    );
+}
+
+#[test]
+fn seeding_flavors_adds_only_what_is_missing() {
+    let rig = Rig::new();
+    let first = rig
+        .compute
+        .seed_flavors(super::scs_flavors::mandatory())
+        .expect("seed");
+    assert_eq!(first.len(), 15);
+    let again = rig
+        .compute
+        .seed_flavors(super::scs_flavors::mandatory())
+        .expect("seed again");
+    assert!(again.is_empty(), "{again:?}");
+    let flavor = rig.compute.flavor("SCS-2V-4-20s").expect("seeded");
+    assert_eq!((flavor.vcpus, flavor.ram_mb, flavor.disk_gb), (2, 4096, 20));
+}
+
+#[test]
+fn console_output_gives_the_last_lines_of_the_serial_log() {
+    let rig = Rig::new();
+    let server = rig
+        .compute
+        .create_server(rig.request("chatty"))
+        .expect("create");
+    assert_eq!(
+        rig.compute.console_output(server.id, None).expect("empty"),
+        ""
+    );
+    rig.files
+        .print_on_console(server.id, "SeaBIOS\r\nbooting\r\nlogin: ");
+    assert_eq!(
+        rig.compute.console_output(server.id, None).expect("all"),
+        "SeaBIOS\nbooting\nlogin: "
+    );
+    assert_eq!(
+        rig.compute
+            .console_output(server.id, Some(2))
+            .expect("tail"),
+        "booting\nlogin: \n"
+    );
+    assert_eq!(
+        rig.compute
+            .console_output(Uuid::new_v4(), None)
+            .expect_err("unknown")
+            .class(),
+        ErrorClass::NotFound
+    );
 }

@@ -100,6 +100,32 @@ pub struct ApiConfig {
     /// `api.tls_names` — extra DNS names or IP addresses for the self-signed certificate.
     /// Default: none (the host name, `localhost` and loopback addresses are always included).
     pub tls_names: Vec<String>,
+    /// `api.public_url` — the base URL clients reach this listener at; the service catalog and the
+    /// version documents point there. Default: empty, meaning `https://<host name>:<port>`.
+    pub public_url: Option<String>,
+    /// `api.max_image_upload_bytes` — largest image a client may upload. Default 64 GiB.
+    pub max_image_upload_bytes: u64,
+}
+
+impl ApiConfig {
+    /// The base URL for catalogs and version documents, without a trailing slash.
+    pub fn public_base(&self) -> String {
+        if let Some(url) = &self.public_url {
+            return url.trim_end_matches('/').to_owned();
+        }
+        let host = if self.listen.ip().is_unspecified() {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".to_owned())
+        } else if self.listen.is_ipv6() {
+            format!("[{}]", self.listen.ip())
+        } else {
+            self.listen.ip().to_string()
+        };
+        format!("https://{host}:{}", self.listen.port())
+    }
 }
 
 impl Default for ApiConfig {
@@ -109,6 +135,8 @@ impl Default for ApiConfig {
             tls_cert: None,
             tls_key: None,
             tls_names: Vec::new(),
+            public_url: None,
+            max_image_upload_bytes: 64 << 30,
         }
     }
 }
@@ -146,6 +174,12 @@ pub struct ComputeConfig {
     pub ram_allocation_ratio: f64,
     /// `compute.reserved_host_memory_mb` — RAM kept for the host itself. Default 1024.
     pub reserved_host_memory_mb: u64,
+    /// `compute.availability_zone` — the one availability zone this site reports. Default `nova`
+    /// (what clients and the SCS tests assume when they name none).
+    pub availability_zone: String,
+    /// `compute.seed_scs_flavors` — create the 15 SCS mandatory flavors (scs-0103) at start when they
+    /// are missing. Default true.
+    pub seed_scs_flavors: bool,
 }
 
 impl Default for ComputeConfig {
@@ -158,6 +192,8 @@ impl Default for ComputeConfig {
             cpu_allocation_ratio: 4.0,
             ram_allocation_ratio: 1.0,
             reserved_host_memory_mb: 1024,
+            availability_zone: "nova".into(),
+            seed_scs_flavors: true,
         }
     }
 }
@@ -357,6 +393,24 @@ impl AgentConfig {
                     self.node.id
                 ),
             ));
+        }
+        if self.compute.availability_zone.is_empty()
+            || self.compute.availability_zone.len() > 255
+            || self.compute.availability_zone.contains(':')
+        {
+            return Err(invalid(
+                "compute.availability_zone",
+                "must be 1-255 characters without ':'".into(),
+            ));
+        }
+        if let Some(url) = &self.api.public_url {
+            let ok = url.starts_with("https://") || url.starts_with("http://");
+            if !ok || url.contains(char::is_whitespace) {
+                return Err(invalid(
+                    "api.public_url",
+                    format!("must be an http(s) URL, got {url:?}"),
+                ));
+            }
         }
         match (&self.api.tls_cert, &self.api.tls_key) {
             (Some(_), None) => {

@@ -200,6 +200,7 @@ pub fn services_without_loops(
         ports.clock.clone(),
         Arc::new(NoLoops),
         ComputeSettings::from(config),
+        ports.server_files.clone(),
     ));
     let network = Arc::new(NetworkService::new(
         store,
@@ -369,6 +370,7 @@ impl Agent {
             ports.clock.clone(),
             Arc::new(loops.clone()),
             ComputeSettings::from(&config),
+            ports.server_files.clone(),
         ));
         registry.register_collector(Box::new(ServerStatusCollector {
             compute: compute.clone(),
@@ -464,6 +466,22 @@ impl Agent {
         }
     }
 
+    /// Seeds the SCS mandatory flavors when configured; a failure is logged, not fatal: the site still
+    /// serves, and the standards tests will name what is missing.
+    fn seed_flavors(&self) {
+        if !self.config.compute.seed_scs_flavors {
+            return;
+        }
+        match self
+            .compute
+            .seed_flavors(crate::compute::scs_flavors::mandatory())
+        {
+            Ok(created) if created.is_empty() => {}
+            Ok(created) => info!(?created, "seeded SCS mandatory flavors"),
+            Err(err) => tracing::error!(%err, "cannot seed the SCS mandatory flavors"),
+        }
+    }
+
     /// Starts the loops, the listener and the liveness task; reports READY after the first full pass;
     /// returns when `shutdown` is cancelled and the loops stopped.
     pub async fn run(
@@ -472,6 +490,7 @@ impl Agent {
         shutdown: CancellationToken,
     ) -> Result<(), DaemonError> {
         self.recover_host_network();
+        self.seed_flavors();
         let (tls, source) =
             api::tls::server_config(&self.config.api, &self.config.node.state_dir.join("tls"))?;
         info!(?source, "TLS certificate");
@@ -482,6 +501,7 @@ impl Agent {
         let app = api::router(ApiState {
             health: self.health.clone(),
             metrics: self.metrics.clone(),
+            public_base: self.config.api.public_base().into(),
         });
         let api_task = tokio::spawn(api::serve(listener, tls, app, shutdown.clone()));
 
