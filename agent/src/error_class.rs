@@ -9,6 +9,12 @@
 pub enum ErrorClass {
     /// The request itself is wrong (bad name, impossible size): fixing the request fixes it.
     BadRequest,
+    /// The caller did not prove who it is (no token, expired token).
+    Unauthorized,
+    /// The caller may see the resource but not do this to it (another project's image, a protected
+    /// image, a read-only attribute). Resources the caller may not see are `NotFound` instead, so
+    /// their existence does not leak.
+    Forbidden,
     /// Something the request names does not exist.
     NotFound,
     /// The request clashes with current state (duplicate id, resource in use, no capacity left).

@@ -756,12 +756,17 @@ fn image_in_use_cannot_be_deleted() {
         .expect("create")
         .id;
     assert_eq!(
-        rig.images.delete(rig.image_id).expect_err("in use").class(),
+        rig.images
+            .delete(rig.image_id, &crate::image::Caller::operator())
+            .expect_err("in use")
+            .class(),
         ErrorClass::Conflict
     );
     rig.compute.delete_server(id).expect("delete");
     rig.settle(id);
-    rig.images.delete(rig.image_id).expect("now free");
+    rig.images
+        .delete(rig.image_id, &crate::image::Caller::operator())
+        .expect("now free");
     assert_eq!(rig.image_files.count(), 0);
 }
 
