@@ -578,3 +578,726 @@ fn compute_boots_only_active_images() {
         ErrorClass::NotFound
     );
 }
+
+// --- access and members ----------------------------------------------------------------------------
+
+#[test]
+fn invisible_images_are_not_found_and_foreign_writes_are_forbidden() {
+    let rig = Rig::new();
+    let private = rig.queued(&alice(), "private");
+    rig.svc
+        .update(
+            private.id,
+            &alice(),
+            &[ImageChange::Replace {
+                attribute: "visibility".into(),
+                value: ChangeValue::Text("private".into()),
+            }],
+        )
+        .expect("private");
+    let community = rig.queued(&alice(), "community");
+    rig.svc
+        .update(
+            community.id,
+            &alice(),
+            &[ImageChange::Replace {
+                attribute: "visibility".into(),
+                value: ChangeValue::Text("community".into()),
+            }],
+        )
+        .expect("community");
+    let rename = [ImageChange::Replace {
+        attribute: "name".into(),
+        value: ChangeValue::Text("mine".into()),
+    }];
+
+    // Bob cannot see the private image: every call answers NotFound, never Forbidden.
+    let not_found = [
+        rig.svc.show(private.id, &bob()).map(|_| ()),
+        rig.svc.update(private.id, &bob(), &rename).map(|_| ()),
+        rig.svc.delete(private.id, &bob()),
+        rig.svc
+            .upload(private.id, &bob(), &mut &b"x"[..])
+            .map(|_| ()),
+        rig.svc.open_data(private.id, &bob()).map(|_| ()),
+        rig.svc.add_member(private.id, &bob(), "bob").map(|_| ()),
+    ];
+    for result in not_found {
+        assert_eq!(result.expect_err("hidden").class(), ErrorClass::NotFound);
+    }
+    // Bob sees the community image but may not change it.
+    rig.svc
+        .show(community.id, &bob())
+        .expect("community is visible");
+    let forbidden = [
+        rig.svc.update(community.id, &bob(), &rename).map(|_| ()),
+        rig.svc.delete(community.id, &bob()),
+        rig.svc
+            .upload(community.id, &bob(), &mut &b"x"[..])
+            .map(|_| ()),
+    ];
+    for result in forbidden {
+        assert_eq!(
+            result.expect_err("not owner").class(),
+            ErrorClass::Forbidden
+        );
+    }
+    assert_eq!(
+        rig.svc.get(community.id).expect("get").name.as_deref(),
+        Some("community"),
+        "refused writes changed nothing"
+    );
+}
+
+#[test]
+fn members_follow_glances_rules() {
+    let rig = Rig::new();
+    let shared = rig.queued(&alice(), "shared");
+    let carol = Caller::project("carol");
+
+    // Before an offer Bob does not see the shared image.
+    assert_eq!(
+        rig.svc
+            .show(shared.id, &bob())
+            .expect_err("no member")
+            .class(),
+        ErrorClass::NotFound
+    );
+    let offer = rig.svc.add_member(shared.id, &alice(), "bob").expect("add");
+    assert_eq!(offer.status, MemberStatus::Pending);
+    assert_eq!(
+        rig.svc
+            .add_member(shared.id, &alice(), "bob")
+            .expect_err("dup")
+            .class(),
+        ErrorClass::Conflict
+    );
+    rig.svc
+        .add_member(shared.id, &alice(), "carol")
+        .expect("carol");
+    // A pending member sees the image but may not add members or change it.
+    rig.svc
+        .show(shared.id, &bob())
+        .expect("pending member sees it");
+    assert_eq!(
+        rig.svc
+            .add_member(shared.id, &bob(), "dave")
+            .expect_err("not owner")
+            .class(),
+        ErrorClass::Forbidden
+    );
+    assert_eq!(
+        rig.svc
+            .delete_member(shared.id, &bob(), "carol")
+            .expect_err("not owner")
+            .class(),
+        ErrorClass::Forbidden
+    );
+    // The owner lists every member; a member only itself.
+    assert_eq!(
+        rig.svc
+            .list_members(shared.id, &alice())
+            .expect("owner")
+            .len(),
+        2
+    );
+    let own = rig.svc.list_members(shared.id, &bob()).expect("member");
+    assert_eq!(
+        own.iter().map(|m| m.member.as_str()).collect::<Vec<_>>(),
+        ["bob"]
+    );
+    assert_eq!(
+        rig.svc
+            .get_member(shared.id, &bob(), "carol")
+            .expect_err("other")
+            .class(),
+        ErrorClass::NotFound
+    );
+    // Only the member decides.
+    assert_eq!(
+        rig.svc
+            .update_member_status(shared.id, &alice(), "bob", MemberStatus::Accepted)
+            .expect_err("owner")
+            .class(),
+        ErrorClass::Forbidden
+    );
+    assert_eq!(
+        rig.svc
+            .update_member_status(shared.id, &carol, "bob", MemberStatus::Accepted)
+            .expect_err("another member")
+            .class(),
+        ErrorClass::Forbidden
+    );
+    rig.tick();
+    let accepted = rig
+        .svc
+        .update_member_status(shared.id, &bob(), "bob", MemberStatus::Accepted)
+        .expect("accept");
+    assert_eq!(accepted.status, MemberStatus::Accepted);
+    assert!(accepted.updated_at > accepted.created_at);
+    assert_eq!(
+        rig.svc.get_member(shared.id, &alice(), "bob").expect("get"),
+        accepted
+    );
+    // The owner withdraws the offer; Bob no longer sees the image.
+    rig.svc
+        .delete_member(shared.id, &alice(), "bob")
+        .expect("remove");
+    assert_eq!(
+        rig.svc.show(shared.id, &bob()).expect_err("gone").class(),
+        ErrorClass::NotFound
+    );
+    assert_eq!(
+        rig.svc
+            .delete_member(shared.id, &alice(), "bob")
+            .expect_err("twice")
+            .class(),
+        ErrorClass::NotFound
+    );
+}
+
+#[test]
+fn only_shared_images_have_members() {
+    let rig = Rig::new();
+    let image = rig.queued(&alice(), "a");
+    rig.svc.add_member(image.id, &alice(), "bob").expect("add");
+    rig.svc
+        .update(
+            image.id,
+            &alice(),
+            &[ImageChange::Replace {
+                attribute: "visibility".into(),
+                value: ChangeValue::Text("private".into()),
+            }],
+        )
+        .expect("private");
+    let err = rig
+        .svc
+        .add_member(image.id, &alice(), "carol")
+        .expect_err("private");
+    assert_eq!(err.to_string(), "Only shared images have members.");
+    assert_eq!(err.class(), ErrorClass::Forbidden);
+    // The old membership no longer grants access.
+    assert_eq!(
+        rig.svc.show(image.id, &bob()).expect_err("private").class(),
+        ErrorClass::NotFound
+    );
+}
+
+// --- listing ---------------------------------------------------------------------------------------
+
+fn names(page: &ImagePage) -> Vec<&str> {
+    page.images
+        .iter()
+        .map(|i| i.name.as_deref().unwrap_or(""))
+        .collect()
+}
+
+fn set_visibility(rig: &Rig, owner: &Caller, id: Uuid, visibility: &str) {
+    rig.svc
+        .update(
+            id,
+            owner,
+            &[ImageChange::Replace {
+                attribute: "visibility".into(),
+                value: ChangeValue::Text(visibility.into()),
+            }],
+        )
+        .expect("visibility");
+}
+
+#[test]
+fn default_list_is_public_own_and_accepted_shared() {
+    let rig = Rig::new();
+    rig.svc
+        .import(request("public", DiskFormat::Raw), &mut &b"p"[..])
+        .expect("import");
+    let bobs_private = rig.queued(&bob(), "bob-private");
+    set_visibility(&rig, &bob(), bobs_private.id, "private");
+    let bobs_community = rig.queued(&bob(), "bob-community");
+    set_visibility(&rig, &bob(), bobs_community.id, "community");
+    let accepted = rig.queued(&bob(), "shared-accepted");
+    rig.svc
+        .add_member(accepted.id, &bob(), "alice")
+        .expect("offer");
+    rig.svc
+        .update_member_status(accepted.id, &alice(), "alice", MemberStatus::Accepted)
+        .expect("accept");
+    let pending = rig.queued(&bob(), "shared-pending");
+    rig.svc
+        .add_member(pending.id, &bob(), "alice")
+        .expect("offer");
+    let own = rig.queued(&alice(), "alice-own");
+    set_visibility(&rig, &alice(), own.id, "community");
+
+    let list = |query: ImageQuery| {
+        let mut page = rig.svc.list(&alice(), &query).expect("list");
+        page.images.sort_by(|a, b| a.name.cmp(&b.name));
+        page
+    };
+    assert_eq!(
+        names(&list(ImageQuery::default())),
+        ["alice-own", "public", "shared-accepted"]
+    );
+    assert_eq!(
+        names(&list(ImageQuery {
+            visibility: Some(VisibilityFilter::Only(Visibility::Community)),
+            ..ImageQuery::default()
+        })),
+        ["alice-own", "bob-community"]
+    );
+    assert_eq!(
+        names(&list(ImageQuery {
+            visibility: Some(VisibilityFilter::Only(Visibility::Shared)),
+            member_status: Some(MemberStatusFilter::Only(MemberStatus::Pending)),
+            ..ImageQuery::default()
+        })),
+        ["shared-pending"]
+    );
+    assert_eq!(
+        names(&list(ImageQuery {
+            member_status: Some(MemberStatusFilter::All),
+            ..ImageQuery::default()
+        })),
+        ["alice-own", "public", "shared-accepted", "shared-pending"]
+    );
+    assert_eq!(
+        names(&list(ImageQuery {
+            visibility: Some(VisibilityFilter::All),
+            ..ImageQuery::default()
+        })),
+        ["alice-own", "bob-community", "public", "shared-accepted"]
+    );
+    // Admins see everything but community images by default (the operator owns none).
+    let mut all = rig
+        .svc
+        .list(&Caller::operator(), &ImageQuery::default())
+        .expect("admin");
+    all.images.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(
+        names(&all),
+        ["bob-private", "public", "shared-accepted", "shared-pending"]
+    );
+}
+
+#[test]
+fn list_filters_on_attributes_tags_and_properties() {
+    let rig = Rig::new();
+    let a = rig.queued(&alice(), "a");
+    let b = rig.queued(&alice(), "b");
+    rig.svc
+        .update(
+            a.id,
+            &alice(),
+            &[
+                ImageChange::Replace {
+                    attribute: "tags".into(),
+                    value: ChangeValue::List(vec!["scs".into(), "lts".into()]),
+                },
+                ImageChange::Add {
+                    attribute: "os_distro".into(),
+                    value: ChangeValue::Text("ubuntu".into()),
+                },
+            ],
+        )
+        .expect("tag");
+    rig.svc
+        .upload(b.id, &alice(), &mut &b"data"[..])
+        .expect("upload");
+    let query = |q: ImageQuery| names(&rig.svc.list(&alice(), &q).expect("list")).join(",");
+    assert_eq!(
+        query(ImageQuery {
+            name: Some("a".into()),
+            ..ImageQuery::default()
+        }),
+        "a"
+    );
+    assert_eq!(
+        query(ImageQuery {
+            status: Some("active".into()),
+            ..ImageQuery::default()
+        }),
+        "b"
+    );
+    assert_eq!(
+        query(ImageQuery {
+            owner: Some("bob".into()),
+            ..ImageQuery::default()
+        }),
+        ""
+    );
+    assert_eq!(
+        query(ImageQuery {
+            disk_format: Some("raw".into()),
+            ..ImageQuery::default()
+        }),
+        "b,a"
+    );
+    assert_eq!(
+        query(ImageQuery {
+            disk_format: Some("qcow2".into()),
+            ..ImageQuery::default()
+        }),
+        ""
+    );
+    assert_eq!(
+        query(ImageQuery {
+            container_format: Some("bare".into()),
+            ..ImageQuery::default()
+        }),
+        "b,a"
+    );
+    assert_eq!(
+        query(ImageQuery {
+            tags: vec!["scs".into()],
+            ..ImageQuery::default()
+        }),
+        "a"
+    );
+    assert_eq!(
+        query(ImageQuery {
+            tags: vec!["scs".into(), "edge".into()],
+            ..ImageQuery::default()
+        }),
+        ""
+    );
+    assert_eq!(
+        query(ImageQuery {
+            properties: BTreeMap::from([("os_distro".to_owned(), "ubuntu".to_owned())]),
+            ..ImageQuery::default()
+        }),
+        "a"
+    );
+    assert_eq!(
+        query(ImageQuery {
+            properties: BTreeMap::from([("os_distro".to_owned(), "debian".to_owned())]),
+            ..ImageQuery::default()
+        }),
+        ""
+    );
+}
+
+#[test]
+fn list_sorts_and_pages_with_markers() {
+    let rig = Rig::new();
+    for name in ["c", "a", "e", "b", "d"] {
+        rig.queued(&alice(), name);
+    }
+    let page = |sort: Vec<(SortKey, SortDir)>, limit, marker| {
+        rig.svc
+            .list(
+                &alice(),
+                &ImageQuery {
+                    sort,
+                    limit,
+                    marker,
+                    ..ImageQuery::default()
+                },
+            )
+            .expect("list")
+    };
+    // Default: newest first.
+    assert_eq!(names(&page(vec![], None, None)), ["d", "b", "e", "a", "c"]);
+    let by_name = vec![(SortKey::Name, SortDir::Asc)];
+    assert_eq!(
+        names(&page(by_name.clone(), None, None)),
+        ["a", "b", "c", "d", "e"]
+    );
+    assert_eq!(
+        names(&page(vec![(SortKey::Name, SortDir::Desc)], None, None)),
+        ["e", "d", "c", "b", "a"]
+    );
+    // Pages of two follow each other without gaps or repeats.
+    let mut seen = Vec::new();
+    let mut marker = None;
+    loop {
+        let p = page(by_name.clone(), Some(2), marker);
+        seen.extend(names(&p).into_iter().map(str::to_owned));
+        match p.next_marker {
+            Some(next) => marker = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["a", "b", "c", "d", "e"]);
+    // An unknown marker, or one the caller cannot see, is a bad request.
+    let err = rig
+        .svc
+        .list(
+            &alice(),
+            &ImageQuery {
+                marker: Some(Uuid::new_v4()),
+                ..ImageQuery::default()
+            },
+        )
+        .expect_err("unknown marker");
+    assert_eq!(err.class(), ErrorClass::BadRequest);
+    let hidden = rig.queued(&bob(), "bobs");
+    let err = rig
+        .svc
+        .list(
+            &alice(),
+            &ImageQuery {
+                marker: Some(hidden.id),
+                ..ImageQuery::default()
+            },
+        )
+        .expect_err("hidden marker");
+    assert!(matches!(err, ImageError::BadMarker(_)));
+    assert!(SortKey::parse("checksum").is_err());
+    assert!(SortDir::parse("up").is_err());
+    assert!(VisibilityFilter::parse("everyone").is_err());
+}
+
+// --- update and delete -----------------------------------------------------------------------------
+
+#[test]
+fn one_bad_operation_changes_nothing_and_a_good_update_bumps_updated_at() {
+    let rig = Rig::new();
+    let image = rig.queued(&alice(), "a");
+    rig.tick();
+    let err = rig
+        .svc
+        .update(
+            image.id,
+            &alice(),
+            &[
+                ImageChange::Replace {
+                    attribute: "name".into(),
+                    value: ChangeValue::Text("renamed".into()),
+                },
+                ImageChange::Add {
+                    attribute: "os_distro".into(),
+                    value: ChangeValue::Text("debian".into()),
+                },
+                ImageChange::Remove {
+                    attribute: "not_there".into(),
+                },
+            ],
+        )
+        .expect_err("missing property");
+    assert_eq!(err.class(), ErrorClass::Conflict);
+    assert_eq!(
+        rig.svc.get(image.id).expect("get"),
+        image,
+        "nothing changed"
+    );
+    let updated = rig
+        .svc
+        .update(
+            image.id,
+            &alice(),
+            &[ImageChange::Replace {
+                attribute: "name".into(),
+                value: ChangeValue::Text("renamed".into()),
+            }],
+        )
+        .expect("update");
+    assert_eq!(updated.name.as_deref(), Some("renamed"));
+    assert!(updated.updated_at > image.updated_at);
+    assert_eq!(updated.created_at, image.created_at);
+    assert_eq!(rig.svc.get(image.id).expect("get"), updated);
+}
+
+#[test]
+fn protected_images_cannot_be_deleted_until_unprotected() {
+    let rig = Rig::new();
+    let image = rig.queued(&alice(), "a");
+    let protect = |flag| {
+        rig.svc
+            .update(
+                image.id,
+                &alice(),
+                &[ImageChange::Replace {
+                    attribute: "protected".into(),
+                    value: ChangeValue::Bool(flag),
+                }],
+            )
+            .expect("protect")
+    };
+    protect(true);
+    rig.svc
+        .upload(image.id, &alice(), &mut &b"x"[..])
+        .expect("upload");
+    let err = rig.svc.delete(image.id, &alice()).expect_err("protected");
+    assert_eq!(err.class(), ErrorClass::Forbidden);
+    assert_eq!(
+        rig.svc
+            .delete(image.id, &Caller::operator())
+            .expect_err("even admins")
+            .class(),
+        ErrorClass::Forbidden
+    );
+    assert!(rig.files.published(image.id).is_some());
+    protect(false);
+    rig.svc.delete(image.id, &alice()).expect("delete");
+    assert_eq!(rig.files.count(), 0);
+    assert_eq!(rig.svc.find(image.id).expect("find"), None);
+}
+
+#[test]
+fn deleting_a_saving_image_makes_its_upload_fail_cleanly() {
+    let rig = Rig::new();
+    let image = rig.queued(&alice(), "a");
+    // An upload whose reader deletes the image half-way, as a concurrent DELETE would.
+    struct DeletingReader<'a> {
+        rig: &'a Rig,
+        id: Uuid,
+        done: bool,
+    }
+    impl Read for DeletingReader<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.done {
+                return Ok(0);
+            }
+            self.done = true;
+            self.rig
+                .svc
+                .delete(self.id, &alice())
+                .expect("delete while saving");
+            buf[0] = 1;
+            Ok(1)
+        }
+    }
+    let err = rig
+        .svc
+        .upload(
+            image.id,
+            &alice(),
+            &mut DeletingReader {
+                rig: &rig,
+                id: image.id,
+                done: false,
+            },
+        )
+        .expect_err("deleted meanwhile");
+    assert!(matches!(err, ImageError::UploadInterrupted(_)));
+    assert_eq!(rig.files.count(), 0);
+    assert_eq!(rig.svc.find(image.id).expect("find"), None);
+}
+
+// --- property test: updates are all-or-nothing and never touch read-only fields ---------------------
+
+mod all_or_nothing {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    fn attribute() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            // read-only, reserved, owner (read-only for non-admins)
+            "id",
+            "status",
+            "checksum",
+            "size",
+            "virtual_size",
+            "os_hash_value",
+            "created_at",
+            "updated_at",
+            "locations",
+            "owner",
+            "location",
+            "deleted",
+            "os_glance_x",
+            // core
+            "name",
+            "visibility",
+            "protected",
+            "min_disk",
+            "min_ram",
+            "disk_format",
+            "container_format",
+            "tags",
+            // properties, one of which exists
+            "os_distro",
+            "os_version",
+            "hw_rng_model",
+        ])
+        .prop_map(str::to_owned)
+    }
+
+    fn value() -> impl Strategy<Value = ChangeValue> {
+        prop_oneof![
+            Just(ChangeValue::Null),
+            any::<bool>().prop_map(ChangeValue::Bool),
+            (0u64..4).prop_map(ChangeValue::Int),
+            prop::sample::select(vec![
+                "x",
+                "raw",
+                "qcow2",
+                "bare",
+                "private",
+                "community",
+                "public"
+            ])
+            .prop_map(|s| ChangeValue::Text(s.to_owned())),
+            prop::collection::vec("[a-c]{1,2}", 0..3).prop_map(ChangeValue::List),
+        ]
+    }
+
+    fn change() -> impl Strategy<Value = ImageChange> {
+        (0u8..3, attribute(), value()).prop_map(|(op, attribute, value)| match op {
+            0 => ImageChange::Add { attribute, value },
+            1 => ImageChange::Replace { attribute, value },
+            _ => ImageChange::Remove { attribute },
+        })
+    }
+
+    #[test]
+    fn random_updates_apply_entirely_or_not_at_all() {
+        let rig = Rig::new();
+        let mut runner = TestRunner::new(Config {
+            cases: 200,
+            ..Config::default()
+        });
+        runner
+            .run(&prop::collection::vec(change(), 1..6), |changes| {
+                let before = rig
+                    .svc
+                    .create(
+                        &alice(),
+                        NewImageRecord {
+                            name: Some("n".into()),
+                            properties: BTreeMap::from([(
+                                "os_distro".to_owned(),
+                                "debian".to_owned(),
+                            )]),
+                            ..NewImageRecord::default()
+                        },
+                    )
+                    .expect("create");
+                let result = rig.svc.update(before.id, &alice(), &changes);
+                let after = rig.svc.get(before.id).expect("get");
+                match result {
+                    Err(_) => {
+                        prop_assert_eq!(&after, &before, "a refused update changed the image");
+                    }
+                    Ok(updated) => {
+                        prop_assert_eq!(&after, &updated);
+                        // Read-only fields never move for a non-admin.
+                        prop_assert_eq!(after.id, before.id);
+                        prop_assert_eq!(after.status, before.status);
+                        prop_assert_eq!(after.size_bytes, before.size_bytes);
+                        prop_assert_eq!(after.virtual_size, before.virtual_size);
+                        prop_assert_eq!(&after.checksum_md5, &before.checksum_md5);
+                        prop_assert_eq!(&after.hash_sha512, &before.hash_sha512);
+                        prop_assert_eq!(&after.owner, &before.owner);
+                        prop_assert_eq!(after.created_at, before.created_at);
+                        // Applying the operations one by one gives the same image.
+                        let mut stepwise = before.clone();
+                        for change in &changes {
+                            stepwise = patch::apply_changes(
+                                &stepwise,
+                                &alice(),
+                                std::slice::from_ref(change),
+                            )
+                            .expect("each operation of an accepted update applies");
+                        }
+                        stepwise.updated_at = after.updated_at;
+                        prop_assert_eq!(&stepwise, &after);
+                    }
+                }
+                Ok(())
+            })
+            .expect("property");
+    }
+}
