@@ -359,9 +359,13 @@ pub enum ImageError {
         /// The limit.
         limit: usize,
     },
-    /// Upload before both formats are known.
-    #[error("Properties disk_format, container_format must be set prior to saving data.")]
-    FormatsRequired,
+    /// Upload before both formats are known; names the missing ones, as Glance does.
+    #[error(
+        "{} {} must be set prior to saving data.",
+        if .0.len() == 1 { "Property" } else { "Properties" },
+        .0.join(", ")
+    )]
+    FormatsRequired(Vec<&'static str>),
     /// Upload to an image that is not `queued`.
     #[error("Image status transition from {from} to saving is not allowed")]
     InvalidTransition {
@@ -430,7 +434,7 @@ impl Classify for ImageError {
             Self::Invalid { .. }
             | Self::BadMarker(_)
             | Self::QuotaExceeded { .. }
-            | Self::FormatsRequired
+            | Self::FormatsRequired(_)
             | Self::NotActive(_)
             | Self::Format(_)
             | Self::ChecksumMismatch { .. } => ErrorClass::BadRequest,
@@ -555,7 +559,13 @@ impl ImageService {
                 });
             }
             let (Some(disk_format), Some(_)) = (image.disk_format, image.container_format) else {
-                return Err(ImageError::FormatsRequired);
+                let missing = [
+                    ("disk_format", image.disk_format.is_none()),
+                    ("container_format", image.container_format.is_none()),
+                ];
+                return Err(ImageError::FormatsRequired(
+                    missing.iter().filter(|m| m.1).map(|m| m.0).collect(),
+                ));
             };
             repo::transition(tx, id, ImageStatus::Queued, ImageStatus::Saving, now)?;
             Ok(disk_format)
