@@ -11,6 +11,10 @@
 //! | `queued` | partial or published      | remove the file (a queued image owns no data)       |
 //!
 //! A partial file someone holds the lock on is an upload in progress and is never touched.
+//!
+//! One race remains by design: an upload that committed `saving` but has not opened its file yet looks
+//! like a killed one. Resetting it is safe: the upload's final commit requires `saving`, so it fails
+//! with `UploadInterrupted` (409), discards its file, and the client retries. Nothing is half-done.
 
 use super::files::{BlobState, ImageFiles};
 use super::{ImageError, ImageStatus, repo};
