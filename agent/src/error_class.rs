@@ -9,9 +9,11 @@
 pub enum ErrorClass {
     /// The request itself is wrong (bad name, impossible size): fixing the request fixes it.
     BadRequest,
-    /// The caller could not be authenticated (no, bad or expired credentials); the reason stays in the log.
+    /// The caller did not prove who it is (no token, expired token).
     Unauthorized,
-    /// The caller is known but the policy does not allow this request.
+    /// The caller may see the resource but not do this to it (another project's image, a protected
+    /// image, a read-only attribute). Resources the caller may not see are `NotFound` instead, so
+    /// their existence does not leak.
     Forbidden,
     /// The request or the resource it would create exceeds a size limit or quota.
     TooLarge,

@@ -14,7 +14,9 @@ use crate::compute::{
 };
 use crate::error_class::{Classify, ErrorClass};
 use crate::image::format::DiskFormat;
-use crate::image::{ImageService, NewImage};
+use crate::image::{
+    Caller, ImageQuery, ImageService, NewImage, SortDir, SortKey, VisibilityFilter,
+};
 use crate::network::NetworkService;
 use clap::{Args, Parser, Subcommand};
 use std::collections::BTreeMap;
@@ -270,7 +272,8 @@ fn parse_pair(text: &str) -> Result<(String, String), String> {
 pub struct CliFailure {
     /// For stderr.
     pub message: String,
-    /// Exit code: 3 bad request, 4 not found, 5 conflict, 6 unavailable, 7 not allowed, 1 otherwise.
+    /// Exit code: 3 bad request, 4 not found, 5 conflict, 6 unavailable, 7 refused (unauthorized or
+    /// forbidden), 1 otherwise.
     pub code: u8,
 }
 
@@ -375,14 +378,19 @@ pub fn run_admin(command: Command, services: &AdminServices) -> Result<(), CliFa
                 Ok(())
             }
             ImageCommand::List => {
-                let _: () = print(&images.list()?);
+                let everything = ImageQuery {
+                    visibility: Some(VisibilityFilter::All),
+                    sort: vec![(SortKey::CreatedAt, SortDir::Asc)],
+                    ..ImageQuery::default()
+                };
+                let _: () = print(&images.list(&Caller::operator(), &everything)?.images);
                 Ok(())
             }
             ImageCommand::Show { id } => {
                 let _: () = print(&images.get(id)?);
                 Ok(())
             }
-            ImageCommand::Delete { id } => Ok(images.delete(id)?),
+            ImageCommand::Delete { id } => Ok(images.delete(id, &Caller::operator())?),
         },
         Command::Server(cmd) => match cmd {
             ServerCommand::Create(args) => {

@@ -102,7 +102,7 @@ impl From<rusqlite::Error> for ComputeError {
 impl From<ImageError> for ComputeError {
     fn from(err: ImageError) -> Self {
         match err {
-            ImageError::NotFound(id) => Self::ImageNotFound(id),
+            ImageError::NotFound(id) => Self::ImageNotFound(id.to_string()),
             other => Self::Image(other),
         }
     }

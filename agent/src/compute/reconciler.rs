@@ -15,7 +15,7 @@ use super::hypervisor::{
 use super::repo::{self, ServerRecord};
 use super::server::{Fault, PowerIntent, PowerState, RebootKind, Server, ServerStatus};
 use super::service::SERVERS;
-use crate::image::{Image, ImageService};
+use crate::image::{BootImage, ImageService};
 use crate::network::chassis::{Vif, VifPlugger};
 use crate::reconcile::{BoxError, Next, Reconciler};
 use crate::store::Store;
@@ -83,7 +83,7 @@ fn power_of(domain: Option<&DomainStatus>) -> PowerState {
 }
 
 /// Root disk size: the flavor's, or for disk-less flavors as large as the image needs.
-pub fn root_disk_bytes(flavor_disk_gb: u64, image: &Image) -> u64 {
+pub fn root_disk_bytes(flavor_disk_gb: u64, image: &BootImage) -> u64 {
     if flavor_disk_gb > 0 {
         flavor_disk_gb * GIB
     } else {
@@ -248,6 +248,10 @@ impl ServerReconciler {
                 record.server.image_id
             )));
         };
+        // Servers are only created from active images, and an active image never loses its data.
+        let image = image
+            .bootable()
+            .map_err(|err| Failure::Permanent(err.to_string()))?;
         let paths = self.files.paths(id);
         if !self.files.root_disk_exists(id)? {
             if record.provisioned {

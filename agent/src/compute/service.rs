@@ -193,10 +193,8 @@ impl ComputeService {
     /// fails.
     pub fn create_server(&self, request: NewServer) -> Result<Server, ComputeError> {
         request.validate()?;
-        let image = self
-            .images
-            .find(request.image_id)?
-            .ok_or_else(|| ComputeError::ImageNotFound(request.image_id.to_string()))?;
+        // Only active images boot; a queued one is a bad request ("image … is not active").
+        let image = self.images.bootable(request.image_id)?;
         let host = self.host.resources().map_err(|err| {
             ComputeError::NoCapacity(format!("cannot read host resources: {err}"))
         })?;

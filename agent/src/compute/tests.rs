@@ -357,6 +357,35 @@ fn bad_requests_are_refused_and_create_nothing() {
 }
 
 #[test]
+fn a_queued_image_without_data_is_not_bootable() {
+    let rig = Rig::new();
+    let queued = rig
+        .images
+        .create(
+            &crate::image::Caller::project("demo"),
+            crate::image::NewImageRecord {
+                disk_format: Some("raw".into()),
+                container_format: Some("bare".into()),
+                ..crate::image::NewImageRecord::default()
+            },
+        )
+        .expect("queued image");
+    let err = rig
+        .compute
+        .create_server(NewServer {
+            image_id: queued.id,
+            ..rig.request("a")
+        })
+        .expect_err("queued");
+    assert_eq!(err.class(), ErrorClass::BadRequest);
+    assert_eq!(
+        err.to_string(),
+        format!("image {} is not active", queued.id)
+    );
+    rig.nothing_created();
+}
+
+#[test]
 fn flavor_too_small_for_the_image_is_refused() {
     let rig = Rig::new();
     let big = rig
@@ -798,12 +827,17 @@ fn image_in_use_cannot_be_deleted() {
         .expect("create")
         .id;
     assert_eq!(
-        rig.images.delete(rig.image_id).expect_err("in use").class(),
+        rig.images
+            .delete(rig.image_id, &crate::image::Caller::operator())
+            .expect_err("in use")
+            .class(),
         ErrorClass::Conflict
     );
     rig.compute.delete_server(id).expect("delete");
     rig.settle(id);
-    rig.images.delete(rig.image_id).expect("now free");
+    rig.images
+        .delete(rig.image_id, &crate::image::Caller::operator())
+        .expect("now free");
     assert_eq!(rig.image_files.count(), 0);
 }
 

@@ -319,6 +319,7 @@ impl Agent {
             .register(Arc::new(ImageReconciler::new(
                 store.clone(),
                 ports.image_files.clone(),
+                ports.clock.clone(),
             )))
             .register(servers);
         let mut kinds: Vec<(&'static str, &'static str)> =

@@ -66,6 +66,8 @@ pub trait ImageFiles: Send + Sync {
     fn path(&self, id: Uuid) -> PathBuf;
     /// Whether the published file exists.
     fn exists(&self, id: Uuid) -> io::Result<bool>;
+    /// Opens the published file for download.
+    fn open(&self, id: Uuid) -> io::Result<Box<dyn Read + Send>>;
 }
 
 /// Image files in a local directory.
@@ -236,6 +238,10 @@ impl ImageFiles for LocalImageFiles {
     fn exists(&self, id: Uuid) -> io::Result<bool> {
         self.path(id).try_exists()
     }
+
+    fn open(&self, id: Uuid) -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(File::open(self.path(id))?))
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -373,6 +379,13 @@ impl ImageFiles for FakeImageFiles {
 
     fn exists(&self, id: Uuid) -> io::Result<bool> {
         Ok(self.published(id).is_some())
+    }
+
+    fn open(&self, id: Uuid) -> io::Result<Box<dyn Read + Send>> {
+        let bytes = self
+            .published(id)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no published image file"))?;
+        Ok(Box::new(io::Cursor::new(bytes)))
     }
 }
 

@@ -8,8 +8,9 @@ use std::path::Path;
 const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "initial", include_str!("migrations/0001_initial.sql")),
     (2, "network", include_str!("migrations/0002_network.sql")),
-    // Renumbered to 5 once identity (3) and image records (4) land.
-    (3, "keypairs", include_str!("migrations/0005_keypairs.sql")),
+    // 3 and 4 shift up by one when the identity schema lands as 3 (nothing released has them yet).
+    (3, "image_records", include_str!("migrations/0004_image_records.sql")),
+    (4, "keypairs", include_str!("migrations/0005_keypairs.sql")),
 ];
 
 /// The newest schema version this build knows.

@@ -331,6 +331,140 @@ mod tests {
     }
 
     #[test]
+    fn upgrading_from_schema_2_rebuilds_images_and_keeps_their_data_and_the_server_reference() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.db");
+        let conn = Connection::open(&path).expect("raw");
+        conn.pragma_update(None, "foreign_keys", "ON").expect("fk");
+        conn.execute_batch(include_str!("migrations/0001_initial.sql"))
+            .expect("schema 1");
+        conn.execute_batch(include_str!("migrations/0002_network.sql"))
+            .expect("schema 2");
+        conn.execute_batch(
+            "PRAGMA user_version = 2;
+             INSERT INTO images (id, name, disk_format, size_bytes, virtual_size, checksum_md5, hash_sha512,
+                 min_disk_gb, min_ram_mb, visibility, properties, created_at)
+                 VALUES ('used', 'debian', 'qcow2', 10, 1073741824, 'md5', 'sha', 2, 256, 'public',
+                 '{\"os_distro\":\"debian\"}', '2026-01-02T03:04:05Z'),
+                        ('free', 'cirros', 'raw', 5, 5, 'm2', 's2', 0, 0, 'private', '{}', '2026-01-03T00:00:00Z');
+             INSERT INTO servers (id, name, project_id, user_id, image_id, flavor_id, flavor, power_intent, status,
+                 created_at, updated_at)
+                 VALUES ('s', 'vm', 'p', 'u', 'used', 'f', '{}', 'running', 'ACTIVE', 't0', 't1');",
+        )
+        .expect("schema 2 rows");
+        drop(conn);
+
+        let store = Store::open(&path).expect("migrate");
+        assert_eq!(
+            store.schema_version().expect("version"),
+            migrations::latest()
+        );
+        type Row = (
+            String,
+            String,
+            String,
+            Option<String>,
+            String,
+            i64,
+            String,
+            String,
+            String,
+        );
+        let rows: Vec<Row> = store
+            .read(|tx| {
+                let mut stmt = tx.prepare(
+                    "SELECT id, status, visibility, owner, tags, protected, properties, created_at, updated_at
+                     FROM images ORDER BY id",
+                )?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok((
+                            r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?,
+                            r.get(7)?, r.get(8)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok::<_, StoreError>(rows)
+            })
+            .expect("images kept");
+        assert_eq!(
+            rows,
+            vec![
+                (
+                    "free".into(),
+                    "active".into(),
+                    "private".into(),
+                    None,
+                    "[]".into(),
+                    0,
+                    "{}".into(),
+                    "2026-01-03T00:00:00Z".into(),
+                    "2026-01-03T00:00:00Z".into()
+                ),
+                (
+                    "used".into(),
+                    "active".into(),
+                    "public".into(),
+                    None,
+                    "[]".into(),
+                    0,
+                    "{\"os_distro\":\"debian\"}".into(),
+                    "2026-01-02T03:04:05Z".into(),
+                    "2026-01-02T03:04:05Z".into()
+                ),
+            ]
+        );
+        let (size, md5, min_ram): (i64, String, i64) = store
+            .read(|tx| {
+                Ok::<_, StoreError>(tx.query_row(
+                    "SELECT size_bytes, checksum_md5, min_ram_mb FROM images WHERE id = 'used'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?)
+            })
+            .expect("data columns");
+        assert_eq!((size, md5.as_str(), min_ram), (10, "md5", 256));
+
+        let conn = store.lock();
+        let violations: i64 = conn
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .expect("check");
+        assert_eq!(violations, 0);
+        let parent: String = conn
+            .query_row(
+                "SELECT \"table\" FROM pragma_foreign_key_list('servers') WHERE \"from\" = 'image_id'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("servers.image_id still has its foreign key");
+        assert_eq!(parent, "images");
+        // The foreign key is enforced: the used image cannot go, an unknown image cannot be named.
+        assert!(
+            conn.execute("DELETE FROM images WHERE id = 'used'", [])
+                .is_err()
+        );
+        assert!(
+            conn.execute(
+                "INSERT INTO servers (id, name, project_id, user_id, image_id, flavor_id, flavor, power_intent,
+                     status, created_at, updated_at)
+                     VALUES ('s2', 'vm', 'p', 'u', 'nope', 'f', '{}', 'running', 'ACTIVE', 't0', 't1')",
+                [],
+            )
+            .is_err()
+        );
+        conn.execute("DELETE FROM images WHERE id = 'free'", [])
+            .expect("an unused image can go");
+        // Members are new and cascade with their image.
+        conn.execute(
+            "INSERT INTO image_members (image_id, member, created_at, updated_at) VALUES ('used', 'p2', 't', 't')",
+            [],
+        )
+        .expect("member");
+    }
+
+    #[test]
     fn data_version_moves_on_commits_from_other_connections() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("agent.db");

@@ -1,0 +1,101 @@
+//! Nova v2.1 at `/compute/v2.1`: flavors, servers and their actions, keypairs, limits and the one
+//! availability zone.
+//!
+//! Every request is microversion-negotiated by a layer that rejects unsupported versions before
+//! any handler runs and stamps the answer with the version it speaks; handlers read the negotiated
+//! [`Microversion`] where Nova's response shapes changed.
+
+mod flavors;
+mod keypairs;
+mod limits;
+mod servers;
+
+use super::ApiState;
+use super::error::ApiError;
+use super::microversion::Microversion;
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use jiff::Timestamp;
+
+/// The compute routes (full paths).
+pub fn routes() -> Router<ApiState> {
+    let v = "/compute/v2.1";
+    Router::new()
+        .route(&format!("{v}/flavors"), get(flavors::list).post(flavors::create))
+        .route(&format!("{v}/flavors/detail"), get(flavors::list_detail))
+        .route(&format!("{v}/flavors/{{id}}"), get(flavors::show).delete(flavors::delete))
+        .route(&format!("{v}/flavors/{{id}}/os-extra_specs"), get(flavors::extra_specs))
+        .route(&format!("{v}/flavors/{{id}}/os-extra_specs/{{key}}"), get(flavors::extra_spec))
+        .route(&format!("{v}/servers"), get(servers::list).post(servers::create))
+        .route(&format!("{v}/servers/detail"), get(servers::list_detail))
+        .route(&format!("{v}/servers/{{id}}"), get(servers::show).delete(servers::delete))
+        .route(&format!("{v}/servers/{{id}}/action"), post(servers::action))
+        .route(&format!("{v}/os-keypairs"), get(keypairs::list).post(keypairs::create))
+        .route(&format!("{v}/os-keypairs/{{name}}"), get(keypairs::show).delete(keypairs::delete))
+        .route(&format!("{v}/limits"), get(limits::limits))
+        .route(&format!("{v}/os-availability-zone"), get(limits::availability_zones))
+        .route(&format!("{v}/os-availability-zone/detail"), get(limits::availability_zones))
+        .layer(axum::middleware::from_fn(negotiate))
+}
+
+/// Negotiates the microversion, hands it to the handler and stamps the response.
+async fn negotiate(mut request: Request, next: Next) -> Response {
+    let version = match Microversion::negotiate(request.headers()) {
+        Ok(version) => version,
+        Err(err) => return err.into_response(),
+    };
+    request.extensions_mut().insert(version);
+    let mut response = next.run(request).await;
+    version.stamp(response.headers_mut());
+    response
+}
+
+/// Nova's timestamp format: `2012-08-20T21:11:09Z`.
+fn nova_time(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// The `links` of a resource.
+fn links(base: &str, collection: &str, id: &str) -> serde_json::Value {
+    serde_json::json!([
+        { "rel": "self", "href": format!("{base}/compute/v2.1/{collection}/{id}") },
+        { "rel": "bookmark", "href": format!("{base}/compute/{collection}/{id}") },
+    ])
+}
+
+/// Common list query parameters: `limit` and `marker`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct Page {
+    limit: Option<String>,
+    marker: Option<String>,
+}
+
+impl Page {
+    /// Applies the page to an ordered list whose items have ids.
+    fn apply<T>(&self, items: Vec<T>, id_of: impl Fn(&T) -> String) -> Result<Vec<T>, ApiError> {
+        let limit = match &self.limit {
+            None => None,
+            Some(text) => Some(text.parse::<usize>().map_err(|_| {
+                ApiError::bad_request(format!("Invalid input for query parameters limit. Value: {text}."))
+            })?),
+        };
+        let start = match &self.marker {
+            None => 0,
+            Some(marker) => {
+                items
+                    .iter()
+                    .position(|item| id_of(item) == *marker)
+                    .ok_or_else(|| ApiError::bad_request(format!("marker [{marker}] not found")))?
+                    + 1
+            }
+        };
+        Ok(items
+            .into_iter()
+            .skip(start)
+            .take(limit.unwrap_or(usize::MAX))
+            .collect())
+    }
+}
