@@ -15,6 +15,8 @@ packages=(
   iproute2 ethtool iputils-ping
   # build
   gcc make git ca-certificates
+  # the OpenStack clients the API tests drive (installed into a virtualenv below)
+  python3-venv python3-pip
 )
 
 missing=()
@@ -33,4 +35,16 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 if ! cargo deny --version >/dev/null 2>&1; then
   cargo install --locked cargo-deny
+fi
+
+# Real OpenStack clients, pinned (tests/clients/): the API tests drive python-openstackclient and
+# openstacksdk exactly as an operator would. Reinstalled when the pins change.
+clients=/opt/scs-edge-clients
+pins="$(dirname "$0")/../tests/clients"
+stamp="$clients/.pins-$(cat "$pins/requirements.txt" "$pins/constraints.txt" | sha256sum | cut -c1-16)"
+if [ ! -e "$stamp" ]; then
+  rm -rf "$clients"
+  python3 -m venv "$clients"
+  "$clients/bin/pip" install -q --disable-pip-version-check -r "$pins/requirements.txt" -c "$pins/constraints.txt"
+  touch "$stamp"
 fi

@@ -324,6 +324,30 @@ impl ComputeService {
         Ok(server)
     }
 
+    fn limits_of(&self, host: super::host::HostResources) -> (u64, u64) {
+        let vcpus = (f64::from(host.cpus) * self.settings.cpu_allocation_ratio).floor() as u64;
+        let ram_mb = (host
+            .memory_mib
+            .saturating_sub(self.settings.reserved_host_memory_mb) as f64
+            * self.settings.ram_allocation_ratio)
+            .floor() as u64;
+        (vcpus, ram_mb)
+    }
+
+    /// What the node can hold (vCPUs, RAM MiB) after allocation ratios and the host reserve — the
+    /// ceiling `GET /limits` reports, since a site's real quota is its hardware.
+    pub fn capacity(&self) -> Result<(u64, u64), ComputeError> {
+        let host = self.host.resources().map_err(|err| {
+            ComputeError::NoCapacity(format!("cannot read host resources: {err}"))
+        })?;
+        Ok(self.limits_of(host))
+    }
+
+    /// The site's availability zone.
+    pub fn availability_zone(&self) -> &str {
+        self.settings.availability_zone
+    }
+
     fn check_capacity(
         &self,
         tx: &rusqlite::Transaction<'_>,
@@ -331,12 +355,7 @@ impl ComputeService {
         host: super::host::HostResources,
     ) -> Result<(), ComputeError> {
         let (used_vcpus, used_ram) = repo::claimed(tx)?;
-        let vcpu_limit = (f64::from(host.cpus) * self.settings.cpu_allocation_ratio).floor() as u64;
-        let ram_limit = (host
-            .memory_mib
-            .saturating_sub(self.settings.reserved_host_memory_mb) as f64
-            * self.settings.ram_allocation_ratio)
-            .floor() as u64;
+        let (vcpu_limit, ram_limit) = self.limits_of(host);
         if used_vcpus + u64::from(flavor.vcpus) > vcpu_limit {
             return Err(ComputeError::NoCapacity(format!(
                 "flavor {} needs {} vCPUs; {} of {} are free (cpu_allocation_ratio {})",
