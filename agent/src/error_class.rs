@@ -9,6 +9,11 @@
 pub enum ErrorClass {
     /// The request itself is wrong (bad name, impossible size): fixing the request fixes it.
     BadRequest,
+    /// The caller could not be authenticated (no, bad or expired token, wrong password). Deliberately
+    /// vague: it never says which.
+    Unauthorized,
+    /// The caller is authenticated but not allowed to do this.
+    Forbidden,
     /// Something the request names does not exist.
     NotFound,
     /// The request clashes with current state (duplicate id, resource in use, no capacity left).

@@ -38,6 +38,8 @@ impl ApiError {
         let class = err.class();
         let status = match class {
             ErrorClass::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorClass::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorClass::Forbidden => StatusCode::FORBIDDEN,
             ErrorClass::NotFound => StatusCode::NOT_FOUND,
             ErrorClass::Conflict => StatusCode::CONFLICT,
             ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -65,6 +67,8 @@ impl ApiError {
     pub fn body(&self) -> serde_json::Value {
         let kind = match self.status {
             StatusCode::BAD_REQUEST => "badRequest",
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::FORBIDDEN => "forbidden",
             StatusCode::NOT_FOUND => "itemNotFound",
             StatusCode::CONFLICT => "conflictingRequest",
             StatusCode::SERVICE_UNAVAILABLE => "serviceUnavailable",

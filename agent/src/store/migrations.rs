@@ -8,6 +8,7 @@ use std::path::Path;
 const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "initial", include_str!("migrations/0001_initial.sql")),
     (2, "network", include_str!("migrations/0002_network.sql")),
+    (3, "identity", include_str!("migrations/0003_identity.sql")),
 ];
 
 /// The newest schema version this build knows.
