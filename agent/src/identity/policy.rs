@@ -161,11 +161,8 @@ impl Caller {
         }
         let self_user = target.user_id.as_deref() == Some(self.user_id());
         match action {
-            IdentityAction::ListDomains
-            | IdentityAction::ManageDomain
-            | IdentityAction::ManageRoles => {
-                action == IdentityAction::ListDomains && self.is_system_reader()
-            }
+            IdentityAction::ListDomains => self.is_system_reader(),
+            IdentityAction::ManageDomain | IdentityAction::ManageRoles => false,
             IdentityAction::GetDomain => {
                 self.is_system_reader()
                     || target.domain_id.is_some() && target.domain_id.as_deref() == self.domain_id()
