@@ -17,6 +17,7 @@ pub mod config;
 pub mod daemon;
 pub mod error_class;
 pub mod health;
+pub mod identity;
 pub mod image;
 pub mod metrics;
 pub mod network;

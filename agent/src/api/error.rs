@@ -279,6 +279,17 @@ mod tests {
     }
 
     #[test]
+    fn unauthorized_and_forbidden_map_to_401_and_403() {
+        let err = ApiError::from_domain(&crate::identity::IdentityError::Unauthorized);
+        assert_eq!(err.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(err.body(Service::Compute)["unauthorized"]["code"], 401);
+        let err =
+            ApiError::from_domain(&crate::identity::IdentityError::Forbidden("no role".into()));
+        assert_eq!(err.status(), StatusCode::FORBIDDEN);
+        assert_eq!(err.body(Service::Compute)["forbidden"]["code"], 403);
+    }
+
+    #[test]
     fn internal_errors_do_not_leak_details() {
         let err = ApiError::from_domain(&ComputeError::Store(crate::store::StoreError::Query(
             rusqlite::Error::InvalidPath("/var/lib/scs-edge/secret".into()),

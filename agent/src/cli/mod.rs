@@ -7,6 +7,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod host_network;
+pub mod identity;
 pub mod network;
 
 use crate::compute::{
@@ -77,6 +78,9 @@ pub enum Command {
     /// Manage floating IPs.
     #[command(subcommand)]
     FloatingIp(network::FloatingIpCommand),
+    /// Identity: bootstrap the admin account, manage users, projects and grants.
+    #[command(subcommand)]
+    Identity(identity::IdentityCommand),
     /// Inspect and change (guarded) this node's own links.
     #[command(subcommand)]
     HostNetwork(host_network::HostNetworkCommand),
@@ -272,8 +276,8 @@ fn parse_pair(text: &str) -> Result<(String, String), String> {
 pub struct CliFailure {
     /// For stderr.
     pub message: String,
-    /// Exit code: 3 bad request, 4 not found, 5 conflict, 6 unavailable, 7 refused (unauthorized or
-    /// forbidden), 1 otherwise.
+    /// Exit code: 3 bad request, 4 not found, 5 conflict, 6 unavailable, 7 timeout (`server wait`),
+    /// 8 host-network change not kept, 10 unauthorized, 11 forbidden, 1 otherwise.
     pub code: u8,
 }
 
@@ -284,7 +288,8 @@ impl<E: Classify + std::fmt::Display> From<E> for CliFailure {
             ErrorClass::NotFound => 4,
             ErrorClass::Conflict => 5,
             ErrorClass::Unavailable => 6,
-            ErrorClass::Unauthorized | ErrorClass::Forbidden => 7,
+            ErrorClass::Unauthorized => 10,
+            ErrorClass::Forbidden => 11,
             ErrorClass::Internal => 1,
         };
         Self {
@@ -315,6 +320,8 @@ pub struct AdminServices {
     pub compute: std::sync::Arc<ComputeService>,
     /// Networking.
     pub network: std::sync::Arc<NetworkService>,
+    /// Identity.
+    pub identity: std::sync::Arc<crate::identity::IdentityService>,
     /// The state directory (pending host-network changes live there).
     pub state_dir: std::path::PathBuf,
 }
@@ -333,6 +340,7 @@ pub fn run_admin(command: Command, services: &AdminServices) -> Result<(), CliFa
         Command::Router(cmd) => network::router(cmd, &services.network),
         Command::FloatingIp(cmd) => network::floating_ip(cmd, &services.network),
         Command::HostNetwork(cmd) => host_network::run(cmd, &services.state_dir),
+        Command::Identity(cmd) => identity::run(cmd, &services.identity),
         Command::Flavor(cmd) => match cmd {
             FlavorCommand::Create(args) => {
                 print(&compute.create_flavor(NewFlavor {

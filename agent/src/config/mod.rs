@@ -63,6 +63,8 @@ pub struct AgentConfig {
     pub network: NetworkConfig,
     /// `[log]`: log output.
     pub log: LogConfig,
+    /// `[identity]`: the Keystone-compatible identity service.
+    pub identity: IdentityConfig,
 }
 
 /// `[node]`
@@ -314,6 +316,50 @@ impl Default for NetworkConfig {
     }
 }
 
+/// `[identity]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// `identity.region_id` — the region this node's service catalog names. Default `RegionOne`
+    /// (Keystone's default, which every OpenStack client assumes when none is configured).
+    pub region_id: String,
+    /// `identity.token_ttl_secs` — lifetime of a new token (60–86400). Default 3600, as Keystone.
+    pub token_ttl_secs: u64,
+    /// `identity.argon2_memory_kib` — memory per password hash, KiB. Default 65536 (64 MiB, RFC 9106).
+    /// Floor 19456, and memory × iterations at least 327680 (as costly as Keystone's bcrypt cost 12;
+    /// docs/decisions/0008-password-hashing.md).
+    pub argon2_memory_kib: u32,
+    /// `identity.argon2_iterations` — passes over that memory. Default 6. Floor 2 (and see above).
+    pub argon2_iterations: u32,
+    /// `identity.argon2_parallelism` — lanes (1–64). Default 1. Existing hashes keep the cost they
+    /// were made with; changed values apply to new passwords only.
+    pub argon2_parallelism: u32,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        let argon2 = crate::identity::password::Argon2Params::DEFAULT;
+        Self {
+            region_id: "RegionOne".into(),
+            token_ttl_secs: 3600,
+            argon2_memory_kib: argon2.memory_kib,
+            argon2_iterations: argon2.iterations,
+            argon2_parallelism: argon2.parallelism,
+        }
+    }
+}
+
+impl IdentityConfig {
+    /// The hashing cost these keys describe.
+    pub fn argon2(&self) -> crate::identity::password::Argon2Params {
+        crate::identity::password::Argon2Params {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            parallelism: self.argon2_parallelism,
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -495,6 +541,7 @@ impl AgentConfig {
             ));
         }
         self.validate_network(path)?;
+        self.validate_identity(path)?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return Err(invalid(
                 "log.filter",
@@ -589,6 +636,37 @@ impl AgentConfig {
         Ok(())
     }
 
+    fn validate_identity(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, reason: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            reason,
+        };
+        let identity = &self.identity;
+        if identity.region_id.is_empty()
+            || identity.region_id.len() > 255
+            || identity.region_id.trim() != identity.region_id
+        {
+            return Err(invalid(
+                "identity.region_id",
+                format!(
+                    "must be 1-255 characters without surrounding whitespace, got {:?}",
+                    identity.region_id
+                ),
+            ));
+        }
+        if !(60..=86_400).contains(&identity.token_ttl_secs) {
+            return Err(invalid(
+                "identity.token_ttl_secs",
+                format!("must be 60-86400, got {}", identity.token_ttl_secs),
+            ));
+        }
+        if let Some((key, reason)) = identity.argon2().below_floor() {
+            return Err(invalid(key, reason));
+        }
+        Ok(())
+    }
+
     /// Path of the SQLite store inside the state directory.
     pub fn store_path(&self) -> PathBuf {
         self.node.state_dir.join("agent.db")
@@ -679,6 +757,40 @@ mod tests {
             ConfigError::Parse { key, .. } => assert_eq!(key, "compute.virt_type"),
             other => panic!("unexpected {other}"),
         }
+    }
+
+    #[test]
+    fn identity_defaults_and_floor() {
+        let config = parse("").expect("defaults");
+        assert_eq!(config.identity.region_id, "RegionOne");
+        assert_eq!(config.identity.token_ttl_secs, 3600);
+        assert_eq!(
+            config.identity.argon2(),
+            crate::identity::password::Argon2Params::DEFAULT
+        );
+        let err = parse("[identity]\nargon2_memory_kib = 1024\n").expect_err("below floor");
+        assert!(
+            err.to_string().contains("key `identity.argon2_memory_kib`"),
+            "{err}"
+        );
+        let err = parse("[identity]\nargon2_iterations = 1\n").expect_err("below floor");
+        assert!(
+            err.to_string().contains("identity.argon2_iterations"),
+            "{err}"
+        );
+        let err = parse("[identity]\nargon2_memory_kib = 19456\nargon2_iterations = 2\n")
+            .expect_err("too cheap overall");
+        assert!(
+            err.to_string().contains("identity.argon2_iterations"),
+            "{err}"
+        );
+        let err = parse("[identity]\ntoken_ttl_secs = 0\n").expect_err("ttl");
+        assert!(err.to_string().contains("identity.token_ttl_secs"), "{err}");
+        let err = parse("[identity]\nregion_id = \"\"\n").expect_err("region");
+        assert!(err.to_string().contains("identity.region_id"), "{err}");
+        let stronger = parse("[identity]\nargon2_memory_kib = 131072\nargon2_iterations = 3\n")
+            .expect("stronger is fine");
+        assert_eq!(stronger.identity.argon2_memory_kib, 131_072);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::compute::reconciler::{ServerReconciler, ServerReconcilerSettings};
 use crate::compute::{ComputeService, ComputeSettings};
 use crate::config::AgentConfig;
 use crate::health::{HealthChecks, SubsystemHealth};
+use crate::identity::{IdentityService, IdentitySettings};
 use crate::image::files::{ImageFiles, LocalImageFiles};
 use crate::image::{ImageReconciler, ImageService};
 use crate::metrics::Metrics;
@@ -203,17 +204,32 @@ pub fn services_without_loops(
         ports.server_files.clone(),
     ));
     let network = Arc::new(NetworkService::new(
-        store,
+        store.clone(),
         ports.clock.clone(),
         Arc::new(NoLoops),
         network_settings(config),
+    ));
+    let identity = Arc::new(IdentityService::new(
+        store,
+        ports.clock.clone(),
+        identity_settings(config),
     ));
     Ok(crate::cli::AdminServices {
         images,
         compute,
         network,
+        identity,
         state_dir: config.node.state_dir.clone(),
     })
+}
+
+/// The identity settings from `[identity]`.
+pub fn identity_settings(config: &AgentConfig) -> IdentitySettings {
+    IdentitySettings {
+        region_id: config.identity.region_id.clone(),
+        token_ttl: Duration::from_secs(config.identity.token_ttl_secs),
+        argon2: config.identity.argon2(),
+    }
 }
 
 /// The network settings the domain validates against.
