@@ -20,7 +20,10 @@ pub struct Authenticated(pub Caller);
 impl FromRequestParts<ApiState> for Authenticated {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
         let token = parts
             .headers
             .get(AUTH_TOKEN)

@@ -5,7 +5,9 @@
 //! OpenStack JSON shapes and nothing else: handlers call the domain layer and map its errors in
 //! `error.rs`, where each service's routes get their own error dialect.
 
+pub mod auth;
 pub mod body;
+mod compute;
 pub mod discovery;
 pub mod error;
 pub mod microversion;
@@ -38,6 +40,14 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// Base URL clients reach us at (catalog, version documents), without a trailing slash.
     pub public_base: Arc<str>,
+    /// Keystone's domain.
+    pub identity: Arc<crate::identity::IdentityService>,
+    /// Nova's domain.
+    pub compute: Arc<crate::compute::ComputeService>,
+    /// Glance's domain.
+    pub images: Arc<crate::image::ImageService>,
+    /// Neutron's domain.
+    pub network: Arc<crate::network::NetworkService>,
 }
 
 /// The routes.
@@ -47,6 +57,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .merge(in_dialect(Service::Identity, discovery_routes("identity")))
         .merge(in_dialect(Service::Compute, discovery_routes("compute")))
+        .merge(in_dialect(Service::Compute, compute::routes()))
         .merge(in_dialect(Service::Image, discovery_routes("image")))
         .merge(in_dialect(Service::Network, discovery_routes("network")))
         .fallback(fallback)

@@ -291,6 +291,8 @@ pub struct Agent {
     pub compute: Arc<ComputeService>,
     /// Networks, subnets, ports, routers, security groups, floating IPs.
     pub network: Arc<NetworkService>,
+    /// Domains, projects, users, roles, tokens, application credentials.
+    pub identity: Arc<IdentityService>,
     /// Enqueue, probe and health of the loops.
     pub loops: ControllerHandle,
     controller: Controller,
@@ -389,6 +391,11 @@ impl Agent {
             ComputeSettings::from(&config),
             ports.server_files.clone(),
         ));
+        let identity = Arc::new(IdentityService::new(
+            store.clone(),
+            ports.clock.clone(),
+            identity_settings(&config),
+        ));
         registry.register_collector(Box::new(ServerStatusCollector {
             compute: compute.clone(),
         }));
@@ -443,6 +450,7 @@ impl Agent {
             images,
             compute,
             network,
+            identity,
             loops,
             controller,
             ovn: ports
@@ -519,6 +527,10 @@ impl Agent {
             health: self.health.clone(),
             metrics: self.metrics.clone(),
             public_base: self.config.api.public_base().into(),
+            identity: self.identity.clone(),
+            compute: self.compute.clone(),
+            images: self.images.clone(),
+            network: self.network.clone(),
         });
         let api_task = tokio::spawn(api::serve(listener, tls, app, shutdown.clone()));
 

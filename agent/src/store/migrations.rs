@@ -9,7 +9,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "initial", include_str!("migrations/0001_initial.sql")),
     (2, "network", include_str!("migrations/0002_network.sql")),
     (3, "identity", include_str!("migrations/0003_identity.sql")),
-    (4, "image_records", include_str!("migrations/0004_image_records.sql")),
+    (
+        4,
+        "image_records",
+        include_str!("migrations/0004_image_records.sql"),
+    ),
     (5, "keypairs", include_str!("migrations/0005_keypairs.sql")),
 ];
 

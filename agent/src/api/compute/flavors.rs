@@ -7,10 +7,10 @@ use crate::api::body::JsonBody;
 use crate::api::error::ApiError;
 use crate::api::microversion::Microversion;
 use crate::compute::flavor::{Flavor, NewFlavor};
+use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -37,7 +37,9 @@ struct PageQuery {
 fn number(name: &str, text: Option<&String>) -> Result<Option<u64>, ApiError> {
     text.map(|t| {
         t.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!("Invalid input for query parameters {name}. Value: {t}."))
+            ApiError::bad_request(format!(
+                "Invalid input for query parameters {name}. Value: {t}."
+            ))
         })
     })
     .transpose()
@@ -46,18 +48,31 @@ fn number(name: &str, text: Option<&String>) -> Result<Option<u64>, ApiError> {
 fn select(flavors: Vec<Flavor>, query: &FlavorQuery, admin: bool) -> Result<Vec<Flavor>, ApiError> {
     let min_ram = number("minRam", query.min_ram.as_ref())?;
     let min_disk = number("minDisk", query.min_disk.as_ref())?;
-    let public = match query.is_public.as_deref().map(str::to_ascii_lowercase).as_deref() {
+    let public = match query
+        .is_public
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None | Some("true" | "t" | "1" | "yes") => Some(true),
         Some("false" | "f" | "0" | "no") => Some(false),
         Some("none") => None,
         Some(other) => {
-            return Err(ApiError::bad_request(format!("Invalid is_public filter [{other}]")));
+            return Err(ApiError::bad_request(format!(
+                "Invalid is_public filter [{other}]"
+            )));
         }
     };
     let mut flavors: Vec<Flavor> = flavors
         .into_iter()
         // Non-admins only ever see public flavors.
-        .filter(|f| if admin { public.is_none_or(|p| f.is_public == p) } else { f.is_public })
+        .filter(|f| {
+            if admin {
+                public.is_none_or(|p| f.is_public == p)
+            } else {
+                f.is_public
+            }
+        })
         .filter(|f| min_ram.is_none_or(|m| f.ram_mb >= m))
         .filter(|f| min_disk.is_none_or(|m| f.disk_gb >= m))
         .collect();
@@ -75,8 +90,11 @@ fn select(flavors: Vec<Flavor>, query: &FlavorQuery, admin: bool) -> Result<Vec<
         "desc" => flavors.reverse(),
         other => return Err(ApiError::bad_request(format!("Invalid sort_dir [{other}]"))),
     }
-    Page { limit: query.page.limit.clone(), marker: query.page.marker.clone() }
-        .apply(flavors, |f| f.id.clone())
+    Page {
+        limit: query.page.limit.clone(),
+        marker: query.page.marker.clone(),
+    }
+    .apply(flavors, |f| f.id.clone())
 }
 
 /// The detailed flavor document for a microversion.
@@ -111,7 +129,11 @@ fn flavor_summary(base: &str, flavor: &Flavor, version: Microversion) -> Value {
     doc
 }
 
-async fn listed(state: &ApiState, caller: &Authenticated, query: FlavorQuery) -> Result<Vec<Flavor>, ApiError> {
+async fn listed(
+    state: &ApiState,
+    caller: &Authenticated,
+    query: FlavorQuery,
+) -> Result<Vec<Flavor>, ApiError> {
     let compute = state.compute.clone();
     let admin = caller.0.is_admin();
     blocking(move || {
@@ -129,7 +151,10 @@ pub(super) async fn list(
     Query(query): Query<FlavorQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let flavors = listed(&state, &caller, query).await?;
-    let docs: Vec<Value> = flavors.iter().map(|f| flavor_summary(&state.public_base, f, version)).collect();
+    let docs: Vec<Value> = flavors
+        .iter()
+        .map(|f| flavor_summary(&state.public_base, f, version))
+        .collect();
     Ok(Json(json!({ "flavors": docs })))
 }
 
@@ -141,17 +166,26 @@ pub(super) async fn list_detail(
     Query(query): Query<FlavorQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let flavors = listed(&state, &caller, query).await?;
-    let docs: Vec<Value> = flavors.iter().map(|f| flavor_detail(&state.public_base, f, version)).collect();
+    let docs: Vec<Value> = flavors
+        .iter()
+        .map(|f| flavor_detail(&state.public_base, f, version))
+        .collect();
     Ok(Json(json!({ "flavors": docs })))
 }
 
-async fn visible_flavor(state: &ApiState, caller: &Authenticated, id: String) -> Result<Flavor, ApiError> {
+async fn visible_flavor(
+    state: &ApiState,
+    caller: &Authenticated,
+    id: String,
+) -> Result<Flavor, ApiError> {
     let compute = state.compute.clone();
     let admin = caller.0.is_admin();
     blocking(move || {
         let flavor = compute.flavor(&id).map_err(|e| ApiError::from_domain(&e))?;
         if !flavor.is_public && !admin {
-            return Err(ApiError::not_found(format!("Flavor {id} could not be found.")));
+            return Err(ApiError::not_found(format!(
+                "Flavor {id} could not be found."
+            )));
         }
         Ok(flavor)
     })
@@ -166,7 +200,9 @@ pub(super) async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let flavor = visible_flavor(&state, &caller, id).await?;
-    Ok(Json(json!({ "flavor": flavor_detail(&state.public_base, &flavor, version) })))
+    Ok(Json(
+        json!({ "flavor": flavor_detail(&state.public_base, &flavor, version) }),
+    ))
 }
 
 /// `GET /flavors/{id}/os-extra_specs`.
@@ -229,7 +265,9 @@ pub(super) async fn create(
     JsonBody(body): JsonBody<CreateFlavor>,
 ) -> Result<Json<Value>, ApiError> {
     if !caller.0.is_admin() {
-        return Err(ApiError::forbidden("Policy doesn't allow os_compute_api:os-flavor-manage:create to be performed."));
+        return Err(ApiError::forbidden(
+            "Policy doesn't allow os_compute_api:os-flavor-manage:create to be performed.",
+        ));
     }
     let f = body.flavor;
     let request = NewFlavor {
@@ -246,8 +284,15 @@ pub(super) async fn create(
     };
     let _ = f.rxtx_factor;
     let compute = state.compute.clone();
-    let flavor = blocking(move || compute.create_flavor(request).map_err(|e| ApiError::from_domain(&e))).await?;
-    Ok(Json(json!({ "flavor": flavor_detail(&state.public_base, &flavor, version) })))
+    let flavor = blocking(move || {
+        compute
+            .create_flavor(request)
+            .map_err(|e| ApiError::from_domain(&e))
+    })
+    .await?;
+    Ok(Json(
+        json!({ "flavor": flavor_detail(&state.public_base, &flavor, version) }),
+    ))
 }
 
 /// `DELETE /flavors/{id}` (admin).
@@ -257,10 +302,17 @@ pub(super) async fn delete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     if !caller.0.is_admin() {
-        return Err(ApiError::forbidden("Policy doesn't allow os_compute_api:os-flavor-manage:delete to be performed."));
+        return Err(ApiError::forbidden(
+            "Policy doesn't allow os_compute_api:os-flavor-manage:delete to be performed.",
+        ));
     }
     let compute = state.compute.clone();
-    blocking(move || compute.delete_flavor(&id).map_err(|e| ApiError::from_domain(&e))).await?;
+    blocking(move || {
+        compute
+            .delete_flavor(&id)
+            .map_err(|e| ApiError::from_domain(&e))
+    })
+    .await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
@@ -286,17 +338,50 @@ mod tests {
 
     #[test]
     fn filters_sorting_and_privacy() {
-        let all = vec![flavor("b", 2048, true), flavor("a", 1024, true), flavor("hidden", 4096, false)];
-        let query = FlavorQuery { min_ram: Some("1500".into()), ..FlavorQuery::default() };
-        let ids: Vec<String> = select(all.clone(), &query, false).expect("ok").into_iter().map(|f| f.id).collect();
+        let all = vec![
+            flavor("b", 2048, true),
+            flavor("a", 1024, true),
+            flavor("hidden", 4096, false),
+        ];
+        let query = FlavorQuery {
+            min_ram: Some("1500".into()),
+            ..FlavorQuery::default()
+        };
+        let ids: Vec<String> = select(all.clone(), &query, false)
+            .expect("ok")
+            .into_iter()
+            .map(|f| f.id)
+            .collect();
         assert_eq!(ids, ["b"], "non-admins never see private flavors");
-        let query = FlavorQuery { is_public: Some("none".into()), ..FlavorQuery::default() };
-        let ids: Vec<String> = select(all.clone(), &query, true).expect("ok").into_iter().map(|f| f.id).collect();
+        let query = FlavorQuery {
+            is_public: Some("none".into()),
+            ..FlavorQuery::default()
+        };
+        let ids: Vec<String> = select(all.clone(), &query, true)
+            .expect("ok")
+            .into_iter()
+            .map(|f| f.id)
+            .collect();
         assert_eq!(ids, ["a", "b", "hidden"]);
-        let bad = FlavorQuery { min_ram: Some("lots".into()), ..FlavorQuery::default() };
-        assert_eq!(select(all.clone(), &bad, false).expect_err("bad").status(), StatusCode::BAD_REQUEST);
-        let bad = FlavorQuery { page: PageQuery { marker: Some("zzz".into()), limit: None }, ..FlavorQuery::default() };
-        assert_eq!(select(all, &bad, false).expect_err("marker").status(), StatusCode::BAD_REQUEST);
+        let bad = FlavorQuery {
+            min_ram: Some("lots".into()),
+            ..FlavorQuery::default()
+        };
+        assert_eq!(
+            select(all.clone(), &bad, false).expect_err("bad").status(),
+            StatusCode::BAD_REQUEST
+        );
+        let bad = FlavorQuery {
+            page: PageQuery {
+                marker: Some("zzz".into()),
+                limit: None,
+            },
+            ..FlavorQuery::default()
+        };
+        assert_eq!(
+            select(all, &bad, false).expect_err("marker").status(),
+            StatusCode::BAD_REQUEST
+        );
     }
 
     #[test]
@@ -308,6 +393,9 @@ mod tests {
         let new = flavor_detail("https://e", &f, Microversion::v2(61));
         assert_eq!(new["extra_specs"]["scs:cpu-type"], "shared-core");
         assert_eq!(new["os-flavor-access:is_public"], true);
-        assert_eq!(new["links"][0]["href"], "https://e/compute/v2.1/flavors/SCS-1V-2");
+        assert_eq!(
+            new["links"][0]["href"],
+            "https://e/compute/v2.1/flavors/SCS-1V-2"
+        );
     }
 }

@@ -26,7 +26,9 @@ fn owner(caller: &Authenticated, query: &UserQuery) -> Result<String, ApiError> 
             if caller.0.is_admin() {
                 Ok(user.clone())
             } else {
-                Err(ApiError::forbidden("Policy doesn't allow os_compute_api:os-keypairs to be performed for another user."))
+                Err(ApiError::forbidden(
+                    "Policy doesn't allow os_compute_api:os-keypairs to be performed for another user.",
+                ))
             }
         }
         _ => Ok(caller.0.user_id().to_owned()),
@@ -44,7 +46,12 @@ fn keypair_doc(keypair: &Keypair, version: Microversion, full: bool) -> Value {
     }
     if full {
         doc["user_id"] = json!(keypair.user_id);
-        doc["created_at"] = json!(keypair.created_at.strftime("%Y-%m-%dT%H:%M:%S.000000").to_string());
+        doc["created_at"] = json!(
+            keypair
+                .created_at
+                .strftime("%Y-%m-%dT%H:%M:%S.000000")
+                .to_string()
+        );
         doc["deleted"] = json!(false);
         doc["deleted_at"] = Value::Null;
         doc["updated_at"] = Value::Null;
@@ -62,7 +69,12 @@ pub(super) async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let user = owner(&caller, &query)?;
     let compute = state.compute.clone();
-    let keypairs = blocking(move || compute.keypairs(&user).map_err(|e| ApiError::from_domain(&e))).await?;
+    let keypairs = blocking(move || {
+        compute
+            .keypairs(&user)
+            .map_err(|e| ApiError::from_domain(&e))
+    })
+    .await?;
     let docs: Vec<Value> = keypairs
         .iter()
         .map(|k| json!({ "keypair": keypair_doc(k, version, false) }))
@@ -80,8 +92,15 @@ pub(super) async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let user = owner(&caller, &query)?;
     let compute = state.compute.clone();
-    let keypair = blocking(move || compute.keypair(&user, &name).map_err(|e| ApiError::from_domain(&e))).await?;
-    Ok(Json(json!({ "keypair": keypair_doc(&keypair, version, true) })))
+    let keypair = blocking(move || {
+        compute
+            .keypair(&user, &name)
+            .map_err(|e| ApiError::from_domain(&e))
+    })
+    .await?;
+    Ok(Json(
+        json!({ "keypair": keypair_doc(&keypair, version, true) }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,18 +130,38 @@ pub(super) async fn create(
     if let Some(kind) = &body.key_type
         && kind != "ssh"
     {
-        return Err(ApiError::bad_request(format!("Invalid input for field/attribute type. Value: {kind}. 'ssh' is the only type offered here.")));
+        return Err(ApiError::bad_request(format!(
+            "Invalid input for field/attribute type. Value: {kind}. 'ssh' is the only type offered here."
+        )));
     }
-    let user = owner(&caller, &UserQuery { user_id: body.user_id.clone() })?;
-    let request = NewKeypair { name: body.name, user_id: user, public_key: body.public_key };
+    let user = owner(
+        &caller,
+        &UserQuery {
+            user_id: body.user_id.clone(),
+        },
+    )?;
+    let request = NewKeypair {
+        name: body.name,
+        user_id: user,
+        public_key: body.public_key,
+    };
     let compute = state.compute.clone();
-    let created = blocking(move || compute.create_keypair(&request).map_err(|e| ApiError::from_domain(&e))).await?;
+    let created = blocking(move || {
+        compute
+            .create_keypair(&request)
+            .map_err(|e| ApiError::from_domain(&e))
+    })
+    .await?;
     let mut doc = keypair_doc(&created.keypair, version, false);
     doc["user_id"] = json!(created.keypair.user_id);
     if let Some(private_key) = created.private_key {
         doc["private_key"] = json!(private_key);
     }
-    let status = if version.at_least(2) { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if version.at_least(2) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(json!({ "keypair": doc }))).into_response())
 }
 
@@ -136,6 +175,16 @@ pub(super) async fn delete(
 ) -> Result<Response, ApiError> {
     let user = owner(&caller, &query)?;
     let compute = state.compute.clone();
-    blocking(move || compute.delete_keypair(&user, &name).map_err(|e| ApiError::from_domain(&e))).await?;
-    Ok(if version.at_least(2) { StatusCode::NO_CONTENT } else { StatusCode::ACCEPTED }.into_response())
+    blocking(move || {
+        compute
+            .delete_keypair(&user, &name)
+            .map_err(|e| ApiError::from_domain(&e))
+    })
+    .await?;
+    Ok(if version.at_least(2) {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::ACCEPTED
+    }
+    .into_response())
 }

@@ -11,7 +11,10 @@ use axum::extract::State;
 use serde_json::{Value, json};
 
 /// `GET /limits`.
-pub(super) async fn limits(State(state): State<ApiState>, caller: Authenticated) -> Result<Json<Value>, ApiError> {
+pub(super) async fn limits(
+    State(state): State<ApiState>,
+    caller: Authenticated,
+) -> Result<Json<Value>, ApiError> {
     let compute = state.compute.clone();
     let project = caller.0.project_id().map(str::to_owned);
     let (capacity, servers) = blocking(move || {
@@ -50,7 +53,10 @@ pub(super) async fn limits(State(state): State<ApiState>, caller: Authenticated)
 }
 
 /// `GET /os-availability-zone`: the site's one zone.
-pub(super) async fn availability_zones(State(state): State<ApiState>, _caller: Authenticated) -> Json<Value> {
+pub(super) async fn availability_zones(
+    State(state): State<ApiState>,
+    _caller: Authenticated,
+) -> Json<Value> {
     Json(json!({ "availabilityZoneInfo": [{
         "zoneName": state.compute.availability_zone(),
         "zoneState": { "available": true },

@@ -21,23 +21,53 @@ use axum::routing::{get, post};
 use jiff::Timestamp;
 
 /// The compute routes (full paths).
-pub fn routes() -> Router<ApiState> {
+pub(super) fn routes() -> Router<ApiState> {
     let v = "/compute/v2.1";
     Router::new()
-        .route(&format!("{v}/flavors"), get(flavors::list).post(flavors::create))
+        .route(
+            &format!("{v}/flavors"),
+            get(flavors::list).post(flavors::create),
+        )
         .route(&format!("{v}/flavors/detail"), get(flavors::list_detail))
-        .route(&format!("{v}/flavors/{{id}}"), get(flavors::show).delete(flavors::delete))
-        .route(&format!("{v}/flavors/{{id}}/os-extra_specs"), get(flavors::extra_specs))
-        .route(&format!("{v}/flavors/{{id}}/os-extra_specs/{{key}}"), get(flavors::extra_spec))
-        .route(&format!("{v}/servers"), get(servers::list).post(servers::create))
+        .route(
+            &format!("{v}/flavors/{{id}}"),
+            get(flavors::show).delete(flavors::delete),
+        )
+        .route(
+            &format!("{v}/flavors/{{id}}/os-extra_specs"),
+            get(flavors::extra_specs),
+        )
+        .route(
+            &format!("{v}/flavors/{{id}}/os-extra_specs/{{key}}"),
+            get(flavors::extra_spec),
+        )
+        .route(
+            &format!("{v}/servers"),
+            get(servers::list).post(servers::create),
+        )
         .route(&format!("{v}/servers/detail"), get(servers::list_detail))
-        .route(&format!("{v}/servers/{{id}}"), get(servers::show).delete(servers::delete))
+        .route(
+            &format!("{v}/servers/{{id}}"),
+            get(servers::show).delete(servers::delete),
+        )
         .route(&format!("{v}/servers/{{id}}/action"), post(servers::action))
-        .route(&format!("{v}/os-keypairs"), get(keypairs::list).post(keypairs::create))
-        .route(&format!("{v}/os-keypairs/{{name}}"), get(keypairs::show).delete(keypairs::delete))
+        .route(
+            &format!("{v}/os-keypairs"),
+            get(keypairs::list).post(keypairs::create),
+        )
+        .route(
+            &format!("{v}/os-keypairs/{{name}}"),
+            get(keypairs::show).delete(keypairs::delete),
+        )
         .route(&format!("{v}/limits"), get(limits::limits))
-        .route(&format!("{v}/os-availability-zone"), get(limits::availability_zones))
-        .route(&format!("{v}/os-availability-zone/detail"), get(limits::availability_zones))
+        .route(
+            &format!("{v}/os-availability-zone"),
+            get(limits::availability_zones),
+        )
+        .route(
+            &format!("{v}/os-availability-zone/detail"),
+            get(limits::availability_zones),
+        )
         .layer(axum::middleware::from_fn(negotiate))
 }
 
@@ -79,7 +109,9 @@ impl Page {
         let limit = match &self.limit {
             None => None,
             Some(text) => Some(text.parse::<usize>().map_err(|_| {
-                ApiError::bad_request(format!("Invalid input for query parameters limit. Value: {text}."))
+                ApiError::bad_request(format!(
+                    "Invalid input for query parameters limit. Value: {text}."
+                ))
             })?),
         };
         let start = match &self.marker {

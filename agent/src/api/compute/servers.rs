@@ -36,7 +36,12 @@ impl NetworkView {
     fn load(state: &ApiState) -> Result<Self, ApiError> {
         let network = &state.network;
         let err = |e: crate::network::NetworkError| ApiError::from_domain(&e);
-        let networks = network.networks().map_err(err)?.into_iter().map(|n| (n.id, n)).collect();
+        let networks = network
+            .networks()
+            .map_err(err)?
+            .into_iter()
+            .map(|n| (n.id, n))
+            .collect();
         let mut ports_by_server: HashMap<Uuid, Vec<Port>> = HashMap::new();
         for port in network.ports().map_err(err)? {
             if let Some(server) = port.server_id {
@@ -49,16 +54,38 @@ impl NetworkView {
                 floating_by_port.entry(port).or_default().push(fip);
             }
         }
-        let groups = network.security_groups().map_err(err)?.into_iter().map(|g| (g.id, g)).collect();
-        Ok(Self { networks, ports_by_server, floating_by_port, groups })
+        let groups = network
+            .security_groups()
+            .map_err(err)?
+            .into_iter()
+            .map(|g| (g.id, g))
+            .collect();
+        Ok(Self {
+            networks,
+            ports_by_server,
+            floating_by_port,
+            groups,
+        })
     }
 
     fn addresses(&self, server: &Server) -> Value {
         let mut addresses: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-        let mut ports: Vec<&Port> = self.ports_by_server.get(&server.id).map(|p| p.iter().collect()).unwrap_or_default();
-        ports.sort_by_key(|p| server.nics.iter().position(|n| n.port_id == p.id).unwrap_or(usize::MAX));
+        let mut ports: Vec<&Port> = self
+            .ports_by_server
+            .get(&server.id)
+            .map(|p| p.iter().collect())
+            .unwrap_or_default();
+        ports.sort_by_key(|p| {
+            server
+                .nics
+                .iter()
+                .position(|n| n.port_id == p.id)
+                .unwrap_or(usize::MAX)
+        });
         for port in ports {
-            let Some(network) = port.network_id.and_then(|id| self.networks.get(&id)) else { continue };
+            let Some(network) = port.network_id.and_then(|id| self.networks.get(&id)) else {
+                continue;
+            };
             let entry = addresses.entry(network.name.clone()).or_default();
             for ip in &port.fixed_ips {
                 entry.push(json!({
@@ -91,7 +118,10 @@ impl NetworkView {
             .collect();
         names.sort_unstable();
         names.dedup();
-        names.into_iter().map(|name| json!({ "name": name })).collect()
+        names
+            .into_iter()
+            .map(|name| json!({ "name": name }))
+            .collect()
     }
 }
 
@@ -105,7 +135,13 @@ fn vm_state(server: &Server) -> &'static str {
     }
 }
 
-fn server_detail(base: &str, server: &Server, view: &NetworkView, version: Microversion, admin: bool) -> Value {
+fn server_detail(
+    base: &str,
+    server: &Server,
+    view: &NetworkView,
+    version: Microversion,
+    admin: bool,
+) -> Value {
     let id = server.id.to_string();
     let flavor = if version.at_least(47) {
         let full = flavor_detail(base, &server.flavor, Microversion::MAX);
@@ -171,9 +207,14 @@ fn server_detail(base: &str, server: &Server, view: &NetworkView, version: Micro
 fn host_id(project: &str) -> String {
     use sha2::Digest as _;
     let digest = sha2::Sha224::digest(format!("{project}scs-edge-node").as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    digest.iter().fold(String::with_capacity(56), |mut hex, b| {
+        use std::fmt::Write as _;
+        let _ = write!(hex, "{b:02x}");
+        hex
+    })
 }
 
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(domain_err)`, which passes by value
 fn domain_err<E: crate::error_class::Classify + std::fmt::Display>(err: E) -> ApiError {
     ApiError::from_domain(&err)
 }
@@ -196,7 +237,9 @@ fn visible(state: &ApiState, caller: &Caller, id: &str) -> Result<Server, ApiErr
 fn writable(state: &ApiState, caller: &Caller, id: &str, action: &str) -> Result<Server, ApiError> {
     let server = visible(state, caller, id)?;
     if !caller.can_write_project(&server.project_id) {
-        return Err(ApiError::forbidden(format!("Policy doesn't allow os_compute_api:servers:{action} to be performed.")));
+        return Err(ApiError::forbidden(format!(
+            "Policy doesn't allow os_compute_api:servers:{action} to be performed."
+        )));
     }
     Ok(server)
 }
@@ -221,27 +264,47 @@ pub(super) struct ServerQuery {
 }
 
 fn truthy(value: Option<&String>) -> bool {
-    value.is_some_and(|v| v.is_empty() || matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "t" | "yes" | "y" | "on"))
+    value.is_some_and(|v| {
+        v.is_empty()
+            || matches!(
+                v.to_ascii_lowercase().as_str(),
+                "1" | "true" | "t" | "yes" | "y" | "on"
+            )
+    })
 }
 
-fn select(servers: Vec<Server>, query: &ServerQuery, caller: &Caller) -> Result<Vec<Server>, ApiError> {
+fn select(
+    servers: Vec<Server>,
+    query: &ServerQuery,
+    caller: &Caller,
+) -> Result<Vec<Server>, ApiError> {
     let all = caller.is_admin() && truthy(query.all_tenants.as_ref());
-    let project = query.project_id.as_ref().or(query.tenant_id.as_ref()).filter(|_| caller.is_admin());
+    let project = query
+        .project_id
+        .as_ref()
+        .or(query.tenant_id.as_ref())
+        .filter(|_| caller.is_admin());
     let own = caller.project_id();
     if !all && project.is_none() && own.is_none() {
-        return Err(ApiError::forbidden("Listing servers needs a project-scoped token."));
+        return Err(ApiError::forbidden(
+            "Listing servers needs a project-scoped token.",
+        ));
     }
     let status = query.status.as_deref().map(str::to_ascii_uppercase);
     if let Some(status) = &status
         && ServerStatus::parse(status).is_none()
         && status != "DELETED"
     {
-        return Err(ApiError::bad_request(format!("Invalid status value: {status}")));
+        return Err(ApiError::bad_request(format!(
+            "Invalid status value: {status}"
+        )));
     }
     let changes_since = match &query.changes_since {
         None => None,
         Some(text) => Some(text.parse::<jiff::Timestamp>().map_err(|_| {
-            ApiError::bad_request(format!("Invalid input for query parameters changes-since. Value: {text}."))
+            ApiError::bad_request(format!(
+                "Invalid input for query parameters changes-since. Value: {text}."
+            ))
         })?),
     };
     let mut servers: Vec<Server> = servers
@@ -251,16 +314,32 @@ fn select(servers: Vec<Server>, query: &ServerQuery, caller: &Caller) -> Result<
             (true, None) => true,
             (false, None) => Some(s.project_id.as_str()) == own,
         })
-        .filter(|s| query.name.as_ref().is_none_or(|n| s.name.contains(n.as_str())))
+        .filter(|s| {
+            query
+                .name
+                .as_ref()
+                .is_none_or(|n| s.name.contains(n.as_str()))
+        })
         .filter(|s| status.as_ref().is_none_or(|st| s.status.as_str() == st))
-        .filter(|s| query.image.as_ref().is_none_or(|i| s.image_id.to_string() == *i))
+        .filter(|s| {
+            query
+                .image
+                .as_ref()
+                .is_none_or(|i| s.image_id.to_string() == *i)
+        })
         .filter(|s| query.flavor.as_ref().is_none_or(|f| s.flavor.id == *f))
         .filter(|s| changes_since.is_none_or(|t| s.updated_at >= t))
         .collect();
     match query.sort_key.as_deref().unwrap_or("created_at") {
-        "created_at" => servers.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id))),
-        "updated_at" => servers.sort_by(|a, b| a.updated_at.cmp(&b.updated_at).then(a.id.cmp(&b.id))),
-        "display_name" | "name" => servers.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id))),
+        "created_at" => {
+            servers.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        }
+        "updated_at" => {
+            servers.sort_by(|a, b| a.updated_at.cmp(&b.updated_at).then(a.id.cmp(&b.id)));
+        }
+        "display_name" | "name" => {
+            servers.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        }
         "uuid" | "id" => servers.sort_by_key(|s| s.id),
         other => return Err(ApiError::bad_request(format!("Invalid sort_key [{other}]"))),
     }
@@ -269,7 +348,11 @@ fn select(servers: Vec<Server>, query: &ServerQuery, caller: &Caller) -> Result<
         "asc" => {}
         other => return Err(ApiError::bad_request(format!("Invalid sort_dir [{other}]"))),
     }
-    Page { limit: query.limit.clone(), marker: query.marker.clone() }.apply(servers, |s| s.id.to_string())
+    Page {
+        limit: query.limit.clone(),
+        marker: query.marker.clone(),
+    }
+    .apply(servers, |s| s.id.to_string())
 }
 
 /// `GET /servers`.
@@ -279,7 +362,14 @@ pub(super) async fn list(
     Query(query): Query<ServerQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let base = state.public_base.clone();
-    let servers = blocking(move || select(state.compute.servers().map_err(domain_err)?, &query, &caller.0)).await?;
+    let servers = blocking(move || {
+        select(
+            state.compute.servers().map_err(domain_err)?,
+            &query,
+            &caller.0,
+        )
+    })
+    .await?;
     let docs: Vec<Value> = servers
         .iter()
         .map(|s| json!({ "id": s.id, "name": s.name, "links": links(&base, "servers", &s.id.to_string()) }))
@@ -296,7 +386,11 @@ pub(super) async fn list_detail(
 ) -> Result<Json<Value>, ApiError> {
     blocking(move || {
         let admin = caller.0.is_admin();
-        let servers = select(state.compute.servers().map_err(domain_err)?, &query, &caller.0)?;
+        let servers = select(
+            state.compute.servers().map_err(domain_err)?,
+            &query,
+            &caller.0,
+        )?;
         let view = NetworkView::load(&state)?;
         let docs: Vec<Value> = servers
             .iter()
@@ -411,7 +505,9 @@ fn count_is_one(field: &str, value: Option<&Value>) -> Result<(), ApiError> {
     if one {
         Ok(())
     } else {
-        Err(ApiError::bad_request(format!("{field}: this site creates one server per request")))
+        Err(ApiError::bad_request(format!(
+            "{field}: this site creates one server per request"
+        )))
     }
 }
 
@@ -436,7 +532,9 @@ fn network_requests(
             [] => Err(ApiError::bad_request(format!(
                 "Unable to automatically allocate a network for project {project}: it has no network."
             ))),
-            _ => Err(ApiError::conflict("Multiple possible networks found, use a Network ID to be more specific.")),
+            _ => Err(ApiError::conflict(
+                "Multiple possible networks found, use a Network ID to be more specific.",
+            )),
         }
     };
     match networks {
@@ -466,7 +564,11 @@ fn network_requests(
 }
 
 /// Resolves security group names (or ids) in the caller's project.
-fn security_groups(state: &ApiState, project: &str, names: Option<Vec<GroupName>>) -> Result<Option<Vec<Uuid>>, ApiError> {
+fn security_groups(
+    state: &ApiState,
+    project: &str,
+    names: Option<Vec<GroupName>>,
+) -> Result<Option<Vec<Uuid>>, ApiError> {
     let Some(names) = names else { return Ok(None) };
     let groups = state.network.security_groups().map_err(domain_err)?;
     let mut ids = Vec::new();
@@ -475,7 +577,11 @@ fn security_groups(state: &ApiState, project: &str, names: Option<Vec<GroupName>
             .iter()
             .filter(|g| g.project_id == project)
             .find(|g| g.name == name || g.id.to_string() == name)
-            .ok_or_else(|| ApiError::bad_request(format!("Security group {name} not found for project {project}.")))?;
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "Security group {name} not found for project {project}."
+                ))
+            })?;
         if !ids.contains(&found.id) {
             ids.push(found.id);
         }
@@ -496,17 +602,28 @@ pub(super) async fn create(
         .map(str::to_owned)
         .ok_or_else(|| ApiError::forbidden("Creating a server needs a project-scoped token."))?;
     if !caller.can_write_project(&project) {
-        return Err(ApiError::forbidden("Policy doesn't allow os_compute_api:servers:create to be performed."));
+        return Err(ApiError::forbidden(
+            "Policy doesn't allow os_compute_api:servers:create to be performed.",
+        ));
     }
     let body = body.server;
     count_is_one("min_count", body.min_count.as_ref())?;
     count_is_one("max_count", body.max_count.as_ref())?;
-    let _ = (body.return_reservation_id, body.config_drive, body.description, body.admin_pass, body.access_ipv4, body.access_ipv6);
+    let _ = (
+        body.return_reservation_id,
+        body.config_drive,
+        body.description,
+        body.admin_pass,
+        body.access_ipv4,
+        body.access_ipv6,
+    );
     if let Some(config) = &body.disk_config
         && config != "AUTO"
         && config != "MANUAL"
     {
-        return Err(ApiError::bad_request(format!("Invalid input for field/attribute OS-DCF:diskConfig. Value: {config}.")));
+        return Err(ApiError::bad_request(format!(
+            "Invalid input for field/attribute OS-DCF:diskConfig. Value: {config}."
+        )));
     }
     let image_ref = body
         .image_ref
@@ -525,10 +642,20 @@ pub(super) async fn create(
     };
     let flavor_id = reference(&body.flavor_ref).to_owned();
     blocking(move || {
-        let image_visible = state.images.visible_to(image_id, &project, caller.is_admin()).map_err(domain_err)?;
-        if !image_visible {
-            return Err(ApiError::bad_request(format!("Image {image_id} could not be found.")));
-        }
+        let image_caller = crate::image::Caller {
+            project_id: project.clone(),
+            is_admin: caller.is_admin(),
+        };
+        // An image the project may not see does not exist for it: Nova answers 400 for an unknown image.
+        state
+            .images
+            .show(image_id, &image_caller)
+            .map_err(|err| match err {
+                crate::image::ImageError::NotFound(_) => {
+                    ApiError::bad_request(format!("Image {image_id} could not be found."))
+                }
+                other => domain_err(other),
+            })?;
         let networks = network_requests(&state, &project, body.networks, version)?;
         let groups = security_groups(&state, &project, body.security_groups)?;
         let request = NewServer {
@@ -552,11 +679,18 @@ pub(super) async fn create(
         let id = server.id.to_string();
         let admin_pass: String = {
             use rand::Rng as _;
-            rand::rng().sample_iter(rand::distr::Alphanumeric).take(12).map(char::from).collect()
+            rand::rng()
+                .sample_iter(rand::distr::Alphanumeric)
+                .take(12)
+                .map(char::from)
+                .collect()
         };
         Ok((
             StatusCode::ACCEPTED,
-            [(axum::http::header::LOCATION, format!("{}/compute/v2.1/servers/{id}", state.public_base))],
+            [(
+                axum::http::header::LOCATION,
+                format!("{}/compute/v2.1/servers/{id}", state.public_base),
+            )],
             Json(json!({ "server": {
                 "id": id,
                 "links": links(&state.public_base, "servers", &id),
@@ -579,7 +713,9 @@ pub(super) async fn action(
 ) -> Result<Response, ApiError> {
     let mut actions = body.into_iter();
     let (Some((name, argument)), None) = (actions.next(), actions.next()) else {
-        return Err(ApiError::bad_request("An action body holds exactly one action."));
+        return Err(ApiError::bad_request(
+            "An action body holds exactly one action.",
+        ));
     };
     blocking(move || {
         let caller = caller.0;
