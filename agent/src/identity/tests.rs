@@ -297,6 +297,10 @@ fn tokens_are_opaque_urlsafe_and_only_their_hash_is_stored() {
     assert_eq!(stored.len(), 1);
     assert!(!stored[0].contains(&issued.token));
     assert_eq!(rig.id.validate(&issued.token).expect("valid"), issued.info);
+    assert!(
+        !format!("{issued:?}").contains(&issued.token),
+        "Debug hides the token"
+    );
 }
 
 #[test]
