@@ -1028,6 +1028,16 @@ impl IdentityService {
         })
     }
 
+    /// One implication (`GET`/`HEAD /v3/roles/{prior}/implies/{implied}`); NotFound when there is none.
+    pub fn implied_role(&self, prior_id: &str, implied_id: &str) -> Result<ImpliedRole> {
+        self.read(|tx| repo::implied_roles(tx, Some(prior_id)))?
+            .into_iter()
+            .find(|i| i.implied.id == implied_id)
+            .ok_or_else(|| {
+                IdentityError::not_found("implied role", format!("{prior_id} implies {implied_id}"))
+            })
+    }
+
     /// Removes an implication; NotFound when there is none.
     pub fn delete_implied_role(&self, prior_id: &str, implied_id: &str) -> Result<()> {
         self.write(|tx| {

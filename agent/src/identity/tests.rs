@@ -556,6 +556,14 @@ fn group_roles_and_implied_roles_make_the_effective_roles() {
         names(&rig.id.validate(&token.token).expect("valid").roles),
         ["auditor", "member", "reader"]
     );
+    rig.id
+        .implied_role(&rig.role("reader"), &auditor.id)
+        .expect("implication");
+    assert!(
+        rig.id
+            .implied_role(&auditor.id, &rig.role("reader"))
+            .is_err()
+    );
     assert!(matches!(
         rig.id.create_implied_role(&auditor.id, &rig.role("admin")),
         Err(IdentityError::Validation(_))
@@ -1343,6 +1351,12 @@ fn validation_from_the_cache_is_far_below_a_millisecond() {
     assert!(each < Duration::from_micros(500), "{each:?} per validation");
     // Unknown tokens are answered from the store, still quickly.
     assert!(rig.id.validate("not-a-token").is_err());
+}
+
+#[test]
+fn the_service_can_be_shared_across_blocking_threads() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<IdentityService>();
 }
 
 #[test]
