@@ -7,8 +7,8 @@
 //! any instant and converges again on restart.
 //!
 //! Layering (dependencies point downwards only):
-//! `daemon`/`cli`/`api` → domain folders (`compute`, `image`) → `store`, `reconcile`, `system`, `health`,
-//! `metrics`.
+//! `daemon`/`cli`/`api` → domain folders (`compute`, `image`, `network`, `identity`) → `store`,
+//! `reconcile`, `system`, `health`, `metrics`.
 
 pub mod api;
 pub mod cli;

@@ -181,7 +181,7 @@ pub struct ApplicationCredential {
 }
 
 /// A newly created application credential with its secret, which is shown this once only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct CreatedApplicationCredential {
     /// The credential.
     #[serde(flatten)]
@@ -266,10 +266,29 @@ pub struct TokenInfo {
 }
 
 /// A token just issued: the token string (give it to the client once) and what it stands for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct IssuedToken {
     /// The opaque token for `X-Subject-Token`.
     pub token: String,
     /// Its facts.
     pub info: TokenInfo,
+}
+
+// Debug output ends up in logs and panic messages: it never shows a token or a secret.
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("token", &"***")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CreatedApplicationCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedApplicationCredential")
+            .field("credential", &self.credential)
+            .field("secret", &"***")
+            .finish()
+    }
 }

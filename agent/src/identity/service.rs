@@ -1028,6 +1028,16 @@ impl IdentityService {
         })
     }
 
+    /// One implication (`GET`/`HEAD /v3/roles/{prior}/implies/{implied}`); NotFound when there is none.
+    pub fn implied_role(&self, prior_id: &str, implied_id: &str) -> Result<ImpliedRole> {
+        self.read(|tx| repo::implied_roles(tx, Some(prior_id)))?
+            .into_iter()
+            .find(|i| i.implied.id == implied_id)
+            .ok_or_else(|| {
+                IdentityError::not_found("implied role", format!("{prior_id} implies {implied_id}"))
+            })
+    }
+
     /// Removes an implication; NotFound when there is none.
     pub fn delete_implied_role(&self, prior_id: &str, implied_id: &str) -> Result<()> {
         self.write(|tx| {
@@ -1250,9 +1260,9 @@ impl IdentityService {
                 roles.insert(name.to_owned(), role.id.clone());
                 ids.push(role.id);
             }
-            for pair in ids.windows(2) {
+            for (pair, names) in ids.windows(2).zip(BOOTSTRAP_ROLES.windows(2)) {
                 if repo::insert_implied(tx, &pair[0], &pair[1])? {
-                    created.push(format!("implied role {} -> {}", pair[0], pair[1]));
+                    created.push(format!("implied role {} -> {}", names[0], names[1]));
                 }
             }
             let project = if let Some(p) = repo::projects(
@@ -1310,9 +1320,15 @@ impl IdentityService {
             };
             let admin = roles["admin"].clone();
             let actor = Actor::User(user.id.clone());
-            for target in [Target::Project(project.id.clone()), Target::System] {
+            for (target, label) in [
+                (
+                    Target::Project(project.id.clone()),
+                    format!("project {}", project.name),
+                ),
+                (Target::System, "system all".to_owned()),
+            ] {
                 if repo::insert_assignment(tx, &actor, &target, &admin)? {
-                    created.push(format!("grant admin on {target:?}"));
+                    created.push(format!("grant admin on {label}"));
                 }
             }
             tx.execute(
