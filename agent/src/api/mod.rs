@@ -10,6 +10,7 @@ pub mod body;
 mod compute;
 pub mod discovery;
 pub mod error;
+mod image;
 pub mod microversion;
 pub mod tls;
 
@@ -48,6 +49,8 @@ pub struct ApiState {
     pub images: Arc<crate::image::ImageService>,
     /// Neutron's domain.
     pub network: Arc<crate::network::NetworkService>,
+    /// `api.max_image_upload_bytes`.
+    pub max_image_upload_bytes: u64,
 }
 
 /// The routes.
@@ -59,6 +62,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(in_dialect(Service::Compute, discovery_routes("compute")))
         .merge(in_dialect(Service::Compute, compute::routes()))
         .merge(in_dialect(Service::Image, discovery_routes("image")))
+        .merge(in_dialect(Service::Image, image::routes()))
         .merge(in_dialect(Service::Network, discovery_routes("network")))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(body::JSON_BODY_LIMIT))

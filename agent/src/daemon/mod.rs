@@ -531,6 +531,7 @@ impl Agent {
             compute: self.compute.clone(),
             images: self.images.clone(),
             network: self.network.clone(),
+            max_image_upload_bytes: self.config.api.max_image_upload_bytes,
         });
         let api_task = tokio::spawn(api::serve(listener, tls, app, shutdown.clone()));
 
