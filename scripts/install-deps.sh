@@ -14,7 +14,7 @@ packages=(
   # packet tests: network namespaces, veths, ethtool offloads
   iproute2 ethtool iputils-ping
   # build
-  gcc make git ca-certificates
+  gcc make git ca-certificates curl
   # the OpenStack clients the API tests drive (installed into a virtualenv below)
   python3-venv python3-pip
 )

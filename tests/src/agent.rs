@@ -333,6 +333,19 @@ impl AgentProcess {
         })
     }
 
+    /// An HTTPS client that trusts exactly the agent's (kept, self-signed) certificate.
+    pub fn https_client(&self) -> reqwest::blocking::Client {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let pem = std::fs::read(self.state_dir.join("tls/api.crt"))
+            .expect("certificate kept in the state dir");
+        let cert = reqwest::Certificate::from_pem(&pem).expect("pem");
+        reqwest::blocking::Client::builder()
+            .tls_certs_only([cert])
+            .timeout(Duration::from_mins(1))
+            .build()
+            .expect("client")
+    }
+
     /// Path of the agent's log file.
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("agent.log")

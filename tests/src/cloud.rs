@@ -6,11 +6,12 @@
 //! of `demo`), `member-password` (alice's password), `reader` (`bob`, reader of `demo`) and
 //! `outsider` (`carol`, member of project `other`).
 
-use crate::agent::{AgentOptions, AgentProcess, binary};
+use crate::RunLock;
+use crate::agent::{AgentOptions, AgentProcess};
 use crate::ovn::{Netns, OvnStack};
 use crate::site::{PHYSNET, PROVIDER_BRIDGE};
-use crate::RunLock;
 use serde_json::Value;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -119,15 +120,16 @@ impl Cloud {
             ("reader", "bob", "demo"),
             ("outsider", "carol", "other"),
         ] {
-            text.push_str(&format!("  {name}:\n"));
+            let _ = writeln!(text, "  {name}:");
             text.push_str(&self.password_cloud(user, USER_PASSWORD, project));
         }
         if let Some((id, secret)) = app_credential {
-            text.push_str(&format!(
+            let _ = write!(
+                text,
                 "  member:\n    auth_type: v3applicationcredential\n    auth:\n      auth_url: {}\n      application_credential_id: {id}\n      application_credential_secret: {secret}\n    region_name: RegionOne\n    identity_api_version: 3\n    cacert: {}\n",
                 self.auth_url(),
                 self.cacert().display()
-            ));
+            );
         }
         std::fs::write(&self.clouds_yaml, text).expect("write clouds.yaml");
     }
@@ -136,36 +138,47 @@ impl Cloud {
     /// application credential for alice made by alice.
     fn seed(&mut self) {
         for project in ["demo", "other"] {
-            self.openstack_ok("admin", &["project", "create", "--domain", "default", project]);
+            self.openstack_json(
+                "admin",
+                &["project", "create", "--domain", "default", project],
+            );
         }
         for (user, project, role) in [
             ("alice", "demo", "member"),
             ("bob", "demo", "reader"),
             ("carol", "other", "member"),
         ] {
+            self.openstack_json(
+                "admin",
+                &[
+                    "user",
+                    "create",
+                    "--domain",
+                    "default",
+                    "--password",
+                    USER_PASSWORD,
+                    user,
+                ],
+            );
             self.openstack_ok(
                 "admin",
-                &["user", "create", "--domain", "default", "--password", USER_PASSWORD, user],
+                &["role", "add", "--project", project, "--user", user, role],
             );
-            self.openstack_ok("admin", &["role", "add", "--project", project, "--user", user, role]);
         }
-        let credential = self.openstack_ok(
+        let credential = self.openstack_json(
             "member-password",
             &["application", "credential", "create", "scs-edge-tests"],
         );
         let id = credential["id"].as_str().expect("credential id").to_owned();
-        let secret = credential["secret"].as_str().expect("credential secret").to_owned();
+        let secret = credential["secret"]
+            .as_str()
+            .expect("credential secret")
+            .to_owned();
         self.write_clouds(Some((&id, &secret)));
     }
 
-    /// Runs `openstack --os-cloud <cloud> <args> -f json` (the `-f json` only for commands that print).
+    /// Runs `openstack --os-cloud <cloud> <args>` as given.
     pub fn openstack(&self, cloud: &str, args: &[&str]) -> ClientOutput {
-        let prints = !matches!(
-            args.iter().rev().find(|a| !a.starts_with('-')),
-            None
-        ) && !args.iter().any(|a| {
-            matches!(*a, "delete" | "add" | "remove" | "set" | "unset" | "start" | "stop" | "reboot")
-        }) && !(args.first() == Some(&"console"));
         let mut command = Command::new(Path::new(CLIENTS).join("bin/openstack"));
         command
             .env("OS_CLIENT_CONFIG_FILE", &self.clouds_yaml)
@@ -173,10 +186,14 @@ impl Cloud {
             .arg("--os-cloud")
             .arg(cloud)
             .args(args);
-        if prints {
-            command.args(["-f", "json"]);
-        }
         run(command)
+    }
+
+    /// Runs a command that prints, with `-f json`, asserting success; returns the parsed output.
+    pub fn openstack_json(&self, cloud: &str, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-f", "json"]);
+        self.openstack_ok(cloud, &all)
     }
 
     /// Like [`Cloud::openstack`], asserting success.
@@ -197,9 +214,8 @@ impl Cloud {
     /// Runs a Python snippet with openstacksdk; `conn` is connected to `cloud`. Whatever it prints
     /// as JSON on its last line is returned.
     pub fn sdk(&self, cloud: &str, body: &str) -> ClientOutput {
-        let script = format!(
-            "import json, openstack\nconn = openstack.connect(cloud={cloud:?})\n{body}\n"
-        );
+        let script =
+            format!("import json, openstack\nconn = openstack.connect(cloud={cloud:?})\n{body}\n");
         let mut command = Command::new(Path::new(CLIENTS).join("bin/python"));
         command
             .env("OS_CLIENT_CONFIG_FILE", &self.clouds_yaml)
@@ -212,21 +228,20 @@ impl Cloud {
     pub fn clouds_yaml(&self) -> &Path {
         &self.clouds_yaml
     }
-
-    /// The agent binary's admin CLI, for checks behind the API.
-    pub fn agent_binary() -> PathBuf {
-        binary()
-    }
 }
 
 fn run(mut command: Command) -> ClientOutput {
     let output = command.output().expect("run client");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let json = stdout
-        .lines()
-        .last()
-        .and_then(|_| serde_json::from_str(&stdout).ok())
-        .or_else(|| stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()))
+    // The whole output (`-f json`), else its last line (what an SDK snippet printed last).
+    let json = serde_json::from_str(&stdout)
+        .ok()
+        .or_else(|| {
+            stdout
+                .lines()
+                .last()
+                .and_then(|l| serde_json::from_str(l).ok())
+        })
         .unwrap_or(Value::Null);
     ClientOutput {
         code: output.status.code().unwrap_or(-1),

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod cloud;
 pub mod guest;
 pub mod libvirt;
 pub mod ovn;

@@ -9,15 +9,7 @@ use std::time::Duration;
 const BOOT: Duration = Duration::from_mins(2);
 
 fn https_client(agent: &AgentProcess) -> reqwest::blocking::Client {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let pem = std::fs::read(agent.state_dir.join("tls/api.crt"))
-        .expect("certificate kept in the state dir");
-    let cert = reqwest::Certificate::from_pem(&pem).expect("pem");
-    reqwest::blocking::Client::builder()
-        .tls_certs_only([cert])
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
+    agent.https_client()
 }
 
 fn get(client: &reqwest::blocking::Client, agent: &AgentProcess, path: &str) -> (u16, String) {
