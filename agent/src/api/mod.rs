@@ -69,6 +69,14 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// Every request-body parser of the API fed the same bytes: the entry point of the `api_requests`
+/// fuzz target (`agent/fuzz`). Not an API; it only has to never panic.
+#[doc(hidden)]
+pub fn parse_request_bodies(data: &[u8]) {
+    compute::parse_probe(data);
+    image::parse_probe(data);
+}
+
 /// Layers `service`'s error dialect over `routes`.
 fn in_dialect(service: Service, routes: Router<ApiState>) -> Router<ApiState> {
     routes.layer(axum::middleware::map_response(move |response| async move {

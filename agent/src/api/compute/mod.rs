@@ -71,6 +71,22 @@ pub(super) fn routes() -> Router<ApiState> {
         .layer(axum::middleware::from_fn(negotiate))
 }
 
+/// Feeds `data` to every compute request parser (the fuzz target's entry); results are dropped, the
+/// point is that none of them panics.
+pub(super) fn parse_probe(data: &[u8]) {
+    let _ = super::body::parse::<servers::CreateServer>(data);
+    let _ = super::body::parse::<flavors::CreateFlavor>(data);
+    let _ = super::body::parse::<keypairs::CreateKeypair>(data);
+    let _ = super::body::parse::<std::collections::BTreeMap<String, serde_json::Value>>(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let mut headers = axum::http::HeaderMap::new();
+        if let Ok(value) = axum::http::HeaderValue::from_str(text) {
+            headers.insert("openstack-api-version", value);
+            let _ = Microversion::negotiate(&headers);
+        }
+    }
+}
+
 /// Negotiates the microversion, hands it to the handler and stamps the response.
 async fn negotiate(mut request: Request, next: Next) -> Response {
     let version = match Microversion::negotiate(request.headers()) {

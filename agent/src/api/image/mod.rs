@@ -608,6 +608,28 @@ async fn delete_member(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Feeds `data` to every image request parser (the fuzz target's entry).
+pub(super) fn parse_probe(data: &[u8]) {
+    if let Ok(body) = super::body::parse::<Map<String, Value>>(data) {
+        let _ = new_record(body);
+    }
+    if let Ok(ops) = super::body::parse::<Vec<Map<String, Value>>>(data) {
+        for op in &ops {
+            let _ = change(op);
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let params: Vec<(String, String)> = text
+            .split('&')
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (k.to_owned(), v.to_owned())
+            })
+            .collect();
+        let _ = image_query(&params);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
