@@ -10,8 +10,11 @@ pub mod body;
 mod compute;
 pub mod discovery;
 pub mod error;
+mod identity;
 mod image;
 pub mod microversion;
+#[cfg(test)]
+pub(crate) mod test_state;
 pub mod tls;
 
 use crate::health::HealthChecks;
@@ -59,6 +62,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(in_dialect(Service::Identity, discovery_routes("identity")))
+        .merge(in_dialect(Service::Identity, identity::routes()))
         .merge(in_dialect(Service::Compute, discovery_routes("compute")))
         .merge(in_dialect(Service::Compute, compute::routes()))
         .merge(in_dialect(Service::Image, discovery_routes("image")))

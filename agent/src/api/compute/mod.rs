@@ -9,6 +9,8 @@ mod flavors;
 mod keypairs;
 mod limits;
 mod servers;
+#[cfg(test)]
+mod tests;
 
 use super::ApiState;
 use super::error::ApiError;
