@@ -13,7 +13,7 @@ pub mod error;
 mod identity;
 pub mod microversion;
 #[cfg(test)]
-pub(crate) mod test_state;
+mod test_state;
 pub mod tls;
 
 use crate::health::HealthChecks;
