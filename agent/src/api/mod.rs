@@ -14,7 +14,7 @@ mod identity;
 mod image;
 pub mod microversion;
 #[cfg(test)]
-pub(crate) mod test_state;
+mod test_state;
 pub mod tls;
 
 use crate::health::HealthChecks;
