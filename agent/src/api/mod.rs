@@ -11,6 +11,7 @@ mod compute;
 pub mod discovery;
 pub mod error;
 pub mod microversion;
+mod network;
 pub mod tls;
 
 use crate::health::HealthChecks;
@@ -60,6 +61,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(in_dialect(Service::Compute, compute::routes()))
         .merge(in_dialect(Service::Image, discovery_routes("image")))
         .merge(in_dialect(Service::Network, discovery_routes("network")))
+        .merge(in_dialect(Service::Network, network::routes()))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(body::JSON_BODY_LIMIT))
         .with_state(state)
