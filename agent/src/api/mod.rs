@@ -13,6 +13,7 @@ pub mod error;
 mod identity;
 mod image;
 pub mod microversion;
+mod network;
 #[cfg(test)]
 mod test_state;
 pub mod tls;
@@ -68,6 +69,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(in_dialect(Service::Image, discovery_routes("image")))
         .merge(in_dialect(Service::Image, image::routes()))
         .merge(in_dialect(Service::Network, discovery_routes("network")))
+        .merge(in_dialect(Service::Network, network::routes()))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(body::JSON_BODY_LIMIT))
         .with_state(state)

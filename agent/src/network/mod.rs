@@ -42,6 +42,22 @@ pub enum NetworkError {
     /// No such floating IP.
     #[error("Floating IP {0} could not be found.")]
     FloatingIpNotFound(Uuid),
+    /// No such default security group rule template.
+    #[error("Default security group rule {0} does not exist.")]
+    DefaultSecurityGroupRuleNotFound(Uuid),
+    /// The same template exists.
+    #[error("Default security group rule already exists. Rule id is {0}.")]
+    DefaultSecurityGroupRuleExists(Uuid),
+    /// Sharing cannot be withdrawn while other projects have ports on the network.
+    #[error(
+        "Unable to reconfigure sharing settings for network {0}. Multiple tenants are using it."
+    )]
+    InvalidSharedSetting(Uuid),
+    /// `router:external` cannot be withdrawn while routers or floating IPs use the network.
+    #[error(
+        "External network {0} cannot be updated to be made non-external, since it has existing gateway ports."
+    )]
+    ExternalNetworkInUse(Uuid),
     /// The router has no interface on that subnet or port.
     #[error("Router {router} does not have an interface with id {what}.")]
     RouterInterfaceNotFound {
@@ -178,6 +194,10 @@ impl NetworkError {
             Self::SecurityGroupNotFound(_) => "SecurityGroupNotFound",
             Self::SecurityGroupRuleNotFound(_) => "SecurityGroupRuleNotFound",
             Self::FloatingIpNotFound(_) => "FloatingIPNotFound",
+            Self::DefaultSecurityGroupRuleNotFound(_) => "DefaultSecurityGroupRuleNotFound",
+            Self::DefaultSecurityGroupRuleExists(_) => "DefaultSecurityGroupRuleExists",
+            Self::InvalidSharedSetting(_) => "InvalidSharedSetting",
+            Self::ExternalNetworkInUse(_) => "ExternalNetworkInUse",
             Self::RouterInterfaceNotFound { .. } => "RouterInterfaceNotFound",
             Self::InvalidInput(_) => "InvalidInput",
             Self::BadRouterRequest(_) => "BadRequest",
@@ -209,6 +229,7 @@ impl Classify for NetworkError {
             | Self::SecurityGroupNotFound(_)
             | Self::SecurityGroupRuleNotFound(_)
             | Self::FloatingIpNotFound(_)
+            | Self::DefaultSecurityGroupRuleNotFound(_)
             | Self::RouterInterfaceNotFound { .. }
             | Self::ExternalGatewayNotFound { .. } => ErrorClass::NotFound,
             Self::InvalidInput(_) | Self::BadRouterRequest(_) => ErrorClass::BadRequest,
@@ -219,6 +240,9 @@ impl Classify for NetworkError {
             | Self::SubnetInUse(_)
             | Self::SecurityGroupInUse(_)
             | Self::SecurityGroupRuleExists(_)
+            | Self::DefaultSecurityGroupRuleExists(_)
+            | Self::InvalidSharedSetting(_)
+            | Self::ExternalNetworkInUse(_)
             | Self::RouterInUse { .. }
             | Self::PortInUse { .. }
             | Self::SegmentInUse(_)

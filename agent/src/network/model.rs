@@ -519,3 +519,77 @@ impl FloatingIp {
         }
     }
 }
+
+/// The remote group of a default security group rule template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum TemplateRemoteGroup {
+    /// The group the rule is put in (Neutron's `PARENT`): members may reach each other.
+    Parent,
+    /// A fixed group; a template naming a group that no longer exists is skipped.
+    Group(Uuid),
+}
+
+impl TemplateRemoteGroup {
+    /// Neutron's spelling: `PARENT` or the group id.
+    pub fn as_string(self) -> String {
+        match self {
+            Self::Parent => "PARENT".into(),
+            Self::Group(id) => id.to_string(),
+        }
+    }
+
+    /// Parses Neutron's spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        if text == "PARENT" {
+            Some(Self::Parent)
+        } else {
+            Uuid::parse_str(text).ok().map(Self::Group)
+        }
+    }
+}
+
+/// A template rule new security groups get (Neutron's `default-security-group-rules`, SCS-0115):
+/// the operator decides what a project's `default` group and other new groups start with.
+#[allow(clippy::struct_excessive_bools)] // Neutron's own attributes, each an independent flag
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DefaultSecurityGroupRule {
+    /// Id.
+    pub id: Uuid,
+    /// Direction.
+    pub direction: Direction,
+    /// Family.
+    pub ethertype: EtherType,
+    /// Protocol; any when absent.
+    pub protocol: Option<Protocol>,
+    /// First port (or ICMP type).
+    pub port_range_min: Option<u16>,
+    /// Last port (or ICMP code).
+    pub port_range_max: Option<u16>,
+    /// Remote prefix.
+    pub remote_ip_prefix: Option<IpNet>,
+    /// Remote group.
+    pub remote_group: Option<TemplateRemoteGroup>,
+    /// Applied to each project's `default` group when it is created.
+    pub used_in_default_sg: bool,
+    /// Applied to every other new group.
+    pub used_in_non_default_sg: bool,
+    /// Description.
+    pub description: String,
+    /// Created.
+    pub created_at: Timestamp,
+}
+
+impl DefaultSecurityGroupRule {
+    /// What makes two templates the same template (duplicates are refused, as for rules).
+    pub fn signature(&self) -> impl Eq + std::fmt::Debug + '_ {
+        (
+            self.direction,
+            self.ethertype,
+            self.protocol,
+            self.port_range_min,
+            self.port_range_max,
+            self.remote_ip_prefix,
+            self.remote_group,
+        )
+    }
+}

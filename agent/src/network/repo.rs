@@ -3,9 +3,10 @@
 
 use super::NetworkError;
 use super::model::{
-    AddressPair, AllocationPool, Direction, EtherType, ExternalGateway, FixedIp, FloatingIp,
-    Ipv6Mode, Network, NetworkType, OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, Port, PortStatus,
-    Protocol, Route, Router, RouterInterface, SecurityGroup, SecurityGroupRule, Subnet,
+    AddressPair, AllocationPool, DefaultSecurityGroupRule, Direction, EtherType, ExternalGateway,
+    FixedIp, FloatingIp, Ipv6Mode, Network, NetworkType, OWNER_ROUTER_GATEWAY,
+    OWNER_ROUTER_INTERFACE, Port, PortStatus, Protocol, Route, Router, RouterInterface,
+    SecurityGroup, SecurityGroupRule, Subnet, TemplateRemoteGroup,
 };
 use crate::store::{from_json, to_json};
 use ipnet::IpNet;
@@ -1009,4 +1010,231 @@ pub(super) fn floating_ips_of_port(
     let mut stmt = tx.prepare("SELECT id FROM floating_ips WHERE port_id = ?1")?;
     let rows = stmt.query_map([port.to_string()], |r| r.get::<_, String>(0))?;
     rows.map(|r| uuid(&r?)).collect()
+}
+
+// ---- updates ----------------------------------------------------------------------------------
+
+/// Writes a network's mutable attributes.
+pub(super) fn update_network(tx: &Transaction<'_>, n: &Network) -> Result<(), NetworkError> {
+    tx.execute(
+        "UPDATE networks SET name = ?2, description = ?3, admin_state_up = ?4, shared = ?5, external = ?6,
+             port_security_enabled = ?7, updated_at = ?8 WHERE id = ?1",
+        params![
+            n.id.to_string(),
+            n.name,
+            n.description,
+            n.admin_state_up,
+            n.shared,
+            n.external,
+            n.port_security_enabled,
+            n.updated_at.to_string(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Ports on `network` that belong to projects other than `project`.
+pub(super) fn foreign_ports_on_network(
+    tx: &Transaction<'_>,
+    network: Uuid,
+    project: &str,
+) -> Result<u64, NetworkError> {
+    Ok(tx.query_row(
+        "SELECT count(*) FROM ports WHERE network_id = ?1 AND project_id != ?2",
+        params![network.to_string(), project],
+        |r| r.get::<_, i64>(0),
+    )? as u64)
+}
+
+/// Router gateways and floating IPs on `network`.
+pub(super) fn external_users(tx: &Transaction<'_>, network: Uuid) -> Result<u64, NetworkError> {
+    Ok(tx.query_row(
+        "SELECT (SELECT count(*) FROM routers WHERE external_network_id = ?1)
+              + (SELECT count(*) FROM floating_ips WHERE floating_network_id = ?1)",
+        [network.to_string()],
+        |r| r.get::<_, i64>(0),
+    )? as u64)
+}
+
+/// Writes a subnet's mutable attributes.
+pub(super) fn update_subnet(tx: &Transaction<'_>, s: &Subnet) -> Result<(), NetworkError> {
+    tx.execute(
+        "UPDATE subnets SET name = ?2, description = ?3, dns_nameservers = ?4, host_routes = ?5, enable_dhcp = ?6,
+             updated_at = ?7 WHERE id = ?1",
+        params![
+            s.id.to_string(),
+            s.name,
+            s.description,
+            to_json(&s.dns_nameservers),
+            to_json(&s.host_routes),
+            s.enable_dhcp,
+            s.updated_at.to_string(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Writes a port's mutable attributes and its security groups.
+pub(super) fn update_port(tx: &Transaction<'_>, p: &Port) -> Result<(), NetworkError> {
+    tx.execute(
+        "UPDATE ports SET name = ?2, description = ?3, admin_state_up = ?4, port_security_enabled = ?5,
+             allowed_address_pairs = ?6, device_owner = ?7, device_id = ?8, updated_at = ?9 WHERE id = ?1",
+        params![
+            p.id.to_string(),
+            p.name,
+            p.description,
+            p.admin_state_up,
+            p.port_security_enabled,
+            to_json(&p.allowed_address_pairs),
+            p.device_owner,
+            p.device_id,
+            p.updated_at.to_string(),
+        ],
+    )?;
+    set_port_security_groups(tx, p.id, &p.security_groups)
+}
+
+/// Writes a router's own attributes (gateway and interfaces live in its ports).
+pub(super) fn update_router(tx: &Transaction<'_>, r: &Router) -> Result<(), NetworkError> {
+    tx.execute(
+        "UPDATE routers SET name = ?2, description = ?3, admin_state_up = ?4, routes = ?5, updated_at = ?6
+             WHERE id = ?1",
+        params![
+            r.id.to_string(),
+            r.name,
+            r.description,
+            r.admin_state_up,
+            to_json(&r.routes),
+            r.updated_at.to_string(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Writes a security group's name and description.
+pub(super) fn update_security_group(
+    tx: &Transaction<'_>,
+    g: &SecurityGroup,
+) -> Result<(), NetworkError> {
+    tx.execute(
+        "UPDATE security_groups SET name = ?2, description = ?3, updated_at = ?4 WHERE id = ?1",
+        params![
+            g.id.to_string(),
+            g.name,
+            g.description,
+            g.updated_at.to_string()
+        ],
+    )?;
+    Ok(())
+}
+
+/// Writes a floating IP's description.
+pub(super) fn set_floating_ip_description(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    description: &str,
+) -> Result<(), NetworkError> {
+    tx.execute(
+        "UPDATE floating_ips SET description = ?2 WHERE id = ?1",
+        params![id.to_string(), description],
+    )?;
+    Ok(())
+}
+
+// ---- default security group rule templates ----------------------------------------------------
+
+const TEMPLATE_COLUMNS: &str =
+    "id, direction, ethertype, protocol, port_range_min, port_range_max, remote_ip_prefix,
+    remote_group_id, used_in_default_sg, used_in_non_default_sg, description, created_at";
+
+fn template_from_row(row: &Row<'_>) -> Result<DefaultSecurityGroupRule, NetworkError> {
+    let direction: String = row.get(1)?;
+    let ethertype: String = row.get(2)?;
+    let remote: Option<String> = row.get(7)?;
+    Ok(DefaultSecurityGroupRule {
+        id: uuid(&row.get::<_, String>(0)?)?,
+        direction: Direction::parse(&direction)
+            .ok_or_else(|| NetworkError::Corrupt(direction.clone()))?,
+        ethertype: EtherType::parse(&ethertype)
+            .ok_or_else(|| NetworkError::Corrupt(ethertype.clone()))?,
+        protocol: row
+            .get::<_, Option<String>>(3)?
+            .as_deref()
+            .and_then(Protocol::parse),
+        port_range_min: row.get(4)?,
+        port_range_max: row.get(5)?,
+        remote_ip_prefix: row
+            .get::<_, Option<String>>(6)?
+            .as_deref()
+            .map(net)
+            .transpose()?,
+        remote_group: remote
+            .as_deref()
+            .map(|text| {
+                TemplateRemoteGroup::parse(text)
+                    .ok_or_else(|| NetworkError::Corrupt(format!("remote group {text:?}")))
+            })
+            .transpose()?,
+        used_in_default_sg: row.get(8)?,
+        used_in_non_default_sg: row.get(9)?,
+        description: row.get(10)?,
+        created_at: time(&row.get::<_, String>(11)?),
+    })
+}
+
+/// Every template, oldest first.
+pub(super) fn default_rules(
+    tx: &Transaction<'_>,
+) -> Result<Vec<DefaultSecurityGroupRule>, NetworkError> {
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT {TEMPLATE_COLUMNS} FROM default_security_group_rules ORDER BY created_at, id"
+    ))?;
+    let rows = stmt.query_map([], |r| Ok(template_from_row(r)))?;
+    rows.map(|r| r.map_err(NetworkError::from).and_then(|x| x))
+        .collect()
+}
+
+pub(super) fn default_rule(
+    tx: &Transaction<'_>,
+    id: Uuid,
+) -> Result<Option<DefaultSecurityGroupRule>, NetworkError> {
+    tx.query_row(
+        &format!("SELECT {TEMPLATE_COLUMNS} FROM default_security_group_rules WHERE id = ?1"),
+        [id.to_string()],
+        |r| Ok(template_from_row(r)),
+    )
+    .optional()?
+    .transpose()
+}
+
+pub(super) fn insert_default_rule(
+    tx: &Transaction<'_>,
+    r: &DefaultSecurityGroupRule,
+) -> Result<(), NetworkError> {
+    tx.execute(
+        &format!("INSERT INTO default_security_group_rules ({TEMPLATE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+        params![
+            r.id.to_string(),
+            r.direction.as_str(),
+            r.ethertype.as_str(),
+            r.protocol.map(Protocol::as_string),
+            r.port_range_min,
+            r.port_range_max,
+            r.remote_ip_prefix.map(|p| p.to_string()),
+            r.remote_group.map(TemplateRemoteGroup::as_string),
+            r.used_in_default_sg,
+            r.used_in_non_default_sg,
+            r.description,
+            r.created_at.to_string(),
+        ],
+    )?;
+    Ok(())
+}
+
+pub(super) fn delete_default_rule(tx: &Transaction<'_>, id: Uuid) -> Result<(), NetworkError> {
+    tx.execute(
+        "DELETE FROM default_security_group_rules WHERE id = ?1",
+        [id.to_string()],
+    )?;
+    Ok(())
 }

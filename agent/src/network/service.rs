@@ -7,7 +7,7 @@ use super::ipam::{self, check_address, default_pools, lowest_free, overlaps, val
 use super::model::{
     AddressPair, AllocationPool, Direction, EtherType, FixedIp, FloatingIp, Ipv6Mode, Network,
     NetworkType, OWNER_FLOATING_IP, OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, Port, PortStatus,
-    Protocol, Route, Router, SecurityGroup, SecurityGroupRule, Subnet,
+    Protocol, Route, Router, SecurityGroup, SecurityGroupRule, Subnet, TemplateRemoteGroup,
 };
 use super::repo;
 use crate::reconcile::WorkSink;
@@ -295,6 +295,32 @@ fn check_name(field: &str, value: &str) -> Result<(), NetworkError> {
 fn check_project(project: &str) -> Result<(), NetworkError> {
     if project.is_empty() || project.len() > 255 {
         return Err(invalid("project_id must be 1 to 255 characters"));
+    }
+    Ok(())
+}
+
+/// The DHCP options a subnet hands out: bounded lists, host routes of the subnet's family.
+fn check_dhcp_options(cidr: IpNet, dns: &[IpAddr], routes: &[Route]) -> Result<(), NetworkError> {
+    if dns.len() > MAX_DNS {
+        return Err(invalid(format!(
+            "at most {MAX_DNS} dns_nameservers are allowed"
+        )));
+    }
+    if routes.len() > MAX_HOST_ROUTES {
+        return Err(invalid(format!(
+            "at most {MAX_HOST_ROUTES} host_routes are allowed"
+        )));
+    }
+    let v4 = cidr.addr().is_ipv4();
+    for route in routes {
+        if route.destination.addr().is_ipv4() != v4 || route.nexthop.is_ipv4() != v4 {
+            return Err(invalid(format!(
+                "host route {} via {} is not IPv{}",
+                route.destination,
+                route.nexthop,
+                if v4 { 4 } else { 6 }
+            )));
+        }
     }
     Ok(())
 }
@@ -607,26 +633,7 @@ impl NetworkService {
             }
             None => default_pools(cidr, gateway)?,
         };
-        if request.dns_nameservers.len() > MAX_DNS {
-            return Err(invalid(format!(
-                "at most {MAX_DNS} dns_nameservers are allowed"
-            )));
-        }
-        if request.host_routes.len() > MAX_HOST_ROUTES {
-            return Err(invalid(format!(
-                "at most {MAX_HOST_ROUTES} host_routes are allowed"
-            )));
-        }
-        for route in &request.host_routes {
-            if route.destination.addr().is_ipv4() != cidr.addr().is_ipv4()
-                || route.nexthop.is_ipv4() != cidr.addr().is_ipv4()
-            {
-                return Err(invalid(format!(
-                    "host route {} via {} is not IPv{version}",
-                    route.destination, route.nexthop
-                )));
-            }
-        }
+        check_dhcp_options(cidr, &request.dns_nameservers, &request.host_routes)?;
         self.write(|tx, now| {
             let network = repo::network(tx, request.network_id)?.ok_or(NetworkError::NetworkNotFound(request.network_id))?;
             let id = request.id.unwrap_or_else(Uuid::new_v4);
@@ -785,7 +792,7 @@ impl NetworkService {
                     id,
                 });
             }
-            let group = new_group(id, name, description, project_id, now, false);
+            let group = new_group(tx, id, name, description, project_id, now, false)?;
             repo::insert_security_group(tx, &group)?;
             Ok(group)
         })
@@ -827,44 +834,21 @@ impl NetworkService {
     pub fn create_rule(&self, request: NewRule) -> Result<SecurityGroupRule, NetworkError> {
         check_project(&request.project_id)?;
         check_name("description", &request.description)?;
-        let direction = Direction::parse(&request.direction).ok_or_else(|| {
-            invalid(format!(
-                "direction '{}' must be ingress or egress",
-                request.direction
-            ))
-        })?;
-        let ethertype = match request.ethertype.as_deref() {
-            None => EtherType::IPv4,
-            Some(text) => EtherType::parse(text)
-                .ok_or_else(|| invalid(format!("ethertype '{text}' must be IPv4 or IPv6")))?,
-        };
-        let protocol = match request.protocol.as_deref() {
-            None | Some("any") => None,
-            Some(text) => Some(
-                Protocol::parse(text)
-                    .ok_or_else(|| invalid(format!("protocol '{text}' is not supported")))?,
-            ),
-        };
-        if matches!(protocol, Some(Protocol::Icmpv6)) && ethertype == EtherType::IPv4 {
-            return Err(invalid("protocol icmpv6 needs ethertype IPv6"));
-        }
-        let (min, max) =
-            check_port_range(protocol, request.port_range_min, request.port_range_max)?;
-        let prefix = match request.remote_ip_prefix.as_deref() {
-            None => None,
-            Some(text) => {
-                let prefix: IpNet = text
-                    .parse()
-                    .map_err(|_| invalid(format!("'{text}' is not a valid remote_ip_prefix")))?;
-                if EtherType::of(prefix.addr()) != ethertype {
-                    return Err(invalid(format!(
-                        "Conflicting value ethertype {} for CIDR {text}",
-                        ethertype.as_str()
-                    )));
-                }
-                Some(prefix.trunc())
-            }
-        };
+        let RuleShape {
+            direction,
+            ethertype,
+            protocol,
+            min,
+            max,
+            prefix,
+        } = RuleShape::parse(
+            &request.direction,
+            request.ethertype.as_deref(),
+            request.protocol.as_deref(),
+            request.port_range_min,
+            request.port_range_max,
+            request.remote_ip_prefix.as_deref(),
+        )?;
         if prefix.is_some() && request.remote_group_id.is_some() {
             return Err(invalid(
                 "Only remote_ip_prefix or remote_group_id may be provided.",
@@ -958,23 +942,7 @@ impl NetworkService {
     ) -> Result<Router, NetworkError> {
         self.write(|tx, now| {
             let router = repo::router(tx, id)?.ok_or(NetworkError::RouterNotFound(id))?;
-            if let Some(current) = &router.external_gateway {
-                let keeps_network = gateway.is_some_and(|g| g.network_id == current.network_id);
-                if !keeps_network && repo::floating_ips_on_router(tx, id)? > 0 {
-                    return Err(NetworkError::RouterInUse {
-                        router: id,
-                        reason: format!(
-                            "needs its gateway to external network {}: floating IPs use it",
-                            current.network_id
-                        ),
-                    });
-                }
-                repo::delete_port(tx, current.port_id)?;
-                repo::set_router_gateway(tx, id, None, true, now)?;
-            }
-            if let Some(gateway) = gateway {
-                attach_gateway(tx, now, id, &router.project_id, gateway)?;
-            }
+            replace_gateway(tx, now, &router, gateway)?;
             repo::router(tx, id)?.ok_or(NetworkError::RouterNotFound(id))
         })
     }
@@ -1331,6 +1299,72 @@ pub(crate) fn release_server_ports(tx: &Transaction<'_>, server: Uuid) -> Result
     Ok(())
 }
 
+/// The validated match of a rule or rule template.
+struct RuleShape {
+    direction: Direction,
+    ethertype: EtherType,
+    protocol: Option<Protocol>,
+    min: Option<u16>,
+    max: Option<u16>,
+    prefix: Option<IpNet>,
+}
+
+impl RuleShape {
+    /// Neutron's rule validation: direction, family (IPv4 by default), protocol name or number,
+    /// port range, and a remote prefix of the rule's family.
+    fn parse(
+        direction: &str,
+        ethertype: Option<&str>,
+        protocol: Option<&str>,
+        port_range_min: Option<i64>,
+        port_range_max: Option<i64>,
+        remote_ip_prefix: Option<&str>,
+    ) -> Result<Self, NetworkError> {
+        let direction = Direction::parse(direction)
+            .ok_or_else(|| invalid(format!("direction '{direction}' must be ingress or egress")))?;
+        let ethertype = match ethertype {
+            None => EtherType::IPv4,
+            Some(text) => EtherType::parse(text)
+                .ok_or_else(|| invalid(format!("ethertype '{text}' must be IPv4 or IPv6")))?,
+        };
+        let protocol = match protocol {
+            None | Some("any" | "0") => None,
+            Some(text) => Some(
+                Protocol::parse(text)
+                    .ok_or_else(|| invalid(format!("protocol '{text}' is not supported")))?,
+            ),
+        };
+        if matches!(protocol, Some(Protocol::Icmpv6)) && ethertype == EtherType::IPv4 {
+            return Err(invalid("protocol icmpv6 needs ethertype IPv6"));
+        }
+        let (min, max) = check_port_range(protocol, port_range_min, port_range_max)?;
+        let prefix = match remote_ip_prefix {
+            None => None,
+            Some(text) => {
+                let prefix: IpNet = text
+                    .parse()
+                    .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| invalid(format!("'{text}' is not a valid remote_ip_prefix")))?;
+                if EtherType::of(prefix.addr()) != ethertype {
+                    return Err(invalid(format!(
+                        "Conflicting value ethertype {} for CIDR {text}",
+                        ethertype.as_str()
+                    )));
+                }
+                Some(prefix.trunc())
+            }
+        };
+        Ok(Self {
+            direction,
+            ethertype,
+            protocol,
+            min,
+            max,
+            prefix,
+        })
+    }
+}
+
 /// Neutron's port range rules: L4 ports 1–65535 with min ≤ max, ICMP type/code 0–255, nothing without a
 /// protocol that has them.
 fn check_port_range(
@@ -1386,37 +1420,54 @@ fn check_port_range(
     }
 }
 
+/// A new group with the rules the templates give a group of its kind (`default` or not); templates
+/// naming a remote group that no longer exists are skipped.
 fn new_group(
+    tx: &Transaction<'_>,
     id: Uuid,
     name: &str,
     description: &str,
     project: &str,
     now: Timestamp,
     default: bool,
-) -> SecurityGroup {
-    let rule = |direction, ethertype, remote: Option<Uuid>| SecurityGroupRule {
-        id: Uuid::new_v4(),
-        security_group_id: id,
-        project_id: project.to_owned(),
-        direction,
-        ethertype,
-        protocol: None,
-        port_range_min: None,
-        port_range_max: None,
-        remote_ip_prefix: None,
-        remote_group_id: remote,
-        description: String::new(),
-        created_at: now,
-    };
-    let mut rules = vec![
-        rule(Direction::Egress, EtherType::IPv4, None),
-        rule(Direction::Egress, EtherType::IPv6, None),
-    ];
-    if default {
-        rules.push(rule(Direction::Ingress, EtherType::IPv4, Some(id)));
-        rules.push(rule(Direction::Ingress, EtherType::IPv6, Some(id)));
+) -> Result<SecurityGroup, NetworkError> {
+    let mut rules = Vec::new();
+    for template in repo::default_rules(tx)? {
+        let wanted = if default {
+            template.used_in_default_sg
+        } else {
+            template.used_in_non_default_sg
+        };
+        if !wanted {
+            continue;
+        }
+        let remote_group_id = match template.remote_group {
+            None => None,
+            Some(TemplateRemoteGroup::Parent) => Some(id),
+            Some(TemplateRemoteGroup::Group(group)) => {
+                if repo::security_group(tx, group)?.is_none() {
+                    tracing::warn!(template = %template.id, %group, "default security group rule names a missing remote group; skipped");
+                    continue;
+                }
+                Some(group)
+            }
+        };
+        rules.push(SecurityGroupRule {
+            id: Uuid::new_v4(),
+            security_group_id: id,
+            project_id: project.to_owned(),
+            direction: template.direction,
+            ethertype: template.ethertype,
+            protocol: template.protocol,
+            port_range_min: template.port_range_min,
+            port_range_max: template.port_range_max,
+            remote_ip_prefix: template.remote_ip_prefix,
+            remote_group_id,
+            description: template.description,
+            created_at: now,
+        });
     }
-    SecurityGroup {
+    Ok(SecurityGroup {
         id,
         name: name.to_owned(),
         description: description.to_owned(),
@@ -1425,7 +1476,7 @@ fn new_group(
         rules,
         created_at: now,
         updated_at: now,
-    }
+    })
 }
 
 fn ensure_default_group(
@@ -1437,13 +1488,14 @@ fn ensure_default_group(
         return Ok(id);
     }
     let group = new_group(
+        tx,
         Uuid::new_v4(),
         "default",
         "Default security group",
         project,
         now,
         true,
-    );
+    )?;
     repo::insert_security_group(tx, &group)?;
     Ok(group.id)
 }
@@ -1620,6 +1672,51 @@ fn create_port_in(
     Ok(port)
 }
 
+/// Sets, changes or clears `router`'s gateway. A change of SNAT only (same network, no new address
+/// asked for) keeps the gateway port and its address.
+fn replace_gateway(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    router: &Router,
+    gateway: Option<GatewayInfo>,
+) -> Result<(), NetworkError> {
+    if let Some(current) = &router.external_gateway {
+        if let Some(wanted) = gateway
+            && wanted.network_id == current.network_id
+            && wanted.ip_address.is_none_or(|ip| {
+                current
+                    .external_fixed_ips
+                    .iter()
+                    .any(|f| f.ip_address == ip)
+            })
+        {
+            return repo::set_router_gateway(
+                tx,
+                router.id,
+                Some(current.network_id),
+                wanted.enable_snat,
+                now,
+            );
+        }
+        let keeps_network = gateway.is_some_and(|g| g.network_id == current.network_id);
+        if !keeps_network && repo::floating_ips_on_router(tx, router.id)? > 0 {
+            return Err(NetworkError::RouterInUse {
+                router: router.id,
+                reason: format!(
+                    "needs its gateway to external network {}: floating IPs use it",
+                    current.network_id
+                ),
+            });
+        }
+        repo::delete_port(tx, current.port_id)?;
+        repo::set_router_gateway(tx, router.id, None, true, now)?;
+    }
+    if let Some(gateway) = gateway {
+        attach_gateway(tx, now, router.id, &router.project_id, gateway)?;
+    }
+    Ok(())
+}
+
 fn attach_gateway(
     tx: &Transaction<'_>,
     now: Timestamp,
@@ -1729,5 +1826,10 @@ fn disassociate(tx: &Transaction<'_>, id: Uuid) -> Result<(), NetworkError> {
     repo::update_floating_ip(tx, &fip)
 }
 
+mod templates;
 #[cfg(test)]
 mod tests;
+mod updates;
+
+pub use templates::NewDefaultRule;
+pub use updates::{FloatingIpUpdate, NetworkUpdate, PortUpdate, RouterUpdate, SubnetUpdate};

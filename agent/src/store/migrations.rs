@@ -15,6 +15,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         include_str!("migrations/0004_image_records.sql"),
     ),
     (5, "keypairs", include_str!("migrations/0005_keypairs.sql")),
+    (
+        6,
+        "default_security_group_rules",
+        include_str!("migrations/0006_default_security_group_rules.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows.
