@@ -647,3 +647,221 @@ fn macs_are_validated_and_unique() {
         ErrorClass::BadRequest
     );
 }
+
+#[test]
+fn updates_are_checked_and_refusals_change_nothing() {
+    let r = rig();
+    let (public, _) = r.external();
+    let shared = r
+        .svc
+        .create_network(NewNetwork {
+            name: "shared".into(),
+            project_id: "owner".into(),
+            shared: true,
+            ..NewNetwork::default()
+        })
+        .expect("shared network");
+    r.subnet(shared.id, "10.5.0.0/24");
+    r.port(shared.id).expect("another project's port");
+    let err = r
+        .svc
+        .update_network(
+            shared.id,
+            NetworkUpdate {
+                name: Some("renamed".into()),
+                shared: Some(false),
+                ..NetworkUpdate::default()
+            },
+        )
+        .expect_err("other projects use it");
+    assert!(
+        matches!(err, NetworkError::InvalidSharedSetting(_)),
+        "{err}"
+    );
+    assert_eq!(r.svc.network(shared.id).expect("net").name, "shared");
+
+    let tenant = r.network("tenant");
+    let tsub = r.subnet(tenant.id, "10.0.0.0/24");
+    let router = r
+        .svc
+        .create_router(NewRouter {
+            name: "r".into(),
+            project_id: "p".into(),
+            external_gateway: Some(GatewayInfo {
+                network_id: public.id,
+                enable_snat: true,
+                ip_address: None,
+            }),
+            ..NewRouter::default()
+        })
+        .expect("router");
+    let err = r
+        .svc
+        .update_network(
+            public.id,
+            NetworkUpdate {
+                external: Some(false),
+                ..NetworkUpdate::default()
+            },
+        )
+        .expect_err("a router uses it");
+    assert!(
+        matches!(err, NetworkError::ExternalNetworkInUse(_)),
+        "{err}"
+    );
+    let before = router.external_gateway.clone().expect("gateway");
+
+    // SNAT alone changes in place: the gateway keeps its port and address.
+    let after = r
+        .svc
+        .update_router(
+            router.id,
+            RouterUpdate {
+                external_gateway: Some(Some(GatewayInfo {
+                    network_id: public.id,
+                    enable_snat: false,
+                    ip_address: None,
+                })),
+                ..RouterUpdate::default()
+            },
+        )
+        .expect("snat off");
+    let gateway = after.external_gateway.expect("gateway");
+    assert!(!gateway.enable_snat);
+    assert_eq!(gateway.port_id, before.port_id);
+    assert_eq!(gateway.external_fixed_ips, before.external_fixed_ips);
+
+    // Routes need a connected next hop; a refused update leaves the name alone too.
+    r.svc
+        .add_router_interface(router.id, InterfaceTarget::Subnet(tsub.id))
+        .expect("interface");
+    let err = r
+        .svc
+        .update_router(
+            router.id,
+            RouterUpdate {
+                name: Some("x".into()),
+                routes: Some(vec![Route {
+                    destination: "192.168.0.0/16".parse().expect("net"),
+                    nexthop: ip("172.16.0.1"),
+                }]),
+                ..RouterUpdate::default()
+            },
+        )
+        .expect_err("unconnected next hop");
+    assert_eq!(err.class(), ErrorClass::BadRequest);
+    assert_eq!(r.svc.router(router.id).expect("router").name, "r");
+
+    // A description change keeps a floating IP's association.
+    let vm = r.port(tenant.id).expect("vm port");
+    let fip = r
+        .svc
+        .create_floating_ip(NewFloatingIp {
+            project_id: "p".into(),
+            floating_network_id: public.id,
+            port_id: Some(vm.id),
+            ..NewFloatingIp::default()
+        })
+        .expect("fip");
+    let fip = r
+        .svc
+        .change_floating_ip(
+            fip.id,
+            FloatingIpUpdate {
+                description: Some("web".into()),
+                ..FloatingIpUpdate::default()
+            },
+        )
+        .expect("describe");
+    assert_eq!(fip.port_id, Some(vm.id));
+    assert_eq!(r.svc.floating_ip(fip.id).expect("fip").description, "web");
+
+    // Port security off is refused while the port still has groups.
+    let err = r
+        .svc
+        .update_port(
+            vm.id,
+            PortUpdate {
+                port_security_enabled: Some(false),
+                ..PortUpdate::default()
+            },
+        )
+        .expect_err("groups remain");
+    assert_eq!(err.class(), ErrorClass::BadRequest);
+    assert!(r.svc.port(vm.id).expect("port").port_security_enabled);
+}
+
+#[test]
+fn templates_decide_the_rules_of_new_groups_only() {
+    let r = rig();
+    let seeded = r.svc.default_rules().expect("templates");
+    assert_eq!(seeded.len(), 4);
+    let existing = r.svc.default_security_group("p").expect("default group");
+    let generation = r.generation();
+    let template = r
+        .svc
+        .create_default_rule(NewDefaultRule {
+            direction: "ingress".into(),
+            protocol: Some("icmp".into()),
+            remote_ip_prefix: Some("0.0.0.0/0".into()),
+            used_in_default_sg: Some(true),
+            used_in_non_default_sg: Some(true),
+            ..NewDefaultRule::default()
+        })
+        .expect("template");
+    assert_eq!(r.generation(), generation, "templates are not OVN state");
+    let err = r
+        .svc
+        .create_default_rule(NewDefaultRule {
+            direction: "ingress".into(),
+            protocol: Some("1".into()),
+            remote_ip_prefix: Some("0.0.0.0/0".into()),
+            ..NewDefaultRule::default()
+        })
+        .expect_err("duplicate");
+    assert!(
+        matches!(err, NetworkError::DefaultSecurityGroupRuleExists(id) if id == template.id),
+        "{err}"
+    );
+    let err = r
+        .svc
+        .create_default_rule(NewDefaultRule {
+            direction: "ingress".into(),
+            remote_group_id: Some("SIBLING".into()),
+            ..NewDefaultRule::default()
+        })
+        .expect_err("bad remote group");
+    assert_eq!(err.class(), ErrorClass::BadRequest);
+
+    let fresh = r
+        .svc
+        .default_security_group("q")
+        .expect("new default group");
+    assert_eq!(fresh.rules.len(), 5);
+    assert!(
+        fresh
+            .rules
+            .iter()
+            .any(|rule| rule.protocol == Some(Protocol::Icmp))
+    );
+    assert!(
+        fresh
+            .rules
+            .iter()
+            .filter(|rule| rule.direction == Direction::Ingress && rule.protocol.is_none())
+            .all(|rule| rule.remote_group_id == Some(fresh.id))
+    );
+    let custom = r
+        .svc
+        .create_security_group(None, "web", "", "q")
+        .expect("custom group");
+    assert_eq!(custom.rules.len(), 3, "egress v4, v6 and the icmp template");
+    assert_eq!(
+        r.svc.security_group(existing.id).expect("old group").rules,
+        existing.rules
+    );
+
+    r.svc.delete_default_rule(template.id).expect("delete");
+    let err = r.svc.default_rule(template.id).expect_err("gone");
+    assert_eq!(err.class(), ErrorClass::NotFound);
+}
