@@ -303,7 +303,9 @@ impl IdentityService {
             ));
         };
         let roles = match &new.roles {
+            // Keystone treats an empty list like no list (python-openstackclient sends `[]`).
             None => caller.roles.clone(),
+            Some(wanted) if wanted.is_empty() => caller.roles.clone(),
             Some(wanted) => {
                 let mut roles = Vec::new();
                 for w in wanted {

@@ -1085,6 +1085,19 @@ fn application_credentials_carry_only_their_roles_on_their_project() {
         ),
         Err(IdentityError::Conflict { .. })
     ));
+    // An empty role list means "the caller's roles", as in Keystone (the CLI sends `[]`).
+    let all = rig
+        .id
+        .create_application_credential(
+            &token.info,
+            NewApplicationCredential {
+                name: "all-roles".into(),
+                roles: Some(Vec::new()),
+                ..NewApplicationCredential::default()
+            },
+        )
+        .expect("empty list");
+    assert_eq!(all.credential.roles, token.info.roles);
     let app = app_login(
         &rig,
         &created.credential.id,
@@ -1193,7 +1206,7 @@ fn application_credentials_carry_only_their_roles_on_their_project() {
         .id
         .list_application_credentials(&alice.id)
         .expect("list");
-    assert_eq!(listed.len(), 3);
+    assert_eq!(listed.len(), 4, "ci, all-roles, open, child");
     assert_eq!(
         rig.id
             .application_credential(&alice.id, &created.credential.id)

@@ -153,6 +153,7 @@ fn rig() -> Rig {
         compute,
         images,
         network,
+        max_image_upload_bytes: 1024 * 1024,
     });
     Rig {
         _dir: dir,
