@@ -169,11 +169,7 @@ impl Cloud {
             "member-password",
             &["application", "credential", "create", "scs-edge-tests"],
         );
-        let id = credential["id"].as_str().expect("credential id").to_owned();
-        let secret = credential["secret"]
-            .as_str()
-            .expect("credential secret")
-            .to_owned();
+        let (id, secret) = (field(&credential, "id"), field(&credential, "secret"));
         self.write_clouds(Some((&id, &secret)));
     }
 
@@ -228,6 +224,18 @@ impl Cloud {
     pub fn clouds_yaml(&self) -> &Path {
         &self.clouds_yaml
     }
+}
+
+/// A string field of a client's `-f json` output. The client's column names vary between commands and
+/// versions (`id`, `ID`, `Project ID`, `project_id`), so `name` matches case- and separator-blind.
+pub fn field(output: &Value, name: &str) -> String {
+    let normal = |key: &str| key.to_ascii_lowercase().replace(' ', "_");
+    output
+        .as_object()
+        .and_then(|object| object.iter().find(|(key, _)| normal(key) == normal(name)))
+        .and_then(|(_, value)| value.as_str())
+        .unwrap_or_else(|| panic!("{name} missing in {output}"))
+        .to_owned()
 }
 
 fn run(mut command: Command) -> ClientOutput {

@@ -11,10 +11,7 @@ use std::time::Duration;
 const BOOT: Duration = Duration::from_mins(3);
 
 fn text(value: &Value, key: &str) -> String {
-    value[key]
-        .as_str()
-        .unwrap_or_else(|| panic!("{key} missing in {value}"))
-        .to_owned()
+    scs_edge_tests::cloud::field(value, key)
 }
 
 #[test]

@@ -212,6 +212,14 @@ pub fn render_for(service: Service, response: Response) -> Response {
             axum::http::HeaderValue::from_static("Keystone uri=\"/identity/v3\""),
         );
     }
+    if error.status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the oversized body is never read, so the connection cannot carry another
+        // request: say so, or a keep-alive client sends its next request into a closing socket.
+        rendered.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
     if let Some(allow) = response.headers().get(axum::http::header::ALLOW) {
         rendered
             .headers_mut()
