@@ -133,11 +133,21 @@ fn a_member_boots_a_server_reaches_it_and_cleans_up_with_the_openstack_client() 
             "pingable",
         ],
     );
-    let keypair = cloud.openstack_json("member", &["keypair", "create", "ops"]);
-    assert!(
-        keypair.to_string().contains("PRIVATE KEY"),
-        "a generated key is returned once"
+    let private_key = cloud.agent.state_dir.join("ops.pem");
+    let keypair = cloud.openstack_json(
+        "member",
+        &[
+            "keypair",
+            "create",
+            "--private-key",
+            private_key.to_str().expect("path"),
+            "ops",
+        ],
     );
+    let pem = std::fs::read_to_string(&private_key).expect("private key written");
+    assert!(pem.contains("PRIVATE KEY"), "{pem}");
+    let shown = cloud.openstack_json("member", &["keypair", "show", "ops"]);
+    assert_eq!(text(&shown, "fingerprint"), text(&keypair, "fingerprint"));
 
     // Boot with user data; the guest prints it on its serial console.
     let user_data = cloud.agent.state_dir.join("user-data");

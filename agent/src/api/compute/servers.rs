@@ -488,6 +488,46 @@ struct ServerBody {
     access_ipv4: Option<String>,
     #[serde(rename = "accessIPv6")]
     access_ipv6: Option<String>,
+    block_device_mapping_v2: Option<Vec<BlockDevice>>,
+}
+
+/// A `block_device_mapping_v2` entry. Only the mapping clients send for booting from an image onto
+/// local disk is accepted; volumes arrive with block storage.
+#[derive(Debug, Deserialize)]
+struct BlockDevice {
+    boot_index: Option<Value>,
+    uuid: Option<String>,
+    source_type: Option<String>,
+    destination_type: Option<String>,
+    #[serde(flatten)]
+    _rest: BTreeMap<String, Value>,
+}
+
+/// The image a create request boots: `imageRef`, or the image of a local boot mapping.
+fn boot_image(image_ref: Option<&str>, mappings: Option<&[BlockDevice]>) -> Result<Uuid, ApiError> {
+    let mut from_mapping = None;
+    for device in mappings.unwrap_or_default() {
+        let boot = matches!(&device.boot_index, Some(Value::Number(n)) if n.as_i64() == Some(0))
+            || matches!(&device.boot_index, Some(Value::String(s)) if s == "0");
+        let local_image = device.source_type.as_deref() == Some("image")
+            && device
+                .destination_type
+                .as_deref()
+                .is_none_or(|d| d == "local");
+        if !(boot && local_image) {
+            return Err(ApiError::bad_request(
+                "Block Device Mapping is Invalid: only booting an image onto the local disk is offered here (no block storage yet).",
+            ));
+        }
+        from_mapping.clone_from(&device.uuid);
+    }
+    let text = image_ref
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .or(from_mapping)
+        .ok_or_else(|| ApiError::bad_request("Block Device Mapping is Invalid: this site boots servers from images; imageRef is required."))?;
+    Uuid::parse_str(reference(&text))
+        .map_err(|_| ApiError::bad_request(format!("Invalid imageRef provided: {text}")))
 }
 
 /// The last path segment of a reference that may be a URL (clients send either).
@@ -625,13 +665,10 @@ pub(super) async fn create(
             "Invalid input for field/attribute OS-DCF:diskConfig. Value: {config}."
         )));
     }
-    let image_ref = body
-        .image_ref
-        .as_deref()
-        .filter(|r| !r.is_empty())
-        .ok_or_else(|| ApiError::bad_request("Block Device Mapping is Invalid: this site boots servers from images; imageRef is required."))?;
-    let image_id = Uuid::parse_str(reference(image_ref))
-        .map_err(|_| ApiError::bad_request(format!("Invalid imageRef provided: {image_ref}")))?;
+    let image_id = boot_image(
+        body.image_ref.as_deref(),
+        body.block_device_mapping_v2.as_deref(),
+    )?;
     let user_data = match &body.user_data {
         None => None,
         Some(text) => Some(

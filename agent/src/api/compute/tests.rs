@@ -4,8 +4,8 @@
 
 use crate::api::test_state::{Answer, TestApi};
 use crate::identity::{Actor, NewProject, NewUser, Target};
-use crate::image::format::DiskFormat;
 use crate::image::NewImage;
+use crate::image::format::DiskFormat;
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -43,7 +43,11 @@ impl Site {
                 .id
                 .clone()
         };
-        for (user, project, role) in [("alice", "demo", "member"), ("bob", "demo", "reader"), ("carol", "other", "member")] {
+        for (user, project, role) in [
+            ("alice", "demo", "member"),
+            ("bob", "demo", "reader"),
+            ("carol", "other", "member"),
+        ] {
             let created = identity
                 .create_user(NewUser {
                     name: user.into(),
@@ -54,14 +58,22 @@ impl Site {
                 })
                 .expect("user");
             identity
-                .grant(&Actor::User(created.id), &Target::Project(project_id(project)), &api.boot.roles[role])
+                .grant(
+                    &Actor::User(created.id),
+                    &Target::Project(project_id(project)),
+                    &api.boot.roles[role],
+                )
                 .expect("grant");
         }
         let image = api
             .state
             .images
             .import(
-                NewImage { name: "guest".into(), disk_format: Some(DiskFormat::Raw), ..NewImage::default() },
+                NewImage {
+                    name: "guest".into(),
+                    disk_format: Some(DiskFormat::Raw),
+                    ..NewImage::default()
+                },
                 &mut &b"bootable bytes"[..],
             )
             .expect("image");
@@ -77,32 +89,54 @@ impl Site {
                 ephemeral_gb: 0,
                 swap_mb: 0,
                 is_public: true,
-                extra_specs: std::collections::BTreeMap::from([("scs:cpu-type".into(), "shared-core".into())]),
+                extra_specs: std::collections::BTreeMap::from([(
+                    "scs:cpu-type".into(),
+                    "shared-core".into(),
+                )]),
             })
             .expect("flavor");
-        Self { api, image: image.id.to_string() }
+        Self {
+            api,
+            image: image.id.to_string(),
+        }
     }
 
     async fn token(&self, user: &str, project: &str) -> String {
         self.api
-            .token(user, "default", PASSWORD, json!({"project": {"name": project, "domain": {"id": "default"}}}))
+            .token(
+                user,
+                "default",
+                PASSWORD,
+                json!({"project": {"name": project, "domain": {"id": "default"}}}),
+            )
             .await
     }
 
     async fn send(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Answer {
         let headers = [("x-auth-token", token), V261];
-        self.api.call(method, path, &headers, body.map(|b| b.to_string().into_bytes())).await
+        self.api
+            .call(
+                method,
+                path,
+                &headers,
+                body.map(|b| b.to_string().into_bytes()),
+            )
+            .await
     }
 
     async fn create_server(&self, token: &str, name: &str) -> Answer {
         let body = json!({"server": {"name": name, "imageRef": self.image, "flavorRef": "tiny", "networks": "none"}});
-        self.send(Method::POST, "/compute/v2.1/servers", token, Some(body)).await
+        self.send(Method::POST, "/compute/v2.1/servers", token, Some(body))
+            .await
     }
 
     fn server_rows(&self) -> i64 {
         self.api
             .store
-            .read(|tx| tx.query_row("SELECT count(*) FROM servers", [], |r| r.get(0)).map_err(crate::store::StoreError::Query))
+            .read(|tx| {
+                tx.query_row("SELECT count(*) FROM servers", [], |r| r.get(0))
+                    .map_err(crate::store::StoreError::Query)
+            })
             .expect("count")
     }
 }
@@ -114,31 +148,69 @@ async fn a_member_creates_lists_acts_on_and_deletes_its_server() {
     let created = site.create_server(&alice, "web-1").await;
     assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
     assert_eq!(created.headers["openstack-api-version"], "compute 2.61");
-    let id = created.body["server"]["id"].as_str().expect("id").to_owned();
+    let id = created.body["server"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     assert!(created.body["server"]["adminPass"].is_string());
 
-    let detail = site.send(Method::GET, "/compute/v2.1/servers/detail", &alice, None).await;
+    let detail = site
+        .send(Method::GET, "/compute/v2.1/servers/detail", &alice, None)
+        .await;
     assert_eq!(detail.status, StatusCode::OK);
     let server = &detail.body["servers"][0];
     assert_eq!(server["id"], id.as_str());
     assert_eq!(server["status"], "BUILD");
-    assert_eq!(server["flavor"]["original_name"], "tiny", "2.47+: the flavor is embedded");
-    assert_eq!(server["flavor"]["extra_specs"]["scs:cpu-type"], "shared-core");
+    assert_eq!(
+        server["flavor"]["original_name"], "tiny",
+        "2.47+: the flavor is embedded"
+    );
+    assert_eq!(
+        server["flavor"]["extra_specs"]["scs:cpu-type"],
+        "shared-core"
+    );
     assert_eq!(server["OS-EXT-AZ:availability_zone"], "nova");
-    assert!(server.get("OS-EXT-SRV-ATTR:host").is_none(), "admin-only attributes hidden");
+    assert!(
+        server.get("OS-EXT-SRV-ATTR:host").is_none(),
+        "admin-only attributes hidden"
+    );
 
     let console = site
-        .send(Method::POST, &format!("/compute/v2.1/servers/{id}/action"), &alice, Some(json!({"os-getConsoleOutput": {"length": 10}})))
+        .send(
+            Method::POST,
+            &format!("/compute/v2.1/servers/{id}/action"),
+            &alice,
+            Some(json!({"os-getConsoleOutput": {"length": 10}})),
+        )
         .await;
     assert_eq!(console.status, StatusCode::OK);
     assert_eq!(console.body["output"], "");
 
     // Starting a server that is not stopped conflicts, in Nova's words.
-    let start = site.send(Method::POST, &format!("/compute/v2.1/servers/{id}/action"), &alice, Some(json!({"os-start": null}))).await;
+    let start = site
+        .send(
+            Method::POST,
+            &format!("/compute/v2.1/servers/{id}/action"),
+            &alice,
+            Some(json!({"os-start": null})),
+        )
+        .await;
     assert_eq!(start.status, StatusCode::CONFLICT, "{}", start.body);
-    assert!(start.body["conflictingRequest"]["message"].as_str().expect("message").contains("Cannot 'start'"));
+    assert!(
+        start.body["conflictingRequest"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("Cannot 'start'")
+    );
 
-    let deleted = site.send(Method::DELETE, &format!("/compute/v2.1/servers/{id}"), &alice, None).await;
+    let deleted = site
+        .send(
+            Method::DELETE,
+            &format!("/compute/v2.1/servers/{id}"),
+            &alice,
+            None,
+        )
+        .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
 }
 
@@ -148,27 +220,73 @@ async fn other_projects_see_nothing_and_readers_change_nothing() {
     let alice = site.token("alice", "demo").await;
     let bob = site.token("bob", "demo").await;
     let carol = site.token("carol", "other").await;
-    let id = site.create_server(&alice, "private").await.body["server"]["id"].as_str().expect("id").to_owned();
+    let id = site.create_server(&alice, "private").await.body["server"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
 
-    let listed = site.send(Method::GET, "/compute/v2.1/servers", &carol, None).await;
+    let listed = site
+        .send(Method::GET, "/compute/v2.1/servers", &carol, None)
+        .await;
     assert_eq!(listed.body["servers"], json!([]));
-    let shown = site.send(Method::GET, &format!("/compute/v2.1/servers/{id}"), &carol, None).await;
+    let shown = site
+        .send(
+            Method::GET,
+            &format!("/compute/v2.1/servers/{id}"),
+            &carol,
+            None,
+        )
+        .await;
     assert_eq!(shown.status, StatusCode::NOT_FOUND);
     assert_eq!(shown.body["itemNotFound"]["code"], 404);
-    let deleted = site.send(Method::DELETE, &format!("/compute/v2.1/servers/{id}"), &carol, None).await;
-    assert_eq!(deleted.status, StatusCode::NOT_FOUND, "another project's server does not exist for it");
+    let deleted = site
+        .send(
+            Method::DELETE,
+            &format!("/compute/v2.1/servers/{id}"),
+            &carol,
+            None,
+        )
+        .await;
+    assert_eq!(
+        deleted.status,
+        StatusCode::NOT_FOUND,
+        "another project's server does not exist for it"
+    );
 
-    let shown = site.send(Method::GET, &format!("/compute/v2.1/servers/{id}"), &bob, None).await;
+    let shown = site
+        .send(
+            Method::GET,
+            &format!("/compute/v2.1/servers/{id}"),
+            &bob,
+            None,
+        )
+        .await;
     assert_eq!(shown.status, StatusCode::OK, "a reader reads");
-    let deleted = site.send(Method::DELETE, &format!("/compute/v2.1/servers/{id}"), &bob, None).await;
+    let deleted = site
+        .send(
+            Method::DELETE,
+            &format!("/compute/v2.1/servers/{id}"),
+            &bob,
+            None,
+        )
+        .await;
     assert_eq!(deleted.status, StatusCode::FORBIDDEN);
     assert_eq!(deleted.body["forbidden"]["code"], 403);
     let created = site.create_server(&bob, "not-allowed").await;
     assert_eq!(created.status, StatusCode::FORBIDDEN);
     let flavor = site
-        .send(Method::POST, "/compute/v2.1/flavors", &alice, Some(json!({"flavor": {"name": "x", "ram": 1, "vcpus": 1, "disk": 0}})))
+        .send(
+            Method::POST,
+            "/compute/v2.1/flavors",
+            &alice,
+            Some(json!({"flavor": {"name": "x", "ram": 1, "vcpus": 1, "disk": 0}})),
+        )
         .await;
-    assert_eq!(flavor.status, StatusCode::FORBIDDEN, "only admins make flavors");
+    assert_eq!(
+        flavor.status,
+        StatusCode::FORBIDDEN,
+        "only admins make flavors"
+    );
     assert_eq!(site.server_rows(), 1);
 }
 
@@ -187,21 +305,64 @@ async fn bad_requests_are_refused_and_create_nothing() {
         json!({"server": {"name": "a", "imageRef": image, "flavorRef": "tiny", "networks": "none", "bogus": 1}}),
         json!({"server": {"name": "", "imageRef": image, "flavorRef": "tiny", "networks": "none"}}),
         json!({"server": {"name": "a", "imageRef": image, "flavorRef": "tiny", "networks": [{"uuid": "not-a-uuid"}]}}),
+        json!({"server": {"name": "a", "flavorRef": "tiny", "networks": "none", "block_device_mapping_v2": [
+            {"boot_index": 0, "uuid": image, "source_type": "volume", "destination_type": "volume"}]}}),
     ];
     for body in cases {
-        let answer = site.send(Method::POST, "/compute/v2.1/servers", &alice, Some(body.clone())).await;
-        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body} → {}", answer.body);
+        let answer = site
+            .send(
+                Method::POST,
+                "/compute/v2.1/servers",
+                &alice,
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{body} → {}",
+            answer.body
+        );
         assert_eq!(answer.body["badRequest"]["code"], 400, "{}", answer.body);
     }
-    let malformed = site.api.call(Method::POST, "/compute/v2.1/servers", &[("x-auth-token", &alice)], Some(b"{\"server\": ".to_vec())).await;
+    let malformed = site
+        .api
+        .call(
+            Method::POST,
+            "/compute/v2.1/servers",
+            &[("x-auth-token", &alice)],
+            Some(b"{\"server\": ".to_vec()),
+        )
+        .await;
     assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
-    let action = site.send(Method::POST, "/compute/v2.1/servers/00000000-0000-0000-0000-000000000000/action", &alice, Some(json!({"os-explode": null}))).await;
+    let action = site
+        .send(
+            Method::POST,
+            "/compute/v2.1/servers/00000000-0000-0000-0000-000000000000/action",
+            &alice,
+            Some(json!({"os-explode": null})),
+        )
+        .await;
     assert_eq!(action.status, StatusCode::BAD_REQUEST);
     assert_eq!(site.server_rows(), 0);
 
-    let too_new = site.api.call(Method::GET, "/compute/v2.1/flavors", &[("x-auth-token", &alice), ("openstack-api-version", "compute 2.200")], None).await;
+    let too_new = site
+        .api
+        .call(
+            Method::GET,
+            "/compute/v2.1/flavors",
+            &[
+                ("x-auth-token", &alice),
+                ("openstack-api-version", "compute 2.200"),
+            ],
+            None,
+        )
+        .await;
     assert_eq!(too_new.status, StatusCode::NOT_ACCEPTABLE);
-    let anonymous = site.api.bare(Method::GET, "/compute/v2.1/flavors", None).await;
+    let anonymous = site
+        .api
+        .bare(Method::GET, "/compute/v2.1/flavors", None)
+        .await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     assert_eq!(anonymous.body["unauthorized"]["code"], 401);
 }
@@ -211,25 +372,72 @@ async fn keypairs_are_generated_once_imported_and_private_to_their_user() {
     let site = Site::new();
     let alice = site.token("alice", "demo").await;
     let carol = site.token("carol", "other").await;
-    let generated = site.send(Method::POST, "/compute/v2.1/os-keypairs", &alice, Some(json!({"keypair": {"name": "ops"}}))).await;
+    let generated = site
+        .send(
+            Method::POST,
+            "/compute/v2.1/os-keypairs",
+            &alice,
+            Some(json!({"keypair": {"name": "ops"}})),
+        )
+        .await;
     assert_eq!(generated.status, StatusCode::CREATED, "{}", generated.body);
-    assert!(generated.body["keypair"]["private_key"].as_str().expect("private key").contains("OPENSSH PRIVATE KEY"));
-    let again = site.send(Method::POST, "/compute/v2.1/os-keypairs", &alice, Some(json!({"keypair": {"name": "ops"}}))).await;
+    assert!(
+        generated.body["keypair"]["private_key"]
+            .as_str()
+            .expect("private key")
+            .contains("OPENSSH PRIVATE KEY")
+    );
+    let again = site
+        .send(
+            Method::POST,
+            "/compute/v2.1/os-keypairs",
+            &alice,
+            Some(json!({"keypair": {"name": "ops"}})),
+        )
+        .await;
     assert_eq!(again.status, StatusCode::CONFLICT);
-    let shown = site.send(Method::GET, "/compute/v2.1/os-keypairs/ops", &alice, None).await;
+    let shown = site
+        .send(Method::GET, "/compute/v2.1/os-keypairs/ops", &alice, None)
+        .await;
     assert_eq!(shown.status, StatusCode::OK);
-    assert!(shown.body["keypair"].get("private_key").is_none(), "the private key is shown once");
-    let hidden = site.send(Method::GET, "/compute/v2.1/os-keypairs/ops", &carol, None).await;
+    assert!(
+        shown.body["keypair"].get("private_key").is_none(),
+        "the private key is shown once"
+    );
+    let hidden = site
+        .send(Method::GET, "/compute/v2.1/os-keypairs/ops", &carol, None)
+        .await;
     assert_eq!(hidden.status, StatusCode::NOT_FOUND);
-    let foreign = site.send(Method::GET, "/compute/v2.1/os-keypairs?user_id=someone", &alice, None).await;
+    let foreign = site
+        .send(
+            Method::GET,
+            "/compute/v2.1/os-keypairs?user_id=someone",
+            &alice,
+            None,
+        )
+        .await;
     assert_eq!(foreign.status, StatusCode::FORBIDDEN);
     let bad = site
-        .send(Method::POST, "/compute/v2.1/os-keypairs", &alice, Some(json!({"keypair": {"name": "x", "public_key": "ssh-rsa garbage"}})))
+        .send(
+            Method::POST,
+            "/compute/v2.1/os-keypairs",
+            &alice,
+            Some(json!({"keypair": {"name": "x", "public_key": "ssh-rsa garbage"}})),
+        )
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    let listed = site.send(Method::GET, "/compute/v2.1/os-keypairs", &alice, None).await;
+    let listed = site
+        .send(Method::GET, "/compute/v2.1/os-keypairs", &alice, None)
+        .await;
     assert_eq!(listed.body["keypairs"].as_array().expect("list").len(), 1);
-    let deleted = site.send(Method::DELETE, "/compute/v2.1/os-keypairs/ops", &alice, None).await;
+    let deleted = site
+        .send(
+            Method::DELETE,
+            "/compute/v2.1/os-keypairs/ops",
+            &alice,
+            None,
+        )
+        .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
 }
 
@@ -237,14 +445,46 @@ async fn keypairs_are_generated_once_imported_and_private_to_their_user() {
 async fn flavors_show_extra_specs_from_2_61_and_limits_and_zones_answer() {
     let site = Site::new();
     let alice = site.token("alice", "demo").await;
-    let detail = site.send(Method::GET, "/compute/v2.1/flavors/detail", &alice, None).await;
-    assert_eq!(detail.body["flavors"][0]["extra_specs"]["scs:cpu-type"], "shared-core");
-    let old = site.api.call(Method::GET, "/compute/v2.1/flavors/tiny", &[("x-auth-token", &alice)], None).await;
-    assert!(old.body["flavor"].get("extra_specs").is_none(), "2.1 has no extra_specs in the flavor");
-    let spec = site.send(Method::GET, "/compute/v2.1/flavors/tiny/os-extra_specs/scs:cpu-type", &alice, None).await;
+    let detail = site
+        .send(Method::GET, "/compute/v2.1/flavors/detail", &alice, None)
+        .await;
+    assert_eq!(
+        detail.body["flavors"][0]["extra_specs"]["scs:cpu-type"],
+        "shared-core"
+    );
+    let old = site
+        .api
+        .call(
+            Method::GET,
+            "/compute/v2.1/flavors/tiny",
+            &[("x-auth-token", &alice)],
+            None,
+        )
+        .await;
+    assert!(
+        old.body["flavor"].get("extra_specs").is_none(),
+        "2.1 has no extra_specs in the flavor"
+    );
+    let spec = site
+        .send(
+            Method::GET,
+            "/compute/v2.1/flavors/tiny/os-extra_specs/scs:cpu-type",
+            &alice,
+            None,
+        )
+        .await;
     assert_eq!(spec.body["scs:cpu-type"], "shared-core");
-    let limits = site.send(Method::GET, "/compute/v2.1/limits", &alice, None).await;
+    let limits = site
+        .send(Method::GET, "/compute/v2.1/limits", &alice, None)
+        .await;
     assert_eq!(limits.body["limits"]["absolute"]["maxTotalCores"], 64);
-    let zones = site.send(Method::GET, "/compute/v2.1/os-availability-zone", &alice, None).await;
+    let zones = site
+        .send(
+            Method::GET,
+            "/compute/v2.1/os-availability-zone",
+            &alice,
+            None,
+        )
+        .await;
     assert_eq!(zones.body["availabilityZoneInfo"][0]["zoneName"], "nova");
 }
