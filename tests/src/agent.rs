@@ -20,6 +20,9 @@ pub struct AgentOptions {
     pub resync_interval_secs: u64,
     /// `$WATCHDOG_USEC` to start with, as systemd would set it.
     pub watchdog_usec: Option<u64>,
+    /// `log.filter`. Tests default to debug for the agent's own targets; benchmarks pass the
+    /// production default (`info`) so logging costs what it costs on a node.
+    pub log_filter: String,
     /// Extra TOML appended to the config.
     pub extra: String,
 }
@@ -31,6 +34,7 @@ impl Default for AgentOptions {
             observe_interval_ms: 300,
             resync_interval_secs: 30,
             watchdog_usec: None,
+            log_filter: "info,scs_edge_agent=debug".into(),
             extra: String::new(),
         }
     }
@@ -109,11 +113,12 @@ impl AgentProcess {
         let port = free_port();
         let config = dir.path().join("agent.toml");
         let text = format!(
-            "[node]\nid = \"{node_id}\"\nstate_dir = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\n\n[compute]\nlibvirt_uri = \"{URI}\"\nshutdown_timeout_secs = {}\ncpu_allocation_ratio = 64.0\nreserved_host_memory_mb = 512\n\n[reconcile]\nobserve_interval_ms = {}\nresync_interval_secs = {}\nchange_poll_interval_ms = 100\nbackoff_initial_ms = 200\nbackoff_max_secs = 5\n\n[log]\nfilter = \"info,scs_edge_agent=debug\"\n{}",
+            "[node]\nid = \"{node_id}\"\nstate_dir = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\n\n[compute]\nlibvirt_uri = \"{URI}\"\nshutdown_timeout_secs = {}\ncpu_allocation_ratio = 64.0\nreserved_host_memory_mb = 512\n\n[reconcile]\nobserve_interval_ms = {}\nresync_interval_secs = {}\nchange_poll_interval_ms = 100\nbackoff_initial_ms = 200\nbackoff_max_secs = 5\n\n[log]\nfilter = \"{}\"\n{}",
             state_dir.display(),
             options.shutdown_timeout_secs,
             options.observe_interval_ms,
             options.resync_interval_secs,
+            options.log_filter,
             options.extra
         );
         std::fs::write(&config, text).expect("write config");

@@ -6,11 +6,15 @@
 //! 2. Agent RSS idle and with 20 servers (the real binary), against its own idle figure.
 //! 3. Networking (see `network.rs`): 1000 ports through the OVSDB client vs ovn-nbctl, 1000 ports
 //!    through the whole agent, and port-up latency against OVN's own.
+//! 4. Identity (see `identity.rs`): token validation, issue and throughput of the agent binary against
+//!    a real Keystone 30.0.0 started in the same run, token issue against the argon2id verification
+//!    alone, RSS of both, and `GET /servers/detail` with 500 servers against none.
 //!
 //! Guests boot a blank disk (SeaBIOS finds nothing to boot and idles), so guest CPU does not skew
 //! control-plane timings. Writes target/bench/results.jsonl and docs/benchmarks.md.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod identity;
 mod network;
 
 use scs_edge_agent::compute::hypervisor::VirtType;
@@ -36,7 +40,7 @@ fn main() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     scs_edge_agent::system::logging::init("warn", scs_edge_agent::system::logging::LogFormat::Text);
     ensure_daemons();
-    // `scs-edge-bench [compute] [rss] [network]` runs a subset (and leaves docs/benchmarks.md alone).
+    // `scs-edge-bench [compute] [rss] [network] [identity]` runs a subset (and leaves docs/benchmarks.md alone).
     let only: Vec<String> = std::env::args().skip(1).collect();
     let wanted = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
     let mut records = Vec::new();
@@ -49,6 +53,9 @@ fn main() {
     if wanted("network") {
         network::run(&mut records);
     }
+    if wanted("identity") {
+        identity::run(&mut records);
+    }
 
     let jsonl = target_dir().join("bench/results.jsonl");
     write_jsonl(&jsonl, &records).expect("write results");
@@ -58,13 +65,14 @@ fn main() {
         .join("docs/benchmarks.md");
     let table = markdown_table(&records);
     let text = format!(
-        "# Benchmarks\n\nProduced by `make bench` (`target/release/scs-edge-bench`) on {} ({} CPUs, {} MiB RAM; guests under {}).\nMachine-readable: `target/bench/results.jsonl`. Each figure is compared with a baseline measured in the same run.\n\n{}\n{}\n",
+        "# Benchmarks\n\nProduced by `make bench` (`target/release/scs-edge-bench`) on {} ({} CPUs, {} MiB RAM; guests under {}).\nMachine-readable: `target/bench/results.jsonl`. Each figure is compared with a baseline measured in the same run.\n\n{}\n{}{}\n",
         jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
         std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         host_memory_mib(),
         "TCG (libvirt domain type qemu)",
         table,
-        NOTES
+        NOTES,
+        identity::notes()
     );
     println!("{table}");
     if only.is_empty() {
