@@ -21,9 +21,10 @@ venv=/opt/scs-edge-conformance
 export OS_CLIENT_CONFIG_FILE=$clouds
 os() { /opt/scs-edge-clients/bin/openstack "$@"; }
 
-if [ ! -x "$venv/bin/python" ]; then
+if ! "$venv/bin/python" -c "import openstack, boto3" 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -r "$standards/Tests/requirements.txt"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$standards/Tests/requirements.txt" \
+    -r "$standards/Tests/iaas/requirements.txt"
 fi
 
 # Every image a member sees must carry the SCS metadata (scs-0102); the two public images do.

@@ -347,9 +347,6 @@ pub enum ImageError {
     /// `remove`/`replace` of a property the image does not have.
     #[error("Property {0} does not exist.")]
     PropertyMissing(String),
-    /// `add` of a property the image has already.
-    #[error("Property {0} already present.")]
-    PropertyExists(String),
     /// Too many properties, tags or members. Glance answers 413 here; this node reports a bad request
     /// (the class set has no 413), and `api/` may single this variant out if a client needs the 413.
     #[error("Attribute quota exceeded: at most {limit} {what}")]
@@ -425,7 +422,6 @@ impl Classify for ImageError {
             | Self::DuplicateMember { .. }
             | Self::InUse { .. }
             | Self::PropertyMissing(_)
-            | Self::PropertyExists(_)
             | Self::InvalidTransition { .. }
             | Self::UploadInterrupted(_) => ErrorClass::Conflict,
             Self::Forbidden(_) | Self::ReadOnly(_) | Self::Reserved(_) | Self::Protected(_) => {

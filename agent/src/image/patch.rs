@@ -142,9 +142,8 @@ fn apply_one(image: &mut Image, caller: &Caller, change: &ImageChange) -> Result
             attributes::check_property_key(attribute)?;
             let value = text(attribute, value)?;
             attributes::check_property_value(attribute, value)?;
-            if image.properties.contains_key(attribute) {
-                return Err(ImageError::PropertyExists(attribute.to_owned()));
-            }
+            // JSON patch (RFC 6902) and Glance's v2.1 patch media type, which every current client
+            // sends: `add` of an existing member replaces its value.
             image
                 .properties
                 .insert(attribute.to_owned(), value.to_owned());
@@ -349,7 +348,7 @@ mod tests {
     }
 
     #[test]
-    fn missing_and_present_properties_conflict_like_glance() {
+    fn missing_properties_conflict_and_adding_a_present_one_replaces_it() {
         let image = sample_image();
         let err = apply_changes(&image, &owner(), &[remove("nope")]).expect_err("remove");
         assert_eq!(err.to_string(), "Property nope does not exist.");
@@ -361,13 +360,14 @@ mod tests {
         )
         .expect_err("replace");
         assert_eq!(err.class(), ErrorClass::Conflict);
-        let err = apply_changes(
+        // `add` of a present property replaces it (RFC 6902, Glance's v2.1 patch media type).
+        let updated = apply_changes(
             &image,
             &owner(),
             &[add("os_distro", "a"), add("os_distro", "b")],
         )
-        .expect_err("add twice");
-        assert_eq!(err.class(), ErrorClass::Conflict);
+        .expect("add twice");
+        assert_eq!(updated.properties["os_distro"], "b");
     }
 
     #[test]
