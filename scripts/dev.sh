@@ -29,6 +29,7 @@ stop() {
   ip netns del scs-dev-ext 2>/dev/null || true
 }
 trap stop EXIT
+trap 'exit 130' INT TERM   # exit runs the EXIT trap, which stops what was started
 
 # libvirt
 if ! virsh -q -c qemu:///system uri >/dev/null 2>&1; then
