@@ -103,7 +103,7 @@ impl TestApi {
                 ram_allocation_ratio: 1.0,
                 reserved_host_memory_mb: 1024,
                 network_enabled: true,
-                availability_zone: "nova",
+                availability_zone: "nova".into(),
             },
             Arc::new(FakeServerFiles::default()),
         ));

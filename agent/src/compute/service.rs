@@ -19,7 +19,7 @@ use uuid::Uuid;
 pub const SERVERS: &str = "servers";
 
 /// Capacity policy (from `[compute]`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ComputeSettings {
     /// vCPUs per host CPU.
     pub cpu_allocation_ratio: f64,
@@ -30,7 +30,7 @@ pub struct ComputeSettings {
     /// Servers may have NICs on (OVN) networks.
     pub network_enabled: bool,
     /// The site's one availability zone.
-    pub availability_zone: &'static str,
+    pub availability_zone: String,
 }
 
 impl From<&crate::config::AgentConfig> for ComputeSettings {
@@ -40,8 +40,7 @@ impl From<&crate::config::AgentConfig> for ComputeSettings {
             ram_allocation_ratio: c.compute.ram_allocation_ratio,
             reserved_host_memory_mb: c.compute.reserved_host_memory_mb,
             network_enabled: c.network.enabled,
-            // Leaked once per process: the zone is fixed for the process lifetime and settings stay `Copy`.
-            availability_zone: Box::leak(c.compute.availability_zone.clone().into_boxed_str()),
+            availability_zone: c.compute.availability_zone.clone(),
         }
     }
 }
@@ -226,7 +225,7 @@ impl ComputeService {
             }
             self.check_capacity(tx, &flavor, host)?;
             if let Some(zone) = &request.availability_zone
-                && zone != self.settings.availability_zone
+                && *zone != self.settings.availability_zone
             {
                 return Err(ComputeError::Invalid {
                     field: "availability_zone",
@@ -277,7 +276,7 @@ impl ComputeService {
                 metadata: request.metadata,
                 key_name: request.key_name,
                 key_data,
-                availability_zone: self.settings.availability_zone.to_owned(),
+                availability_zone: self.settings.availability_zone.clone(),
                 power_intent: PowerIntent::Running,
                 pending_reboot: None,
                 deleting: false,
@@ -345,7 +344,7 @@ impl ComputeService {
 
     /// The site's availability zone.
     pub fn availability_zone(&self) -> &str {
-        self.settings.availability_zone
+        &self.settings.availability_zone
     }
 
     fn check_capacity(

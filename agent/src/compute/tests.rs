@@ -74,7 +74,7 @@ impl Rig {
                 ram_allocation_ratio: 1.0,
                 reserved_host_memory_mb: 1024,
                 network_enabled: true,
-                availability_zone: "nova",
+                availability_zone: "nova".into(),
             },
             Arc::new(files.clone()),
         );

@@ -2,36 +2,23 @@
 //! over a temporary store, with real identity tokens for an admin and for members and readers of two
 //! projects.
 
-use crate::api::{ApiState, router};
-use crate::compute::files::FakeServerFiles;
-use crate::compute::host::{FixedHostInventory, HostResources};
-use crate::compute::{ComputeService, ComputeSettings};
-use crate::health::HealthChecks;
-use crate::identity::password::Argon2Params;
+use crate::api::router;
+use crate::api::test_state::{ADMIN_PASSWORD, BASE, TestApi};
 use crate::identity::{
-    Actor, AuthIdentity, AuthRequest, BootstrapRequest, DEFAULT_DOMAIN_ID, DomainRef,
-    IdentityService, IdentitySettings, NewProject, NewUser, ProjectRef, ScopeRequest, Target,
-    UserRef,
+    Actor, AuthIdentity, AuthRequest, DEFAULT_DOMAIN_ID, DomainRef, NewProject, NewUser,
+    ProjectRef, ScopeRequest, Target, UserRef,
 };
-use crate::image::ImageService;
-use crate::image::files::FakeImageFiles;
-use crate::metrics::Metrics;
-use crate::network::{NetworkService, NetworkSettings};
-use crate::reconcile::NoLoops;
-use crate::store::Store;
-use crate::system::clock::SystemClock;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use serde_json::{Value, json};
-use std::sync::Arc;
 use tower::ServiceExt as _;
 
 const V: &str = "/network/v2.0";
 
 /// A site with an admin and, in projects A and B, a member each plus a reader in A.
 struct Rig {
-    _dir: tempfile::TempDir,
+    _api: TestApi,
     app: Router,
     admin: String,
     member_a: String,
@@ -42,29 +29,9 @@ struct Rig {
 }
 
 fn rig() -> Rig {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(Store::open(&dir.path().join("agent.db")).expect("store"));
-    let clock = Arc::new(SystemClock);
-    let identity = Arc::new(IdentityService::new(
-        store.clone(),
-        clock.clone(),
-        IdentitySettings {
-            argon2: Argon2Params {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
-            ..IdentitySettings::default()
-        },
-    ));
-    let boot = identity
-        .bootstrap(&BootstrapRequest {
-            admin_password: Some("adminpw".into()),
-            admin_user: "admin".into(),
-            admin_project: "admin".into(),
-            region_id: None,
-        })
-        .expect("bootstrap");
+    let api = TestApi::new();
+    let identity = api.state.identity.clone();
+    let boot = api.boot.clone();
     let login = |user: &str, password: &str, project: &str| -> String {
         identity
             .authenticate(AuthRequest {
@@ -114,49 +81,10 @@ fn rig() -> Rig {
     let member_a = user("alice", &project_a, "member");
     let reader_a = user("rita", &project_a, "reader");
     let member_b = user("bob", &project_b, "member");
-    let admin = login("admin", "adminpw", &boot.project_id);
-
-    let images = Arc::new(ImageService::new(
-        store.clone(),
-        Arc::new(FakeImageFiles::default()),
-        clock.clone(),
-    ));
-    let compute = Arc::new(ComputeService::new(
-        store.clone(),
-        images.clone(),
-        Arc::new(FixedHostInventory(HostResources {
-            cpus: 4,
-            memory_mib: 8192,
-        })),
-        clock.clone(),
-        Arc::new(NoLoops),
-        ComputeSettings {
-            cpu_allocation_ratio: 16.0,
-            ram_allocation_ratio: 1.0,
-            reserved_host_memory_mb: 1024,
-            network_enabled: true,
-            availability_zone: "nova",
-        },
-        Arc::new(FakeServerFiles::default()),
-    ));
-    let network = Arc::new(NetworkService::new(
-        store,
-        clock,
-        Arc::new(NoLoops),
-        NetworkSettings::default(),
-    ));
-    let app = router(ApiState {
-        health: Arc::new(HealthChecks::default()),
-        metrics: Arc::new(Metrics::new(Metrics::registry())),
-        public_base: "https://edge.example:8443".into(),
-        identity,
-        compute,
-        images,
-        network,
-        max_image_upload_bytes: 1024 * 1024,
-    });
+    let admin = login("admin", ADMIN_PASSWORD, &boot.project_id);
+    let app = router(api.state.clone());
     Rig {
-        _dir: dir,
+        _api: api,
         app,
         admin,
         member_a,
@@ -1356,7 +1284,7 @@ async fn lists_sort_page_and_project_fields() {
         .as_str()
         .expect("next link");
     assert!(
-        next.starts_with("https://edge.example:8443/network/v2.0/networks?"),
+        next.starts_with(&format!("{BASE}/network/v2.0/networks?")),
         "{next}"
     );
     let marker = first[1]["id"].as_str().expect("id");
