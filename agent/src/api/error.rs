@@ -113,6 +113,12 @@ impl ApiError {
         Self::new(status, err.to_string())
     }
 
+    /// [`ApiError::from_domain`] by value, for `map_err(ApiError::domain)`.
+    #[allow(clippy::needless_pass_by_value)] // the shape `map_err` wants
+    pub fn domain<E: Classify + std::fmt::Display>(err: E) -> Self {
+        Self::from_domain(&err)
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status

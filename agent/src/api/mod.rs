@@ -83,6 +83,11 @@ pub fn parse_request_bodies(data: &[u8]) {
     image::parse_probe(data);
 }
 
+/// The timestamp format Nova, Neutron and Glance documents share: `2026-11-22T03:10:00Z`.
+fn openstack_time(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
 /// Layers `service`'s error dialect over `routes`.
 fn in_dialect(service: Service, routes: Router<ApiState>) -> Router<ApiState> {
     routes.layer(axum::middleware::map_response(move |response| async move {

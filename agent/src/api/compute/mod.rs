@@ -20,7 +20,6 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use jiff::Timestamp;
 
 /// The compute routes (full paths).
 pub(super) fn routes() -> Router<ApiState> {
@@ -99,11 +98,6 @@ async fn negotiate(mut request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     version.stamp(response.headers_mut());
     response
-}
-
-/// Nova's timestamp format: `2012-08-20T21:11:09Z`.
-fn nova_time(t: Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// The `links` of a resource.

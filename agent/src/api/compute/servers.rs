@@ -5,7 +5,7 @@
 //! come from the network domain, so a server document shows what Neutron shows for its ports.
 
 use super::flavors::flavor_detail;
-use super::{Page, links, nova_time};
+use super::{Page, links};
 use crate::api::ApiState;
 use crate::api::auth::{Authenticated, blocking};
 use crate::api::body::JsonBody;
@@ -163,8 +163,8 @@ fn server_detail(
         "hostId": host_id(&server.project_id),
         "image": { "id": server.image_id, "links": [{ "rel": "bookmark", "href": format!("{base}/compute/images/{}", server.image_id) }] },
         "flavor": flavor,
-        "created": nova_time(server.created_at),
-        "updated": nova_time(server.updated_at),
+        "created": crate::api::openstack_time(server.created_at),
+        "updated": crate::api::openstack_time(server.updated_at),
         "addresses": view.addresses(server),
         "accessIPv4": "",
         "accessIPv6": "",
@@ -183,7 +183,7 @@ fn server_detail(
         "security_groups": view.security_groups(server),
     });
     if let Some(fault) = &server.fault {
-        doc["fault"] = json!({ "code": fault.code, "message": fault.message, "created": nova_time(fault.created) });
+        doc["fault"] = json!({ "code": fault.code, "message": fault.message, "created": crate::api::openstack_time(fault.created) });
     }
     if version.at_least(9) {
         doc["locked"] = json!(false);
@@ -214,18 +214,13 @@ fn host_id(project: &str) -> String {
     })
 }
 
-#[allow(clippy::needless_pass_by_value)] // used as `map_err(domain_err)`, which passes by value
-fn domain_err<E: crate::error_class::Classify + std::fmt::Display>(err: E) -> ApiError {
-    ApiError::from_domain(&err)
-}
-
 /// Loads a server the caller may see; others' servers do not exist for it.
 fn visible(state: &ApiState, caller: &Caller, id: &str) -> Result<Server, ApiError> {
     let not_found = || ApiError::not_found(format!("Instance {id} could not be found."));
     let uuid = Uuid::parse_str(id).map_err(|_| not_found())?;
     let server = state.compute.server(uuid).map_err(|err| match err {
         crate::compute::ComputeError::ServerNotFound(_) => not_found(),
-        other => domain_err(other),
+        other => ApiError::domain(other),
     })?;
     if !caller.can_read_project(&server.project_id) {
         return Err(not_found());
@@ -364,7 +359,7 @@ pub(super) async fn list(
     let base = state.public_base.clone();
     let servers = blocking(move || {
         select(
-            state.compute.servers().map_err(domain_err)?,
+            state.compute.servers().map_err(ApiError::domain)?,
             &query,
             &caller.0,
         )
@@ -387,7 +382,7 @@ pub(super) async fn list_detail(
     blocking(move || {
         let admin = caller.0.is_admin();
         let servers = select(
-            state.compute.servers().map_err(domain_err)?,
+            state.compute.servers().map_err(ApiError::domain)?,
             &query,
             &caller.0,
         )?;
@@ -424,7 +419,10 @@ pub(super) async fn delete(
 ) -> Result<Response, ApiError> {
     blocking(move || {
         let server = writable(&state, &caller.0, &id, "delete")?;
-        state.compute.delete_server(server.id).map_err(domain_err)
+        state
+            .compute
+            .delete_server(server.id)
+            .map_err(ApiError::domain)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -562,7 +560,7 @@ fn network_requests(
         let candidates: Vec<Network> = state
             .network
             .networks()
-            .map_err(domain_err)?
+            .map_err(ApiError::domain)?
             .into_iter()
             .filter(|n| !n.external && (n.project_id == project || n.shared))
             .collect();
@@ -610,7 +608,7 @@ fn security_groups(
     names: Option<Vec<GroupName>>,
 ) -> Result<Option<Vec<Uuid>>, ApiError> {
     let Some(names) = names else { return Ok(None) };
-    let groups = state.network.security_groups().map_err(domain_err)?;
+    let groups = state.network.security_groups().map_err(ApiError::domain)?;
     let mut ids = Vec::new();
     for GroupName { name } in names {
         let found = groups
@@ -691,7 +689,7 @@ pub(super) async fn create(
                 crate::image::ImageError::NotFound(_) => {
                     ApiError::bad_request(format!("Image {image_id} could not be found."))
                 }
-                other => domain_err(other),
+                other => ApiError::domain(other),
             })?;
         let networks = network_requests(&state, &project, body.networks, version)?;
         let groups = security_groups(&state, &project, body.security_groups)?;
@@ -710,7 +708,10 @@ pub(super) async fn create(
             key_name: body.key_name,
             availability_zone: body.availability_zone.filter(|z| !z.is_empty()),
         };
-        let server = state.compute.create_server(request).map_err(domain_err)?;
+        let server = state
+            .compute
+            .create_server(request)
+            .map_err(ApiError::domain)?;
         let view = NetworkView::load(&state)?;
         let groups = view.security_groups(&server);
         let id = server.id.to_string();
@@ -762,7 +763,7 @@ pub(super) async fn action(
                 server.id,
                 vm_state(server)
             )),
-            other => domain_err(other),
+            other => ApiError::domain(other),
         };
         match name.as_str() {
             "os-start" => {
@@ -802,7 +803,7 @@ pub(super) async fn action(
                     Some(other) => return Err(ApiError::bad_request(format!("Invalid input for field/attribute length. Value: {other}."))),
                 };
                 let server = visible(&state, &caller, &id)?;
-                let output = state.compute.console_output(server.id, length).map_err(domain_err)?;
+                let output = state.compute.console_output(server.id, length).map_err(ApiError::domain)?;
                 Ok(Json(json!({ "output": output })).into_response())
             }
             other => Err(ApiError::bad_request(format!("There is no such action: {other}"))),

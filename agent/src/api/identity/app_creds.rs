@@ -4,9 +4,7 @@
 //! credential takes its project and roles from the caller's token. Keystone's create schema rejects
 //! unknown properties, and so does this one. The secret is in the create answer and nowhere else.
 
-use super::{
-    authorize, collection, domain_error, keystone_time, refused, required, run, self_link,
-};
+use super::{authorize, collection, keystone_time, refused, required, run, self_link};
 use crate::api::ApiState;
 use crate::api::auth::Authenticated;
 use crate::api::body::JsonBody;
@@ -66,7 +64,7 @@ pub(super) async fn list(
     let creds = run(&state, move |identity| {
         identity
             .list_application_credentials(&user)
-            .map_err(domain_error)
+            .map_err(ApiError::domain)
     })
     .await?;
     let base = &state.public_base;
@@ -88,7 +86,7 @@ pub(super) async fn show(
     let cred = run(&state, move |identity| {
         identity
             .application_credential(&user, &id)
-            .map_err(domain_error)
+            .map_err(ApiError::domain)
     })
     .await?;
     Ok(Json(
@@ -184,7 +182,7 @@ pub(super) async fn create(
     let created = run(&state, move |identity| {
         identity
             .create_application_credential(&token, new)
-            .map_err(domain_error)
+            .map_err(ApiError::domain)
     })
     .await?;
     let mut doc = credential_doc(&state.public_base, &created.credential);
@@ -205,7 +203,7 @@ pub(super) async fn delete(
     run(&state, move |identity| {
         identity
             .delete_application_credential(&user, &id)
-            .map_err(domain_error)
+            .map_err(ApiError::domain)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)

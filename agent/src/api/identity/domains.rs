@@ -1,10 +1,7 @@
 //! `/v3/domains`. Keystone's domain schemas allow additional properties (it stores them as
 //! extras); they are accepted and ignored here, since the domain layer keeps no extras.
 
-use super::{
-    QueryMap, authorize, collection, domain_error, enabled_filter, in_domain, required, run,
-    self_link,
-};
+use super::{QueryMap, authorize, collection, enabled_filter, in_domain, required, run, self_link};
 use crate::api::ApiState;
 use crate::api::auth::Authenticated;
 use crate::api::body::JsonBody;
@@ -48,7 +45,7 @@ pub(super) async fn list(
         enabled: enabled_filter(&query),
     };
     let domains = run(&state, move |identity| {
-        identity.list_domains(&filter).map_err(domain_error)
+        identity.list_domains(&filter).map_err(ApiError::domain)
     })
     .await?;
     let base = &state.public_base;
@@ -69,7 +66,7 @@ pub(super) async fn show(
         &in_domain(&id),
     )?;
     let domain = run(&state, move |identity| {
-        identity.domain(&id).map_err(domain_error)
+        identity.domain(&id).map_err(ApiError::domain)
     })
     .await?;
     Ok(Json(
@@ -109,7 +106,7 @@ pub(super) async fn create(
         enabled: fields.enabled.unwrap_or(true),
     };
     let domain = run(&state, move |identity| {
-        identity.create_domain(new).map_err(domain_error)
+        identity.create_domain(new).map_err(ApiError::domain)
     })
     .await?;
     Ok((
@@ -138,7 +135,9 @@ pub(super) async fn update(
         enabled: fields.enabled,
     };
     let domain = run(&state, move |identity| {
-        identity.update_domain(&id, update).map_err(domain_error)
+        identity
+            .update_domain(&id, update)
+            .map_err(ApiError::domain)
     })
     .await?;
     Ok(Json(
@@ -159,7 +158,7 @@ pub(super) async fn delete(
         &in_domain(&id),
     )?;
     run(&state, move |identity| {
-        identity.delete_domain(&id).map_err(domain_error)
+        identity.delete_domain(&id).map_err(ApiError::domain)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -7,7 +7,7 @@
 //! on both domains.
 
 use super::roles::role_doc;
-use super::{QueryMap, authorize, collection, domain_error, flag, url};
+use super::{QueryMap, authorize, collection, flag, url};
 use crate::api::ApiState;
 use crate::api::auth::{Authenticated, blocking};
 use crate::api::error::ApiError;
@@ -147,7 +147,7 @@ fn keep_not_found<T>(
 ) -> Result<Result<T, IdentityError>, ApiError> {
     match found {
         Err(err @ IdentityError::NotFound { .. }) => Ok(Err(err)),
-        Err(err) => Err(domain_error(err)),
+        Err(err) => Err(ApiError::domain(err)),
         Ok(value) => Ok(Ok(value)),
     }
 }
@@ -179,13 +179,13 @@ fn authorize_grant(
         authorize(caller, rule, action, &policy_target)?;
     }
     if let Err(err) = target {
-        return Err(domain_error(err));
+        return Err(ApiError::domain(err));
     }
     if let Err(err) = actor {
-        return Err(domain_error(err));
+        return Err(ApiError::domain(err));
     }
     if let Some(Err(err)) = role {
-        return Err(domain_error(err));
+        return Err(ApiError::domain(err));
     }
     Ok(())
 }
@@ -222,7 +222,7 @@ async fn change(
             Change::Check => identity.check_grant(&path.actor, &path.target, &role),
             Change::Revoke => identity.revoke_grant(&path.actor, &path.target, &role),
         }
-        .map_err(domain_error)
+        .map_err(ApiError::domain)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -264,10 +264,10 @@ async fn list(
                 system,
                 ..AssignmentFilter::default()
             })
-            .map_err(domain_error)?;
+            .map_err(ApiError::domain)?;
         let mut roles = Vec::new();
         for row in rows {
-            roles.push(identity.role(&row.role.id).map_err(domain_error)?);
+            roles.push(identity.role(&row.role.id).map_err(ApiError::domain)?);
         }
         Ok(roles)
     })
@@ -421,7 +421,7 @@ pub(super) async fn role_assignments(
             match identity.project(project) {
                 Ok(p) => Some(p.domain_id),
                 Err(IdentityError::NotFound { .. }) => None,
-                Err(err) => return Err(domain_error(err)),
+                Err(err) => return Err(ApiError::domain(err)),
             }
         } else if let Some(domain) = &filter.domain_id {
             Some(domain.clone())
@@ -439,7 +439,9 @@ pub(super) async fn role_assignments(
                 ..PolicyTarget::default()
             },
         )?;
-        let mut rows = identity.list_assignments(&filter).map_err(domain_error)?;
+        let mut rows = identity
+            .list_assignments(&filter)
+            .map_err(ApiError::domain)?;
         let unfiltered =
             filter.project_id.is_none() && filter.domain_id.is_none() && !filter.system;
         if unfiltered && let Some(domain) = &confined {
@@ -448,7 +450,7 @@ pub(super) async fn role_assignments(
                     domain_id: Some(domain.clone()),
                     ..ProjectFilter::default()
                 })
-                .map_err(domain_error)?
+                .map_err(ApiError::domain)?
                 .into_iter()
                 .map(|p| p.id)
                 .collect();
@@ -459,7 +461,7 @@ pub(super) async fn role_assignments(
             });
         }
         let names = if include_names {
-            Some(Names::load(&identity).map_err(domain_error)?)
+            Some(Names::load(&identity).map_err(ApiError::domain)?)
         } else {
             None
         };

@@ -4,8 +4,8 @@
 
 use super::users::{user_doc, user_target};
 use super::{
-    QueryMap, authorize, collection, collection_at, default_domain, domain_error, guard, in_domain,
-    required, run, self_link,
+    QueryMap, authorize, collection, collection_at, default_domain, guard, in_domain, required,
+    run, self_link,
 };
 use crate::api::ApiState;
 use crate::api::auth::Authenticated;
@@ -58,7 +58,7 @@ pub(super) async fn list(
         name: query.get("name").cloned(),
     };
     let groups = run(&state, move |identity| {
-        identity.list_groups(&filter).map_err(domain_error)
+        identity.list_groups(&filter).map_err(ApiError::domain)
     })
     .await?;
     let base = &state.public_base;
@@ -122,7 +122,7 @@ pub(super) async fn create(
         description: fields.description.unwrap_or_default(),
     };
     let group = run(&state, move |identity| {
-        identity.create_group(new).map_err(domain_error)
+        identity.create_group(new).map_err(ApiError::domain)
     })
     .await?;
     Ok((
@@ -160,7 +160,7 @@ pub(super) async fn update(
             name: fields.name,
             description: fields.description,
         };
-        identity.update_group(&id, update).map_err(domain_error)
+        identity.update_group(&id, update).map_err(ApiError::domain)
     })
     .await?;
     Ok(Json(
@@ -182,7 +182,7 @@ pub(super) async fn delete(
             identity.group(&id),
             group_target,
         )?;
-        identity.delete_group(&id).map_err(domain_error)
+        identity.delete_group(&id).map_err(ApiError::domain)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -203,7 +203,7 @@ pub(super) async fn members(
             identity.group(&id),
             group_target,
         )?;
-        identity.group_members(&id).map_err(domain_error)
+        identity.group_members(&id).map_err(ApiError::domain)
     })
     .await?;
     let base = &state.public_base;
@@ -246,7 +246,7 @@ pub(super) async fn add_member(
         may_change_membership(identity, &caller.0, "add_user_to_group", &group, &user)?;
         identity
             .add_user_to_group(&group, &user)
-            .map_err(domain_error)
+            .map_err(ApiError::domain)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -268,7 +268,7 @@ pub(super) async fn check_member(
         )?;
         identity
             .check_user_in_group(&group, &user)
-            .map_err(domain_error)
+            .map_err(ApiError::domain)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -284,7 +284,7 @@ pub(super) async fn remove_member(
         may_change_membership(identity, &caller.0, "remove_user_from_group", &group, &user)?;
         identity
             .remove_user_from_group(&group, &user)
-            .map_err(domain_error)
+            .map_err(ApiError::domain)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -305,7 +305,7 @@ pub(super) async fn of_user(
             identity.user(&id),
             user_target,
         )?;
-        identity.user_groups(&id).map_err(domain_error)
+        identity.user_groups(&id).map_err(ApiError::domain)
     })
     .await?;
     let base = &state.public_base;

@@ -139,11 +139,6 @@ where
 }
 
 /// A domain error as the client sees it.
-#[allow(clippy::needless_pass_by_value)] // used as `map_err(domain_error)`
-fn domain_error(err: IdentityError) -> ApiError {
-    ApiError::from_domain(&err)
-}
-
 /// Keystone's policy refusal.
 fn refused(rule: &str) -> ApiError {
     ApiError::forbidden(format!(
@@ -238,9 +233,9 @@ fn guard<T>(
         }
         Err(err @ IdentityError::NotFound { .. }) => {
             authorize(caller, rule, action, &PolicyTarget::default())?;
-            Err(domain_error(err))
+            Err(ApiError::domain(err))
         }
-        Err(err) => Err(domain_error(err)),
+        Err(err) => Err(ApiError::domain(err)),
     }
 }
 

@@ -4,8 +4,8 @@
 //! schema allows them.
 
 use super::{
-    QueryMap, authorize, collection, default_domain, domain_error, enabled_filter, guard,
-    in_domain, required, run, self_link,
+    QueryMap, authorize, collection, default_domain, enabled_filter, guard, in_domain, required,
+    run, self_link,
 };
 use crate::api::ApiState;
 use crate::api::auth::Authenticated;
@@ -71,7 +71,7 @@ pub(super) async fn list(
         enabled: enabled_filter(&query),
     };
     let projects = run(&state, move |identity| {
-        identity.list_projects(&filter).map_err(domain_error)
+        identity.list_projects(&filter).map_err(ApiError::domain)
     })
     .await?;
     let base = &state.public_base;
@@ -150,7 +150,7 @@ pub(super) async fn create(
         enabled: fields.enabled.unwrap_or(true),
     };
     let project = run(&state, move |identity| {
-        identity.create_project(new).map_err(domain_error)
+        identity.create_project(new).map_err(ApiError::domain)
     })
     .await?;
     Ok((
@@ -194,7 +194,7 @@ pub(super) async fn update(
             description: fields.description,
             enabled: fields.enabled,
         };
-        identity.update_project(&id, update).map_err(domain_error)
+        identity.update_project(&id, update).map_err(ApiError::domain)
     })
     .await?;
     Ok(Json(
@@ -216,7 +216,7 @@ pub(super) async fn delete(
             identity.project(&id),
             project_target,
         )?;
-        identity.delete_project(&id).map_err(domain_error)
+        identity.delete_project(&id).map_err(ApiError::domain)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)

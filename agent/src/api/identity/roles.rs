@@ -1,7 +1,7 @@
 //! `/v3/roles`, implied roles and `/v3/role_inferences`. Roles are global: a request for a
 //! domain-specific role (`domain_id` set) is refused.
 
-use super::{QueryMap, authorize, collection, domain_error, required, run, self_link, url};
+use super::{QueryMap, authorize, collection, required, run, self_link, url};
 use crate::api::ApiState;
 use crate::api::auth::Authenticated;
 use crate::api::body::JsonBody;
@@ -67,7 +67,9 @@ pub(super) async fn list(
     }
     let name = query.get("name").cloned();
     let roles = run(&state, move |identity| {
-        identity.list_roles(name.as_deref()).map_err(domain_error)
+        identity
+            .list_roles(name.as_deref())
+            .map_err(ApiError::domain)
     })
     .await?;
     let base = &state.public_base;
@@ -83,7 +85,7 @@ pub(super) async fn show(
 ) -> Result<Json<Value>, ApiError> {
     read(&caller, "get_role")?;
     let role = run(&state, move |identity| {
-        identity.role(&id).map_err(domain_error)
+        identity.role(&id).map_err(ApiError::domain)
     })
     .await?;
     Ok(Json(json!({ "role": role_doc(&state.public_base, &role) })))
@@ -120,7 +122,7 @@ pub(super) async fn create(
         description: fields.description.unwrap_or_default(),
     };
     let role = run(&state, move |identity| {
-        identity.create_role(new).map_err(domain_error)
+        identity.create_role(new).map_err(ApiError::domain)
     })
     .await?;
     Ok((
@@ -137,7 +139,7 @@ pub(super) async fn delete(
 ) -> Result<StatusCode, ApiError> {
     manage(&caller, "delete_role")?;
     run(&state, move |identity| {
-        identity.delete_role(&id).map_err(domain_error)
+        identity.delete_role(&id).map_err(ApiError::domain)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -162,10 +164,10 @@ pub(super) async fn implied_of(
     read(&caller, "list_implied_roles")?;
     let lookup = id.clone();
     let (prior, implied) = run(&state, move |identity| {
-        let prior = identity.role(&lookup).map_err(domain_error)?;
+        let prior = identity.role(&lookup).map_err(ApiError::domain)?;
         let implied = identity
             .implied_roles(Some(&lookup))
-            .map_err(domain_error)?;
+            .map_err(ApiError::domain)?;
         Ok((prior, implied))
     })
     .await?;
@@ -194,7 +196,7 @@ pub(super) async fn imply(
     let created = run(&state, move |identity| {
         identity
             .create_implied_role(&prior, &implied)
-            .map_err(domain_error)
+            .map_err(ApiError::domain)
     })
     .await?;
     Ok((
@@ -212,11 +214,11 @@ async fn find_implication(
     run(state, move |identity| {
         identity
             .implied_roles(Some(&prior))
-            .map_err(domain_error)?
+            .map_err(ApiError::domain)?
             .into_iter()
             .find(|i| i.implied.id == implied)
             .ok_or_else(|| {
-                domain_error(IdentityError::NotFound {
+                ApiError::domain(IdentityError::NotFound {
                     what: "implied role",
                     id: format!("{prior} implies {implied}"),
                 })
@@ -257,7 +259,7 @@ pub(super) async fn unimply(
     run(&state, move |identity| {
         identity
             .delete_implied_role(&prior, &implied)
-            .map_err(domain_error)
+            .map_err(ApiError::domain)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -270,7 +272,7 @@ pub(super) async fn inferences(
 ) -> Result<Json<Value>, ApiError> {
     read(&caller, "list_role_inference_rules")?;
     let all = run(&state, move |identity| {
-        identity.implied_roles(None).map_err(domain_error)
+        identity.implied_roles(None).map_err(ApiError::domain)
     })
     .await?;
     let base = &state.public_base;

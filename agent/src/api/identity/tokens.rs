@@ -7,7 +7,7 @@
 use super::catalog::{auth_catalog_url, token_catalog};
 use super::domains::domain_doc;
 use super::projects::project_doc;
-use super::{QueryMap, domain_error, keystone_time, refused, run, url};
+use super::{QueryMap, keystone_time, refused, run, url};
 use crate::api::ApiState;
 use crate::api::auth::Authenticated;
 use crate::api::body::JsonBody;
@@ -375,7 +375,7 @@ pub(super) async fn issue(
 ) -> Result<Response, ApiError> {
     let request = auth_request(body)?;
     let issued = run(&state, move |identity| {
-        identity.authenticate(request).map_err(domain_error)
+        identity.authenticate(request).map_err(ApiError::domain)
     })
     .await?;
     let region = state.identity.settings().region_id.clone();
@@ -407,7 +407,7 @@ async fn subject(
         .to_owned();
     let lookup = token.clone();
     let info = run(state, move |identity| {
-        identity.validate(&lookup).map_err(domain_error)
+        identity.validate(&lookup).map_err(ApiError::domain)
     })
     .await?;
     let caller = &caller.0;
@@ -448,7 +448,7 @@ pub(super) async fn revoke(
 ) -> Result<StatusCode, ApiError> {
     let (token, _) = subject(&state, &caller, &headers, true).await?;
     run(&state, move |identity| {
-        identity.revoke(&token).map_err(domain_error)
+        identity.revoke(&token).map_err(ApiError::domain)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -479,7 +479,7 @@ pub(super) async fn projects(
 ) -> Result<Json<Value>, ApiError> {
     let user = caller.0.user_id().to_owned();
     let projects = run(&state, move |identity| {
-        identity.user_projects(&user).map_err(domain_error)
+        identity.user_projects(&user).map_err(ApiError::domain)
     })
     .await?;
     let base = &state.public_base;
@@ -502,7 +502,7 @@ async fn assigned_targets(
         ..AssignmentFilter::default()
     };
     let rows = run(state, move |identity| {
-        identity.list_assignments(&filter).map_err(domain_error)
+        identity.list_assignments(&filter).map_err(ApiError::domain)
     })
     .await?;
     let mut targets: Vec<Target> = rows.into_iter().map(|r| r.target).collect();
@@ -530,7 +530,7 @@ pub(super) async fn domains(
             match identity.domain(&id) {
                 Ok(d) if d.enabled => out.push(d),
                 Ok(_) | Err(crate::identity::IdentityError::NotFound { .. }) => {}
-                Err(err) => return Err(domain_error(err)),
+                Err(err) => return Err(ApiError::domain(err)),
             }
         }
         Ok(out)

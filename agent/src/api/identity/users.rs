@@ -4,8 +4,8 @@
 
 use super::projects::project_doc;
 use super::{
-    QueryMap, authorize, collection, collection_at, default_domain, domain_error, enabled_filter,
-    guard, in_domain, keystone_time, required, run, self_link,
+    QueryMap, authorize, collection, collection_at, default_domain, enabled_filter, guard,
+    in_domain, keystone_time, required, run, self_link,
 };
 use crate::api::ApiState;
 use crate::api::auth::Authenticated;
@@ -76,7 +76,7 @@ pub(super) async fn list(
     };
     let enabled = enabled_filter(&query);
     let users = run(&state, move |identity| {
-        identity.list_users(&filter).map_err(domain_error)
+        identity.list_users(&filter).map_err(ApiError::domain)
     })
     .await?;
     let base = &state.public_base;
@@ -159,7 +159,7 @@ pub(super) async fn create(
         options: fields.options.unwrap_or_default(),
     };
     let user = run(&state, move |identity| {
-        identity.create_user(new).map_err(domain_error)
+        identity.create_user(new).map_err(ApiError::domain)
     })
     .await?;
     Ok((
@@ -201,7 +201,7 @@ pub(super) async fn update(
             description: fields.description,
             options: fields.options,
         };
-        identity.update_user(&id, update).map_err(domain_error)
+        identity.update_user(&id, update).map_err(ApiError::domain)
     })
     .await?;
     Ok(Json(json!({ "user": user_doc(&state.public_base, &user) })))
@@ -221,7 +221,7 @@ pub(super) async fn delete(
             identity.user(&id),
             user_target,
         )?;
-        identity.delete_user(&id).map_err(domain_error)
+        identity.delete_user(&id).map_err(ApiError::domain)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -252,7 +252,7 @@ pub(super) async fn change_password(
     run(&state, move |identity| {
         identity
             .change_password(&id, &change.original_password, &change.password)
-            .map_err(domain_error)
+            .map_err(ApiError::domain)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -273,7 +273,7 @@ pub(super) async fn projects(
             identity.user(&id),
             user_target,
         )?;
-        identity.user_projects(&id).map_err(domain_error)
+        identity.user_projects(&id).map_err(ApiError::domain)
     })
     .await?;
     let base = &state.public_base;

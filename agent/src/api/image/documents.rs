@@ -3,13 +3,8 @@
 
 use crate::image::{Image, ImageMember};
 use axum::Json;
-use jiff::Timestamp;
-use serde_json::{Value, json};
 
-/// Glance's timestamp format: `2026-11-22T03:10:00Z`.
-fn glance_time(t: Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
+use serde_json::{Value, json};
 
 /// An image as `GET /v2/images/{id}` shows it.
 pub(super) fn image_doc(image: &Image) -> Value {
@@ -37,8 +32,8 @@ pub(super) fn image_doc(image: &Image) -> Value {
         "disk_format": image.disk_format.map(crate::image::format::DiskFormat::as_str),
         "container_format": image.container_format.map(crate::image::ContainerFormat::as_str),
         "tags": image.tags,
-        "created_at": glance_time(image.created_at),
-        "updated_at": glance_time(image.updated_at),
+        "created_at": crate::api::openstack_time(image.created_at),
+        "updated_at": crate::api::openstack_time(image.updated_at),
         "self": format!("/v2/images/{id}"),
         "file": format!("/v2/images/{id}/file"),
         "schema": "/v2/schemas/image",
@@ -55,8 +50,8 @@ pub(super) fn member_doc(member: &ImageMember) -> Value {
         "image_id": member.image_id,
         "member_id": member.member,
         "status": member.status.as_str(),
-        "created_at": glance_time(member.created_at),
-        "updated_at": glance_time(member.updated_at),
+        "created_at": crate::api::openstack_time(member.created_at),
+        "updated_at": crate::api::openstack_time(member.updated_at),
         "schema": "/v2/schemas/member",
     })
 }

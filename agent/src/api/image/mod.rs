@@ -14,8 +14,8 @@ use super::body::JsonBody;
 use super::error::ApiError;
 use crate::identity::policy::Caller;
 use crate::image::{
-    ChangeValue, ImageChange, ImageError, ImageQuery, MemberStatus, MemberStatusFilter,
-    NewImageRecord, SortDir, SortKey, VisibilityFilter,
+    ChangeValue, ImageChange, ImageQuery, MemberStatus, MemberStatusFilter, NewImageRecord,
+    SortDir, SortKey, VisibilityFilter,
 };
 use axum::Json;
 use axum::body::Body;
@@ -89,11 +89,6 @@ fn require_writer(caller: &Caller, rule: &str) -> Result<(), ApiError> {
     }
 }
 
-#[allow(clippy::needless_pass_by_value)] // used as `map_err(domain_err)`
-fn domain_err(err: ImageError) -> ApiError {
-    ApiError::from_domain(&err)
-}
-
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::not_found(format!("No image found with ID {id}")))
 }
@@ -107,7 +102,8 @@ async fn create(
     require_writer(&caller.0, "add_image")?;
     let record = new_record(body)?;
     let who = image_caller(&caller.0);
-    let image = blocking(move || state.images.create(&who, record).map_err(domain_err)).await?;
+    let image =
+        blocking(move || state.images.create(&who, record).map_err(ApiError::domain)).await?;
     Ok((StatusCode::CREATED, Json(image_doc(&image))).into_response())
 }
 
@@ -185,7 +181,7 @@ async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let who = image_caller(&caller.0);
-    let image = blocking(move || state.images.show(id, &who).map_err(domain_err)).await?;
+    let image = blocking(move || state.images.show(id, &who).map_err(ApiError::domain)).await?;
     Ok(Json(image_doc(&image)))
 }
 
@@ -198,7 +194,7 @@ async fn list(
     let query = image_query(&params)?;
     let who = image_caller(&caller.0);
     let limit = query.limit;
-    let page = blocking(move || state.images.list(&who, &query).map_err(domain_err)).await?;
+    let page = blocking(move || state.images.list(&who, &query).map_err(ApiError::domain)).await?;
     let mut doc = json!({
         "images": page.images.iter().map(image_doc).collect::<Vec<_>>(),
         "first": "/v2/images",
@@ -239,11 +235,12 @@ fn image_query(params: &[(String, String)]) -> Result<ImageQuery, ApiError> {
             "name" => query.name = Some(value.clone()),
             "status" => query.status = Some(value.clone()),
             "visibility" => {
-                query.visibility = Some(VisibilityFilter::parse(value).map_err(domain_err)?);
+                query.visibility = Some(VisibilityFilter::parse(value).map_err(ApiError::domain)?);
             }
             "owner" => query.owner = Some(value.clone()),
             "member_status" => {
-                query.member_status = Some(MemberStatusFilter::parse(value).map_err(domain_err)?);
+                query.member_status =
+                    Some(MemberStatusFilter::parse(value).map_err(ApiError::domain)?);
             }
             "disk_format" => query.disk_format = Some(value.clone()),
             "container_format" => query.container_format = Some(value.clone()),
@@ -255,14 +252,14 @@ fn image_query(params: &[(String, String)]) -> Result<ImageQuery, ApiError> {
             "marker" => {
                 query.marker = Some(Uuid::parse_str(value).map_err(|_| bad("marker", value))?);
             }
-            "sort_key" => sort_keys.push(SortKey::parse(value).map_err(domain_err)?),
-            "sort_dir" => sort_dirs.push(SortDir::parse(value).map_err(domain_err)?),
+            "sort_key" => sort_keys.push(SortKey::parse(value).map_err(ApiError::domain)?),
+            "sort_dir" => sort_dirs.push(SortDir::parse(value).map_err(ApiError::domain)?),
             "sort" => {
                 for item in value.split(',') {
                     let (key, dir) = item.split_once(':').unwrap_or((item, "desc"));
                     query.sort.push((
-                        SortKey::parse(key.trim()).map_err(domain_err)?,
-                        SortDir::parse(dir.trim()).map_err(domain_err)?,
+                        SortKey::parse(key.trim()).map_err(ApiError::domain)?,
+                        SortDir::parse(dir.trim()).map_err(ApiError::domain)?,
                     ));
                 }
             }
@@ -304,8 +301,13 @@ async fn update(
     let id = parse_id(&id)?;
     let changes = ops.iter().map(change).collect::<Result<Vec<_>, _>>()?;
     let who = image_caller(&caller.0);
-    let image =
-        blocking(move || state.images.update(id, &who, &changes).map_err(domain_err)).await?;
+    let image = blocking(move || {
+        state
+            .images
+            .update(id, &who, &changes)
+            .map_err(ApiError::domain)
+    })
+    .await?;
     Ok(Json(image_doc(&image)))
 }
 
@@ -377,7 +379,7 @@ async fn delete(
     require_writer(&caller.0, "delete_image")?;
     let id = parse_id(&id)?;
     let who = image_caller(&caller.0);
-    blocking(move || state.images.delete(id, &who).map_err(domain_err)).await?;
+    blocking(move || state.images.delete(id, &who).map_err(ApiError::domain)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -446,7 +448,7 @@ async fn upload(
         state
             .images
             .upload(id, &who, &mut reader)
-            .map_err(domain_err)
+            .map_err(ApiError::domain)
     })
     .await;
     match result {
@@ -464,7 +466,7 @@ async fn download(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let who = image_caller(&caller.0);
-    let data = blocking(move || state.images.open_data(id, &who).map_err(domain_err)).await?;
+    let data = blocking(move || state.images.open_data(id, &who).map_err(ApiError::domain)).await?;
     let Some(data) = data else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
@@ -514,7 +516,13 @@ async fn list_members(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let who = image_caller(&caller.0);
-    let members = blocking(move || state.images.list_members(id, &who).map_err(domain_err)).await?;
+    let members = blocking(move || {
+        state
+            .images
+            .list_members(id, &who)
+            .map_err(ApiError::domain)
+    })
+    .await?;
     Ok(Json(
         json!({ "members": members.iter().map(member_doc).collect::<Vec<_>>(), "schema": "/v2/schemas/members" }),
     ))
@@ -539,7 +547,7 @@ async fn add_member(
         state
             .images
             .add_member(id, &who, &member)
-            .map_err(domain_err)
+            .map_err(ApiError::domain)
     })
     .await?;
     Ok(Json(member_doc(&created)))
@@ -557,7 +565,7 @@ async fn show_member(
         state
             .images
             .get_member(id, &who, &member)
-            .map_err(domain_err)
+            .map_err(ApiError::domain)
     })
     .await?;
     Ok(Json(member_doc(&found)))
@@ -577,13 +585,13 @@ async fn update_member(
         .map(|v| text("status", v))
         .transpose()?
         .ok_or_else(|| ApiError::bad_request("'status' is a required property"))?;
-    let status = MemberStatus::parse(&status).map_err(domain_err)?;
+    let status = MemberStatus::parse(&status).map_err(ApiError::domain)?;
     let who = image_caller(&caller.0);
     let updated = blocking(move || {
         state
             .images
             .update_member_status(id, &who, &member, status)
-            .map_err(domain_err)
+            .map_err(ApiError::domain)
     })
     .await?;
     Ok(Json(member_doc(&updated)))
@@ -602,7 +610,7 @@ async fn delete_member(
         state
             .images
             .delete_member(id, &who, &member)
-            .map_err(domain_err)
+            .map_err(ApiError::domain)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())

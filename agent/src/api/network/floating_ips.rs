@@ -2,8 +2,7 @@
 //! Choosing the floating address itself is admin-only, as in Neutron's default policy.
 
 use super::{
-    NeutronQuery, Nullable, check_write, neutron, neutron_time, one, owner, path_id, resource_body,
-    typed,
+    NeutronQuery, Nullable, check_write, neutron, one, owner, path_id, resource_body, typed,
 };
 use crate::api::ApiState;
 use crate::api::auth::{Authenticated, blocking};
@@ -61,8 +60,8 @@ pub(super) fn floating_ip_doc(f: &FloatingIp) -> Value {
         "fixed_ip_address": f.fixed_ip_address.map(|a| a.to_string()),
         "router_id": f.router_id,
         "status": f.status(),
-        "created_at": neutron_time(f.created_at),
-        "updated_at": neutron_time(f.updated_at),
+        "created_at": crate::api::openstack_time(f.created_at),
+        "updated_at": crate::api::openstack_time(f.updated_at),
         "revision_number": 0,
         "tags": [],
     })

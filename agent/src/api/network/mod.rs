@@ -129,11 +129,6 @@ pub(super) fn routes() -> Router<ApiState> {
         )
 }
 
-/// Neutron's timestamp format: `2026-11-01T12:00:00Z`.
-fn neutron_time(t: Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
 /// A domain error in Neutron's words: its status and its `type`.
 #[allow(clippy::needless_pass_by_value)] // used as `map_err(neutron)`, which passes by value
 fn neutron(err: NetworkError) -> ApiError {

@@ -2,8 +2,7 @@
 //! networks shared or external, or choose their provider segment.
 
 use super::{
-    NeutronQuery, check_write, missing, neutron, neutron_time, one, owner, path_id, resource_body,
-    typed,
+    NeutronQuery, check_write, missing, neutron, one, owner, path_id, resource_body, typed,
 };
 use crate::api::ApiState;
 use crate::api::auth::{Authenticated, blocking};
@@ -81,8 +80,8 @@ pub(super) fn network_doc(n: &Network, admin: bool) -> Value {
         "port_security_enabled": n.port_security_enabled,
         "availability_zones": [],
         "availability_zone_hints": [],
-        "created_at": neutron_time(n.created_at),
-        "updated_at": neutron_time(n.updated_at),
+        "created_at": crate::api::openstack_time(n.created_at),
+        "updated_at": crate::api::openstack_time(n.updated_at),
         "revision_number": 0,
         "tags": [],
         "is_default": false,

@@ -3,8 +3,7 @@
 //! of routers and floating IPs are made through those APIs. Binding details are admin-only.
 
 use super::{
-    NeutronQuery, check_write, missing, neutron, neutron_time, one, owner, path_id, resource_body,
-    typed,
+    NeutronQuery, check_write, missing, neutron, one, owner, path_id, resource_body, typed,
 };
 use crate::api::ApiState;
 use crate::api::auth::{Authenticated, blocking};
@@ -123,8 +122,8 @@ pub(super) fn port_doc(p: &Port, hosts: Option<&Hosts>) -> Value {
         "security_groups": p.security_groups,
         "port_security_enabled": p.port_security_enabled,
         "binding:vnic_type": "normal",
-        "created_at": neutron_time(p.created_at),
-        "updated_at": neutron_time(p.updated_at),
+        "created_at": crate::api::openstack_time(p.created_at),
+        "updated_at": crate::api::openstack_time(p.updated_at),
         "revision_number": 0,
         "tags": [],
     });

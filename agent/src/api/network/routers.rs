@@ -2,8 +2,7 @@
 //! or choosing the gateway address is admin-only, as in Neutron's default policy.
 
 use super::{
-    NeutronQuery, Nullable, check_write, neutron, neutron_time, one, owner, path_id, resource_body,
-    typed,
+    NeutronQuery, Nullable, check_write, neutron, one, owner, path_id, resource_body, typed,
 };
 use crate::api::ApiState;
 use crate::api::auth::{Authenticated, blocking};
@@ -81,8 +80,8 @@ pub(super) fn router_doc(r: &Router) -> Value {
         "ha": false,
         "availability_zones": [],
         "availability_zone_hints": [],
-        "created_at": neutron_time(r.created_at),
-        "updated_at": neutron_time(r.updated_at),
+        "created_at": crate::api::openstack_time(r.created_at),
+        "updated_at": crate::api::openstack_time(r.updated_at),
         "revision_number": 0,
         "tags": [],
     })

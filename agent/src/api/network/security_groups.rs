@@ -5,8 +5,8 @@
 //! changed by admins only; they decide the rules of groups created afterwards.
 
 use super::{
-    NeutronQuery, check_write, int_attribute, missing, neutron, neutron_time, one, owner, path_id,
-    resource_body, typed,
+    NeutronQuery, check_write, int_attribute, missing, neutron, one, owner, path_id, resource_body,
+    typed,
 };
 use crate::api::ApiState;
 use crate::api::auth::{Authenticated, blocking};
@@ -92,8 +92,8 @@ pub(super) fn rule_doc(r: &SecurityGroupRule) -> Value {
         "remote_group_id": r.remote_group_id,
         "remote_address_group_id": null,
         "description": r.description,
-        "created_at": neutron_time(r.created_at),
-        "updated_at": neutron_time(r.created_at),
+        "created_at": crate::api::openstack_time(r.created_at),
+        "updated_at": crate::api::openstack_time(r.created_at),
         "revision_number": 0,
         "tags": [],
     })
@@ -109,8 +109,8 @@ pub(super) fn group_doc(g: &SecurityGroup) -> Value {
         "project_id": g.project_id,
         "stateful": g.stateful,
         "security_group_rules": g.rules.iter().map(rule_doc).collect::<Vec<_>>(),
-        "created_at": neutron_time(g.created_at),
-        "updated_at": neutron_time(g.updated_at),
+        "created_at": crate::api::openstack_time(g.created_at),
+        "updated_at": crate::api::openstack_time(g.updated_at),
         "revision_number": 0,
         "tags": [],
     })

@@ -4,8 +4,7 @@
 
 use super::networks::network_visible;
 use super::{
-    NeutronQuery, Nullable, check_write, neutron, neutron_time, one, owner, path_id, resource_body,
-    typed,
+    NeutronQuery, Nullable, check_write, neutron, one, owner, path_id, resource_body, typed,
 };
 use crate::api::ApiState;
 use crate::api::auth::{Authenticated, blocking};
@@ -97,8 +96,8 @@ pub(super) fn subnet_doc(s: &Subnet) -> Value {
         "subnetpool_id": null,
         "segment_id": null,
         "service_types": [],
-        "created_at": neutron_time(s.created_at),
-        "updated_at": neutron_time(s.updated_at),
+        "created_at": crate::api::openstack_time(s.created_at),
+        "updated_at": crate::api::openstack_time(s.updated_at),
         "revision_number": 0,
         "tags": [],
     })
