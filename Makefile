@@ -3,13 +3,14 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help test deps lint deny-advisories unit integration dev bench lab clean
+.PHONY: help test deps lint deny-advisories unit integration dev bench image lab clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-test: deps lint ## everything CI checks: formatting, clippy, unit tests and real-daemon integration tests
+test: deps lint ## everything CI checks: lints, unit tests, real-daemon integration tests, the image booted in QEMU
 	$(CARGO) build --workspace --bins --locked
+	scripts/build-image.sh
 	$(CARGO) nextest run --workspace --profile ci --locked
 
 deps: ## install Debian packages and cargo-nextest (idempotent; needs root)
@@ -26,8 +27,9 @@ deny-advisories: ## RustSec advisories (needs network access to github.com)
 unit: ## the fast unit tests only (no root, no daemons)
 	$(CARGO) nextest run --workspace --locked -E 'kind(lib) | kind(bin)'
 
-integration: deps ## the integration tests only (libvirtd + QEMU)
+integration: deps ## the integration tests only (libvirtd + QEMU, OVN, the image in QEMU)
 	$(CARGO) build --workspace --bins --locked
+	scripts/build-image.sh
 	$(CARGO) nextest run --workspace --locked -E 'package(scs-edge-tests) & kind(test)'
 
 dev: deps ## run the agent in the foreground against local libvirt (state in target/dev)
@@ -38,10 +40,12 @@ bench: deps ## benchmarks against a baseline in the same run → target/bench/re
 	$(CARGO) build --release --workspace --bins --locked
 	target/release/scs-edge-bench
 
-lab: ## build the OS image and boot a site in QEMU (arrives with the image issue)
-	@echo "make lab is not built yet: it arrives with the OS image issue (mkosi, A/B, QEMU lab)."
-	@echo "Until then, 'make dev' runs the agent on this machine against local libvirt."
-	@exit 1
+image: deps ## build the node image (mkosi; only when an input changed) → target/image/scs-edge_<version>.raw
+	scripts/build-image.sh
+
+lab: image ## boot one site from the image in QEMU; prints `ready: <clouds.yaml>` when its agent answers
+	$(CARGO) build --locked -p scs-edge-tests --bin scs-edge-lab
+	target/debug/scs-edge-lab
 
 clean: ## remove build output
 	$(CARGO) clean

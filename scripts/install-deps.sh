@@ -30,6 +30,29 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# The node image (make image / make lab): mkosi 24 comes from bookworm-backports (it needs systemd
+# 254's systemd-repart, which it pulls from there too); OVMF boots the image under QEMU. The
+# backports suite lives on the same archive as the host's own sources.
+image_packages=(mkosi python3-pefile systemd-boot systemd-boot-efi)
+image_host_packages=(ovmf squashfs-tools dosfstools mtools e2fsprogs cpio zstd openssl bubblewrap fdisk)
+if ! mkosi --version 2>/dev/null | grep -Eq '^mkosi (2[4-9]|[3-9][0-9])'; then
+  if [ ! -e /etc/apt/sources.list.d/bookworm-backports.sources ]; then
+    awk 'BEGIN{RS="";ORS="\n\n"} NR==1' /etc/apt/sources.list.d/debian.sources \
+      | sed 's/^Suites:.*/Suites: bookworm-backports/' > /etc/apt/sources.list.d/bookworm-backports.sources
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends -t bookworm-backports "${image_packages[@]}"
+fi
+missing=()
+for p in "${image_host_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi

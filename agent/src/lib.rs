@@ -21,6 +21,7 @@ pub mod identity;
 pub mod image;
 pub mod metrics;
 pub mod network;
+pub mod provision;
 pub mod reconcile;
 pub mod store;
 pub mod system;

@@ -17,6 +17,10 @@ fn main() -> ExitCode {
     // One crypto provider for the whole process, before anything touches rustls.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
+    // Provisioning writes agent.toml: it runs before there is one to load.
+    if let Some(Command::Provision(args)) = &cli.command {
+        return ExitCode::from(scs_edge_agent::provision::command::run(args));
+    }
     let config = match AgentConfig::load(&cli.config, cli.config_is_explicit()) {
         Ok(config) => config,
         Err(err) => {

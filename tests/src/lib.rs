@@ -9,6 +9,7 @@ pub mod agent;
 pub mod bench;
 pub mod cloud;
 pub mod guest;
+pub mod lab;
 pub mod libvirt;
 pub mod ovn;
 pub mod site;

@@ -84,6 +84,8 @@ pub enum Command {
     /// Inspect and change (guarded) this node's own links.
     #[command(subcommand)]
     HostNetwork(host_network::HostNetworkCommand),
+    /// First boot: find the site configuration and hardware profile, write the node's files.
+    Provision(crate::provision::command::ProvisionArgs),
 }
 
 /// `flavor …`
@@ -330,7 +332,7 @@ pub struct AdminServices {
 pub fn run_admin(command: Command, services: &AdminServices) -> Result<(), CliFailure> {
     let (images, compute) = (services.images.as_ref(), services.compute.as_ref());
     match command {
-        Command::Run | Command::CheckConfig => {
+        Command::Run | Command::CheckConfig | Command::Provision(_) => {
             Err(CliFailure::other("not an admin command".into()))
         }
         Command::Network(cmd) => network::network(cmd, &services.network),

@@ -9,12 +9,15 @@
 //! 4. Identity (see `identity.rs`): token validation, issue and throughput of the agent binary against
 //!    a real Keystone 30.0.0 started in the same run, token issue against the argon2id verification
 //!    alone, RSS of both, and `GET /servers/detail` with 500 servers against none.
+//! 5. The node image (see `image.rs`): build cold vs cached, size raw vs zstd, boot to agent READY
+//!    under TCG vs boot to the login prompt.
 //!
 //! Guests boot a blank disk (SeaBIOS finds nothing to boot and idles), so guest CPU does not skew
 //! control-plane timings. Writes target/bench/results.jsonl and docs/benchmarks.md.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod identity;
+mod image;
 mod network;
 
 use scs_edge_agent::compute::hypervisor::VirtType;
@@ -40,7 +43,7 @@ fn main() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     scs_edge_agent::system::logging::init("warn", scs_edge_agent::system::logging::LogFormat::Text);
     ensure_daemons();
-    // `scs-edge-bench [compute] [rss] [network] [identity]` runs a subset (and leaves docs/benchmarks.md alone).
+    // `scs-edge-bench [compute] [rss] [network] [identity] [image]` runs a subset (and leaves docs/benchmarks.md alone).
     let only: Vec<String> = std::env::args().skip(1).collect();
     let wanted = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
     let mut records = Vec::new();
@@ -55,6 +58,9 @@ fn main() {
     }
     if wanted("identity") {
         identity::run(&mut records);
+    }
+    if wanted("image") {
+        image::run(&mut records);
     }
 
     let jsonl = target_dir().join("bench/results.jsonl");

@@ -1,0 +1,54 @@
+#!/bin/bash
+# Builds the SCS Edge node image with mkosi (image/README.md): stages the release agent, the signing
+# certificate (the root of trust baked into /usr) and, when present, k3s; then runs mkosi — only when
+# an input changed since the last build. Prints the image path last.
+#
+# Environment:
+#   SCS_EDGE_SIGNING_KEY / SCS_EDGE_SIGNING_CERT  PEM key and certificate that sign the /usr verity
+#       root hash (and later update bundles). Unset: a development pair in target/image/keys is made
+#       once and reused — fine for labs and CI, never for a fleet.
+#   SCS_EDGE_ARTIFACTS  directory with binaries that cannot be downloaded here (k3s); default
+#       target/image/artifacts.
+#   SCS_EDGE_IMAGE_FORCE=1  rebuild even when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=target/image
+stage=$out/stage
+keys=$out/keys
+artifacts=${SCS_EDGE_ARTIFACTS:-$out/artifacts}
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+
+cargo build --release --locked -p scs-edge-agent --bin scs-edge-agent
+
+mkdir -p "$keys"
+key=${SCS_EDGE_SIGNING_KEY:-$keys/signing.key}
+cert=${SCS_EDGE_SIGNING_CERT:-$keys/signing.crt}
+if [ ! -e "$key" ]; then
+    echo "build-image: making a development signing key in $keys (set SCS_EDGE_SIGNING_KEY for releases)"
+    openssl req -new -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=SCS Edge development image signing" \
+        -keyout "$key" -out "$cert" 2>/dev/null
+fi
+
+rm -rf "$stage"
+install -D -s -m 0755 target/release/scs-edge-agent "$stage/usr/bin/scs-edge-agent"
+# Userspace verity signature checks (systemd-dissect, sysext) and the update bundle root of trust.
+install -D -m 0644 "$cert" "$stage/usr/lib/verity.d/scs-edge.crt"
+install -D -m 0644 "$cert" "$stage/usr/share/scs-edge/update-signing.crt"
+if [ -x "$artifacts/k3s" ]; then
+    install -D -m 0755 "$artifacts/k3s" "$stage/usr/bin/k3s"
+    echo "build-image: k3s included from $artifacts/k3s"
+else
+    echo "build-image: no k3s in $artifacts (it cannot be downloaded here): the image is built without it"
+fi
+
+inputs=$( { echo "$version"; find mkosi.conf image hardware-profiles "$stage" -type f -print0 | sort -z \
+    | xargs -0 sha256sum; } | sha256sum | cut -c1-64)
+image=$out/scs-edge_$version.raw
+if [ "${SCS_EDGE_IMAGE_FORCE:-0}" != 1 ] && [ -e "$image" ] && [ "$(cat "$out/.inputs" 2>/dev/null)" = "$inputs" ]; then
+    echo "build-image: $image is up to date"
+else
+    rm -f "$out/.inputs"
+    mkosi --image-version="$version" --unified-kernel-image-format="scs-edge_${version}+&c" --verity-key="$key" --verity-certificate="$cert" --force build
+    echo "$inputs" > "$out/.inputs"
+fi
+echo "$image"

@@ -1,0 +1,332 @@
+//! The node image, booted as a whole machine in QEMU (TCG on this host; KVM where the probe shows
+//! it works): UEFI → systemd-boot → UKI → initrd (dm-verity /usr, first-boot repartitioning and
+//! seeding of the data partition) → the site's services → `scs-edge-agent provision` → the agent.
+//!
+//! Everything is observed from outside, as an operator would: the serial console (logged in through
+//! an autologin credential the lab passes over SMBIOS, not baked into the image), the agent's API
+//! through the management NIC's port forward, and the disk image itself.
+//!
+//! `make test` builds the image first (`scripts/build-image.sh`, a no-op when nothing changed).
+
+use scs_edge_tests::lab::{
+    LabNode, LabOptions, SiteDelivery, default_image, free_port, make_site_stick,
+};
+use scs_edge_tests::scratch_dir;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A first boot under TCG on two busy cores: minutes, not seconds.
+const BOOT: Duration = Duration::from_secs(900);
+const COMMAND: Duration = Duration::from_secs(120);
+
+fn image() -> PathBuf {
+    let image = default_image();
+    assert!(
+        image.exists(),
+        "no node image at {}: `make image` (or `make test`) builds it",
+        image.display()
+    );
+    image
+}
+
+fn site_toml(name: &str, region_url: &str) -> String {
+    format!(
+        "[site]\nname = \"{name}\"\nregion_url = \"{region_url}\"\njoin_token = \"ci-join-token\"\n\
+         ca_fingerprint = \"sha256:{}\"\n",
+        "ab".repeat(32)
+    )
+}
+
+/// Runs `command` on the console and returns its trimmed output, failing on a non-zero status.
+fn sh(node: &LabNode, command: &str) -> String {
+    let (status, output) = node.console.shell(command, COMMAND).expect("console command");
+    assert_eq!(status, 0, "`{command}` failed: {output}");
+    output.trim().to_owned()
+}
+
+/// The exit status of `command` on the console.
+fn status(node: &LabNode, command: &str) -> i32 {
+    node.console.shell(command, COMMAND).expect("console command").0
+}
+
+fn wait_agent_active(node: &LabNode) {
+    let active = scs_edge_tests::wait::within(BOOT, || {
+        let (_, state) = node
+            .console
+            .shell("systemctl is-active scs-edge-agent.service", COMMAND)
+            .ok()?;
+        (state.trim() == "active").then_some(())
+    });
+    if active.is_none() {
+        let journal = node
+            .console
+            .shell(
+                "journalctl -b --no-pager -u scs-edge-provision -u scs-edge-agent | tail -n 40",
+                COMMAND,
+            )
+            .map(|(_, out)| out)
+            .unwrap_or_default();
+        panic!("the agent did not become active (READY) within {BOOT:?}:\n{journal}");
+    }
+}
+
+fn api_answers(node: &LabNode) -> serde_json::Value {
+    let client = reqwest::blocking::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let url = format!("{}/identity/v3", node.api_url());
+    scs_edge_tests::wait::until("the agent's API through the port forward", COMMAND, || {
+        let response = client.get(&url).send().ok()?;
+        response
+            .status()
+            .is_success()
+            .then(|| response.json::<serde_json::Value>().ok())?
+    })
+}
+
+#[test]
+fn image_boots_to_a_ready_agent_on_a_verity_protected_read_only_usr() {
+    let work = scratch_dir("image-boot");
+    let options = LabOptions::new(
+        image(),
+        work.path().to_path_buf(),
+        free_port(),
+        SiteDelivery::FwCfg(site_toml("ci-site", "https://region.example.net")),
+    );
+    let node = LabNode::boot(&options).expect("boot the image");
+    node.console
+        .wait_for("root@scs-edge", BOOT)
+        .expect("serial console login");
+    node.console
+        .wait_for(
+            "SCS Edge: provisioned site ci-site with hardware profile qemu-q35 (from QEMU fw_cfg)",
+            BOOT,
+        )
+        .expect("provisioned from fw_cfg");
+    wait_agent_active(&node);
+
+    for unit in [
+        "libvirtd.service",
+        "ovsdb-server.service",
+        "ovs-vswitchd.service",
+        "ovn-controller.service",
+        "ovn-northd.service",
+    ] {
+        assert_eq!(
+            sh(&node, &format!("systemctl is-active {unit} || true")),
+            "active",
+            "{unit}"
+        );
+    }
+
+    // /usr: the verity device, read-only squashfs, refusing writes.
+    assert_eq!(
+        sh(&node, "findmnt -no SOURCE,FSTYPE /usr"),
+        "/dev/mapper/usr squashfs"
+    );
+    let options = sh(&node, "findmnt -no OPTIONS /usr");
+    assert!(options.split(',').any(|o| o == "ro"), "{options}");
+    let dm_uuid = sh(
+        &node,
+        "cat /sys/block/$(basename $(readlink -f /dev/mapper/usr))/dm/uuid",
+    );
+    assert!(dm_uuid.starts_with("CRYPT-VERITY-"), "{dm_uuid}");
+    assert!(sh(&node, "cat /proc/cmdline").contains("usrhash="));
+    let (touch, refusal) = node
+        .console
+        .shell("touch /usr/bin/scs-edge-probe 2>&1", COMMAND)
+        .expect("touch");
+    assert_ne!(touch, 0, "writing to /usr must fail");
+    assert!(refusal.contains("Read-only file system"), "{refusal}");
+
+    // Partitions: slot A as built, slot B created empty, the data partition grown to the disk.
+    let labels = sh(&node, "lsblk -rno PARTLABEL /dev/vda");
+    let labels: Vec<&str> = labels.lines().collect();
+    assert_eq!(
+        labels.iter().filter(|l| **l == "_empty").count(),
+        3,
+        "{labels:?}"
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    for label in [
+        format!("scs-edge_{version}"),
+        format!("scs-edge_{version}_verity"),
+        format!("scs-edge_{version}_verity_sig"),
+        "scs-edge-data".into(),
+    ] {
+        assert!(labels.contains(&label.as_str()), "{label} in {labels:?}");
+    }
+    assert_eq!(
+        sh(&node, "findmnt -no SOURCE / | xargs lsblk -no PARTLABEL"),
+        "scs-edge-data"
+    );
+    let root_bytes: u64 = sh(&node, "findmnt -bno SIZE /").parse().expect("size");
+    assert!(
+        root_bytes > 10 << 30,
+        "the data partition grows into the 20 GiB disk: {root_bytes}"
+    );
+
+    // What provisioning wrote; the API answers through the management NIC.
+    assert!(sh(&node, "cat /etc/scs-edge/agent.toml").contains("physnet1"));
+    assert_eq!(
+        sh(&node, "cat /var/lib/scs-edge/provisioned.json | grep -o '\"profile\":\"[^\"]*\"'"),
+        "\"profile\":\"qemu-q35\""
+    );
+    let versions = api_answers(&node);
+    assert_eq!(versions["version"]["id"], "v3.14", "{versions}");
+}
+
+#[test]
+fn a_first_boot_without_site_configuration_waits_and_provisions_from_a_usb_stick() {
+    let work = scratch_dir("image-first-boot");
+    let options = LabOptions::new(
+        image(),
+        work.path().to_path_buf(),
+        free_port(),
+        SiteDelivery::Nothing,
+    );
+    let node = LabNode::boot(&options).expect("boot the image");
+    node.console
+        .wait_for("SCS Edge: waiting for site configuration", BOOT)
+        .expect("the waiting message on the console");
+    let message = node.console.text();
+    for source in ["scs_edge.", "fw_cfg", "SCSEDGE"] {
+        assert!(
+            message.contains(source),
+            "the message names {source}:\n{}",
+            node.console.tail(30)
+        );
+    }
+    node.console
+        .wait_for("root@scs-edge", BOOT)
+        .expect("serial console login");
+    // Waiting means nothing half-done: no agent, no configuration, no stamp, no network files.
+    assert_ne!(
+        sh(&node, "systemctl is-active scs-edge-agent.service || true"),
+        "active"
+    );
+    assert_eq!(sh(&node, "systemctl is-active scs-edge-provision.service || true"), "activating");
+    for path in [
+        "/etc/scs-edge/agent.toml",
+        "/etc/scs-edge/site.toml",
+        "/var/lib/scs-edge/provisioned.json",
+        "/etc/systemd/network/10-scs-edge-management.network",
+    ] {
+        assert_ne!(status(&node, &format!("test -e {path}")), 0, "{path} exists");
+    }
+    assert!(
+        sh(&node, "systemctl show -P StatusText scs-edge-provision.service")
+            .contains("waiting"),
+    );
+
+    // An invalid stick: a clear message naming the key, still nothing written.
+    let bad = work.path().join("bad-stick.img");
+    make_site_stick(&bad, &site_toml("ci-site", "http://region.example.net")).expect("stick");
+    node.plug_usb_stick("stick0", &bad).expect("plug");
+    node.console
+        .wait_for("SCS Edge: site configuration invalid", BOOT)
+        .expect("the invalid-configuration message");
+    let text = node.console.text();
+    let invalid = &text[text.find("SCS Edge: site configuration invalid").expect("message")..];
+    assert!(invalid.contains("site.region_url"), "{invalid}");
+    assert!(invalid.contains("https://"), "{invalid}");
+    assert!(!invalid.contains("ci-join-token"), "the token is a secret");
+    for path in ["/etc/scs-edge/agent.toml", "/var/lib/scs-edge/provisioned.json"] {
+        assert_ne!(status(&node, &format!("test -e {path}")), 0, "{path} exists");
+    }
+
+    // The right stick: provisioned, the agent comes up.
+    node.unplug_usb_stick("stick0").expect("unplug");
+    let good = work.path().join("good-stick.img");
+    make_site_stick(&good, &site_toml("ci-usb", "https://region.example.net")).expect("stick");
+    node.plug_usb_stick("stick1", &good).expect("plug");
+    node.console
+        .wait_for(
+            "SCS Edge: provisioned site ci-usb with hardware profile qemu-q35 (from SCSEDGE filesystem)",
+            BOOT,
+        )
+        .expect("provisioned from the stick");
+    wait_agent_active(&node);
+    assert!(sh(&node, "cat /etc/scs-edge/site.toml").contains("ci-usb"));
+}
+
+/// Finds the byte offset of the partition labelled `label` with `sfdisk --json`.
+fn partition_offset(image: &Path, label: &str) -> u64 {
+    let output = std::process::Command::new("sfdisk")
+        .arg("--json")
+        .arg(image)
+        .output()
+        .expect("sfdisk");
+    let table: serde_json::Value = serde_json::from_slice(&output.stdout).expect("sfdisk json");
+    let table = &table["partitiontable"];
+    let sector = table["sectorsize"].as_u64().unwrap_or(512);
+    let partition = table["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .find(|p| p["name"] == label)
+        .unwrap_or_else(|| panic!("no partition {label} in {table}"));
+    partition["start"].as_u64().expect("start") * sector
+}
+
+#[test]
+fn a_flipped_byte_in_usr_fails_verification_and_the_node_does_not_boot() {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let work = scratch_dir("image-tampered");
+    let tampered = work.path().join("tampered.raw");
+    let copied = std::process::Command::new("cp")
+        .arg("--sparse=always")
+        .arg(image())
+        .arg(&tampered)
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    // Byte 8 of the squashfs superblock (block 0 of /usr): read by every mount.
+    let offset = partition_offset(
+        &tampered,
+        &format!("scs-edge_{}", env!("CARGO_PKG_VERSION")),
+    ) + 8;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&tampered)
+        .expect("open copy");
+    let mut byte = [0_u8; 1];
+    file.seek(SeekFrom::Start(offset)).expect("seek");
+    file.read_exact(&mut byte).expect("read");
+    byte[0] ^= 0xff;
+    file.seek(SeekFrom::Start(offset)).expect("seek");
+    file.write_all(&byte).expect("write");
+    file.sync_all().expect("sync");
+    drop(file);
+
+    let options = LabOptions::new(
+        tampered,
+        work.path().join("lab"),
+        free_port(),
+        SiteDelivery::Nothing,
+    );
+    let node = LabNode::boot(&options).expect("boot the tampered copy");
+    node.console
+        .wait_for("is corrupted", BOOT)
+        .expect("dm-verity reports the corrupted block");
+    // The initrd cannot mount /usr and stops in emergency mode (root is locked: no shell).
+    let stopped = scs_edge_tests::wait::within(BOOT, || {
+        let text = node.console.text();
+        (text.contains("emergency") || text.contains("root account is locked")).then_some(text)
+    });
+    let text = stopped.unwrap_or_else(|| {
+        panic!(
+            "the boot did not stop in emergency mode:\n{}",
+            node.console.tail(30)
+        )
+    });
+    assert!(text.contains("verity"), "{}", node.console.tail(30));
+    assert!(
+        !text.contains("root@scs-edge") && !text.contains("SCS Edge:"),
+        "a tampered /usr must never reach userspace:\n{}",
+        node.console.tail(30)
+    );
+}
