@@ -123,6 +123,7 @@ impl LabNode {
         let vars = work.join("ovmf-vars.fd");
         let console_sock = work.join("console.sock");
         let qmp = work.join("qmp.sock");
+        stop_stale_qemu(work);
         for stale in [&disk, &console_sock, &qmp] {
             let _ = std::fs::remove_file(stale);
         }
@@ -146,6 +147,8 @@ impl LabNode {
         let mut args: Vec<String> = vec![
             "-name".into(),
             "scs-edge-lab".into(),
+            "-pidfile".into(),
+            work.join("qemu.pid").display().to_string(),
             "-machine".into(),
             "q35,smm=off".into(),
             "-m".into(),
@@ -324,6 +327,27 @@ impl Drop for LabNode {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A lab whose runner was killed leaves its QEMU behind (holding the port forward and the disk):
+/// the next boot in the same directory stops it first. Only a process whose command line names this
+/// directory's pid file is touched.
+fn stop_stale_qemu(work: &Path) {
+    let pidfile = work.join("qemu.pid");
+    let Some(pid) = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if String::from_utf8_lossy(&cmdline).contains(&*pidfile.to_string_lossy()) {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        crate::wait::within(Duration::from_secs(10), || {
+            (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+        });
+    }
+    let _ = std::fs::remove_file(pidfile);
 }
 
 fn run(command: &mut Command) -> Result<(), LabError> {

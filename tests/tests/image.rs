@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A first boot under TCG on two busy cores: minutes, not seconds.
-const BOOT: Duration = Duration::from_secs(900);
-const COMMAND: Duration = Duration::from_secs(120);
+const BOOT: Duration = Duration::from_mins(15);
+const COMMAND: Duration = Duration::from_mins(2);
 
 fn image() -> PathBuf {
     let image = default_image();
@@ -39,14 +39,20 @@ fn site_toml(name: &str, region_url: &str) -> String {
 
 /// Runs `command` on the console and returns its trimmed output, failing on a non-zero status.
 fn sh(node: &LabNode, command: &str) -> String {
-    let (status, output) = node.console.shell(command, COMMAND).expect("console command");
+    let (status, output) = node
+        .console
+        .shell(command, COMMAND)
+        .expect("console command");
     assert_eq!(status, 0, "`{command}` failed: {output}");
     output.trim().to_owned()
 }
 
 /// The exit status of `command` on the console.
 fn status(node: &LabNode, command: &str) -> i32 {
-    node.console.shell(command, COMMAND).expect("console command").0
+    node.console
+        .shell(command, COMMAND)
+        .expect("console command")
+        .0
 }
 
 fn wait_agent_active(node: &LabNode) {
@@ -171,7 +177,10 @@ fn image_boots_to_a_ready_agent_on_a_verity_protected_read_only_usr() {
     // What provisioning wrote; the API answers through the management NIC.
     assert!(sh(&node, "cat /etc/scs-edge/agent.toml").contains("physnet1"));
     assert_eq!(
-        sh(&node, "cat /var/lib/scs-edge/provisioned.json | grep -o '\"profile\":\"[^\"]*\"'"),
+        sh(
+            &node,
+            "cat /var/lib/scs-edge/provisioned.json | grep -o '\"profile\":\"[^\"]*\"'"
+        ),
         "\"profile\":\"qemu-q35\""
     );
     let versions = api_answers(&node);
@@ -207,18 +216,31 @@ fn a_first_boot_without_site_configuration_waits_and_provisions_from_a_usb_stick
         sh(&node, "systemctl is-active scs-edge-agent.service || true"),
         "active"
     );
-    assert_eq!(sh(&node, "systemctl is-active scs-edge-provision.service || true"), "activating");
+    assert_eq!(
+        sh(
+            &node,
+            "systemctl is-active scs-edge-provision.service || true"
+        ),
+        "activating"
+    );
     for path in [
         "/etc/scs-edge/agent.toml",
         "/etc/scs-edge/site.toml",
         "/var/lib/scs-edge/provisioned.json",
         "/etc/systemd/network/10-scs-edge-management.network",
     ] {
-        assert_ne!(status(&node, &format!("test -e {path}")), 0, "{path} exists");
+        assert_ne!(
+            status(&node, &format!("test -e {path}")),
+            0,
+            "{path} exists"
+        );
     }
     assert!(
-        sh(&node, "systemctl show -P StatusText scs-edge-provision.service")
-            .contains("waiting"),
+        sh(
+            &node,
+            "systemctl show -P StatusText scs-edge-provision.service"
+        )
+        .contains("waiting"),
     );
 
     // An invalid stick: a clear message naming the key, still nothing written.
@@ -229,12 +251,21 @@ fn a_first_boot_without_site_configuration_waits_and_provisions_from_a_usb_stick
         .wait_for("SCS Edge: site configuration invalid", BOOT)
         .expect("the invalid-configuration message");
     let text = node.console.text();
-    let invalid = &text[text.find("SCS Edge: site configuration invalid").expect("message")..];
+    let invalid = &text[text
+        .find("SCS Edge: site configuration invalid")
+        .expect("message")..];
     assert!(invalid.contains("site.region_url"), "{invalid}");
     assert!(invalid.contains("https://"), "{invalid}");
     assert!(!invalid.contains("ci-join-token"), "the token is a secret");
-    for path in ["/etc/scs-edge/agent.toml", "/var/lib/scs-edge/provisioned.json"] {
-        assert_ne!(status(&node, &format!("test -e {path}")), 0, "{path} exists");
+    for path in [
+        "/etc/scs-edge/agent.toml",
+        "/var/lib/scs-edge/provisioned.json",
+    ] {
+        assert_ne!(
+            status(&node, &format!("test -e {path}")),
+            0,
+            "{path} exists"
+        );
     }
 
     // The right stick: provisioned, the agent comes up.

@@ -287,7 +287,10 @@ fn api_url_from_the_site_configuration_becomes_the_catalog_url() {
     let node = Node::qemu();
     node.write(
         "proc/cmdline",
-        format!("{} scs_edge.api_url=https://127.0.0.1:8443", cmdline("factory-7")),
+        format!(
+            "{} scs_edge.api_url=https://127.0.0.1:8443",
+            cmdline("factory-7")
+        ),
     );
     provisioned(node.attempt());
     let config = AgentConfig::parse(&node.read(AGENT_TOML), Path::new("agent.toml"))
@@ -300,7 +303,10 @@ fn api_url_from_the_site_configuration_becomes_the_catalog_url() {
     let refused = Node::qemu();
     refused.write(
         "proc/cmdline",
-        format!("{} scs_edge.api_url=http://127.0.0.1:8443", cmdline("factory-7")),
+        format!(
+            "{} scs_edge.api_url=http://127.0.0.1:8443",
+            cmdline("factory-7")
+        ),
     );
     let (_, key, reason) = invalid_key(refused.attempt());
     assert_eq!(key, "scs_edge.api_url");

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BOOT: Duration = Duration::from_secs(900);
+const BOOT: Duration = Duration::from_mins(15);
 
 pub(crate) fn run(records: &mut Vec<Record>) {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 /// Under TCG on two busy cores a first boot takes minutes, not seconds.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
+const BOOT_TIMEOUT: Duration = Duration::from_mins(15);
 
 struct Args {
     image: PathBuf,
@@ -123,7 +123,7 @@ fn run(args: &Args) -> Result<(), String> {
                  scs-edge-agent identity bootstrap --admin-password-file /run/scs-edge-admin >/dev/null; \
                  r=$?; rm -f /run/scs-edge-admin; (exit $r)"
             ),
-            Duration::from_secs(120),
+            Duration::from_mins(2),
         )
         .map_err(|e| e.to_string())?;
     if status != 0 {
@@ -172,7 +172,7 @@ fn wait_agent_ready(node: &LabNode) -> Result<Duration, String> {
             .console
             .shell(
                 "systemctl is-active scs-edge-agent.service",
-                Duration::from_secs(60),
+                Duration::from_mins(1),
             )
             .map_err(|e| e.to_string())?;
         if state.trim() == "active" {
@@ -183,7 +183,7 @@ fn wait_agent_ready(node: &LabNode) -> Result<Duration, String> {
                 .console
                 .shell(
                     "journalctl -b -u scs-edge-provision -u scs-edge-agent --no-pager | tail -n 30",
-                    Duration::from_secs(60),
+                    Duration::from_mins(1),
                 )
                 .map_err(|e| e.to_string())?;
             return Err(format!("the agent failed:\n{journal}"));
