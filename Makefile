@@ -44,7 +44,7 @@ image: deps ## build the node image (mkosi; only when an input changed) → targ
 	scripts/build-image.sh
 
 lab: image ## boot one site from the image in QEMU; prints `ready: <clouds.yaml>` when its agent answers
-	$(CARGO) build --locked -p scs-edge-tests --bin scs-edge-lab
+	$(CARGO) build --locked -p scs-edge-lab
 	target/debug/scs-edge-lab
 
 clean: ## remove build output

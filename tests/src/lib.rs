@@ -9,7 +9,8 @@ pub mod agent;
 pub mod bench;
 pub mod cloud;
 pub mod guest;
-pub mod lab;
+/// The QEMU lab (crate `scs-edge-lab`, folder `qemu/`), for the image tests and benchmark.
+pub use scs_edge_lab as lab;
 pub mod libvirt;
 pub mod ovn;
 pub mod site;

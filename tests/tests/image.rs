@@ -174,15 +174,22 @@ fn image_boots_to_a_ready_agent_on_a_verity_protected_read_only_usr() {
         "the data partition grows into the 20 GiB disk: {root_bytes}"
     );
 
+    // Immutable: no compilers, no package manager, no package state.
+    assert_eq!(
+        status(
+            &node,
+            "(for c in cc gcc rustc apt apt-get; do command -v $c && exit 1; done; test ! -e /var/lib/dpkg/status)"
+        ),
+        0,
+        "the node carries a compiler or package-manager state"
+    );
+
     // What provisioning wrote; the API answers through the management NIC.
     assert!(sh(&node, "cat /etc/scs-edge/agent.toml").contains("physnet1"));
-    assert_eq!(
-        sh(
-            &node,
-            "cat /var/lib/scs-edge/provisioned.json | grep -o '\"profile\":\"[^\"]*\"'"
-        ),
-        "\"profile\":\"qemu-q35\""
-    );
+    let stamp: serde_json::Value =
+        serde_json::from_str(&sh(&node, "cat /var/lib/scs-edge/provisioned.json")).expect("stamp");
+    assert_eq!(stamp["profile"], "qemu-q35", "{stamp}");
+    assert_eq!(stamp["site"], "ci-site", "{stamp}");
     let versions = api_answers(&node);
     assert_eq!(versions["version"]["id"], "v3.14", "{versions}");
 }

@@ -8,7 +8,7 @@
 //! node running until Ctrl-C.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use scs_edge_tests::lab::{LabNode, LabOptions, SiteDelivery, default_image};
+use scs_edge_lab::{LabNode, LabOptions, SiteDelivery, default_image, target_dir};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         image: default_image(),
-        work_dir: scs_edge_tests::target_dir().join("lab"),
+        work_dir: target_dir().join("lab"),
         api_port: 8443,
         site: "lab".into(),
     };

@@ -6,7 +6,8 @@
 //! to the agent's API, a provider NIC, and an xHCI controller into which a "USB stick" can be plugged
 //! through QMP. KVM is used only when the agent's own probe shows it runs guest code; otherwise TCG.
 //!
-//! `scs-edge-lab` (`make lab`) and the image tests (tests/tests/image.rs) both drive it.
+//! `scs-edge-lab` (`make lab`), the image tests (tests/tests/image.rs) and the image benchmark all
+//! drive it.
 
 use scs_edge_agent::compute::kvm_probe::{AcceleratorProbe, DevKvmProbe, KvmVerdict};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -343,7 +344,7 @@ fn stop_stale_qemu(work: &Path) {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     if String::from_utf8_lossy(&cmdline).contains(&*pidfile.to_string_lossy()) {
         let _ = Command::new("kill").arg(pid.to_string()).status();
-        crate::wait::within(Duration::from_secs(10), || {
+        poll_until(Duration::from_secs(10), || {
             (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
         });
     }
@@ -438,7 +439,7 @@ impl Console {
     /// Waits until `needle` has been printed (anywhere since boot); returns the time waited.
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> Result<Duration, LabError> {
         let started = Instant::now();
-        crate::wait::within(timeout, || self.text().contains(needle).then_some(()))
+        poll_until(timeout, || self.text().contains(needle).then_some(()))
             .map(|()| started.elapsed())
             .ok_or_else(|| {
                 LabError(format!(
@@ -460,12 +461,20 @@ impl Console {
     }
 
     /// Runs a shell command on the logged-in console; returns its exit status and output. The
-    /// markers are printed by arithmetic so the echoed command line never matches them.
+    /// markers are printed by arithmetic so the echoed command line never matches them. The command
+    /// runs in the login shell itself: wrap anything that may `exit` in `( … )`.
     pub fn shell(&self, command: &str, timeout: Duration) -> Result<(i32, String), LabError> {
         let marker = {
             let mut next = self.next_marker.lock().expect("marker");
             *next += 1;
             1000 + *next
+        };
+        // The first command also makes the session script-friendly: no pager (systemctl pipes
+        // long lines into less), no colours.
+        let command = if marker == 1001 {
+            format!("export SYSTEMD_PAGER=cat PAGER=cat SYSTEMD_COLORS=0; {command}")
+        } else {
+            command.to_owned()
         };
         let begin = format!("<<BEGIN-{marker}>>");
         let end = format!("<<END-{marker}:");
@@ -473,7 +482,7 @@ impl Console {
         self.send(&format!(
             "echo \"<<BEGIN-$(({marker}))>>\"; {command}; echo \"<<END-$(({marker})):$?>>\""
         ))?;
-        let (status, output) = crate::wait::within(timeout, || {
+        let (status, output) = poll_until(timeout, || {
             let text = self.text();
             let fresh = &text[start_len.min(text.len())..];
             let from = fresh.find(&format!("{begin}\n"))? + begin.len() + 1;
@@ -549,10 +558,37 @@ impl Qmp {
     }
 }
 
+/// Polls `probe` (every 50 ms) until it yields a value, or gives `None` once `timeout` passed.
+/// Watching an observable condition is the synchronisation; the interval only bounds how soon we
+/// notice.
+pub fn poll_until<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if started.elapsed() >= timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The workspace's target directory (`$CARGO_TARGET_DIR` when set).
+pub fn target_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(
+        || PathBuf::from("target"),
+        |workspace| workspace.join("target"),
+    )
+}
+
 /// The image `make image` builds for this workspace's version.
 pub fn default_image() -> PathBuf {
     let version = env!("CARGO_PKG_VERSION");
-    crate::target_dir()
+    target_dir()
         .join("image")
         .join(format!("scs-edge_{version}.raw"))
 }
