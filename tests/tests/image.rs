@@ -174,6 +174,28 @@ fn image_boots_to_a_ready_agent_on_a_verity_protected_read_only_usr() {
         "the data partition grows into the 20 GiB disk: {root_bytes}"
     );
 
+    // Boot assessment: the UKI booted with a try counter, and once the agent was READY
+    // (boot-complete.target) systemd-bless-boot marked this boot good.
+    let blessed = scs_edge_tests::wait::within(COMMAND, || {
+        let state = sh(
+            &node,
+            "systemctl is-active systemd-bless-boot.service || true",
+        );
+        (state == "active").then_some(())
+    });
+    assert!(
+        blessed.is_some(),
+        "systemd-bless-boot did not run: {}",
+        sh(
+            &node,
+            "systemctl status --no-pager systemd-bless-boot.service boot-complete.target || true"
+        )
+    );
+    assert_eq!(
+        sh(&node, "/usr/lib/systemd/systemd-bless-boot status"),
+        "good"
+    );
+
     // Immutable: no compilers, no package manager, no package state.
     assert_eq!(
         status(

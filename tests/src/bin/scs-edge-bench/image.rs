@@ -7,9 +7,10 @@
 //! - **size**: the raw image's length and the bytes it occupies (it is sparse), and the image
 //!   compressed with `zstd -T0 -12` (what a download or a USB flash would carry). Goal: ≤ 600 MB
 //!   compressed with k3s; k3s is not included here (it cannot be downloaded on this machine).
-//! - **boot**: the image in QEMU under TCG (2 vCPUs, 3 GiB) with a site configuration over fw_cfg, from
-//!   starting QEMU to the serial console's login prompt (the OS alone: the baseline) and to systemd
-//!   reporting the agent active (READY=1 sent: provisioned, libvirt, OVS, OVN, agent). Goal: ≤ 60 s.
+//! - **boot**: the image in QEMU under TCG (2 vCPUs, 3 GiB) with a site configuration over fw_cfg:
+//!   from starting QEMU to the agent's READY=1 (provisioned, then started), against the moment the
+//!   last of libvirtd, ovs-vswitchd, ovn-controller and ovn-northd became active (the platform the
+//!   agent needs: the baseline). Goal: ≤ 60 s.
 
 use scs_edge_tests::bench::Record;
 use scs_edge_tests::lab::{LabNode, LabOptions, SiteDelivery, default_image, free_port};
@@ -77,14 +78,14 @@ pub(crate) fn run(records: &mut Vec<Record>) {
         "-",
     ));
 
-    let (login, ready) = boot_to_ready(&image);
-    println!("boot under TCG: login prompt {login:.1} s, agent READY {ready:.1} s");
+    let (platform, ready) = boot_to_ready(&image);
+    println!("boot under TCG: platform services up {platform:.1} s, agent READY {ready:.1} s");
     records.push(Record::compared(
         "boot to agent READY under TCG (from QEMU start)",
         ready,
         "s",
-        login,
-        "boot to the serial login prompt (the OS alone)",
+        platform,
+        "libvirtd, ovs-vswitchd, ovn-controller, ovn-northd all active",
         "<= 60 s",
     ));
 }
@@ -113,6 +114,10 @@ fn allocated_bytes(path: &Path) -> u64 {
         .expect("du output")
 }
 
+/// Boots the image; returns (platform services up, agent READY), both in seconds since QEMU
+/// started. The instants come from systemd's own monotonic timestamps (`ActiveEnterTimestampMonotonic`,
+/// microseconds since the kernel started), placed on the host's clock through one reading of
+/// `/proc/uptime` whose answer the host timestamps as it arrives (error: one console round trip).
 fn boot_to_ready(image: &Path) -> (f64, f64) {
     let work = scratch_dir("bench-image-boot");
     let site = format!(
@@ -130,9 +135,6 @@ fn boot_to_ready(image: &Path) -> (f64, f64) {
     node.console
         .wait_for("root@scs-edge", BOOT)
         .expect("login prompt");
-    let login = node.started.elapsed().as_secs_f64();
-    // Polled over the console: the figure includes up to one shell round trip (about a second
-    // under TCG).
     wait::until("the agent active", BOOT, || {
         let (_, state) = node
             .console
@@ -140,5 +142,32 @@ fn boot_to_ready(image: &Path) -> (f64, f64) {
             .ok()?;
         (state.trim() == "active").then_some(())
     });
-    (login, node.started.elapsed().as_secs_f64())
+    let units = [
+        "scs-edge-agent.service",
+        "libvirtd.service",
+        "ovs-vswitchd.service",
+        "ovn-controller.service",
+        "ovn-northd.service",
+    ];
+    let (_, output) = node
+        .console
+        .shell(
+            &format!(
+                "cut -d' ' -f1 /proc/uptime; for u in {}; do systemctl show -P ActiveEnterTimestampMonotonic $u; done",
+                units.join(" ")
+            ),
+            BOOT,
+        )
+        .expect("timestamps");
+    let answered = node.started.elapsed().as_secs_f64();
+    let numbers: Vec<f64> = output
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert_eq!(numbers.len(), units.len() + 1, "timestamps: {output}");
+    let kernel_start = answered - numbers[0];
+    let at = |monotonic_us: f64| kernel_start + monotonic_us / 1e6;
+    let ready = at(numbers[1]);
+    let platform = numbers[2..].iter().copied().fold(0.0, f64::max);
+    (at(platform), ready)
 }

@@ -98,7 +98,10 @@ const NOTES: &str = "## What is measured\n\n\
 - **agent RSS**: `VmRSS` of the `scs-edge-agent` process after READY=1 with no servers, and after 20 servers reached ACTIVE; the idle figure is the baseline of the loaded one.\n\
 - **1000 ports, OVSDB client vs ovn-nbctl**: a switch and a port group with three ACLs made by ovn-nbctl; then 1000 ports each created, added to the switch and to the port group in one transaction by the agent's `ovsdb` client over one connection — against the same three operations as one `ovn-nbctl` invocation per port (how CMS scripts drive OVN).\n\
 - **1000 ports through the agent**: `NetworkService::create_port` 1000 times (each a durable SQLite transaction with IPAM and the security group), the OVN reconciler diffing the model against the northbound replica; timed until a separate monitor sees all 1000 logical switch ports.\n\
-- **port up**: a veth plugged into br-int with `iface-id` = port id; time until OVN sets `up=true` (seen by a separate monitor) and until the agent reports the port ACTIVE.\n";
+- **port up**: a veth plugged into br-int with `iface-id` = port id; time until OVN sets `up=true` (seen by a separate monitor) and until the agent reports the port ACTIVE.\n\
+- **image build**: `scripts/build-image.sh` forced, with the release agent already built: cold = mkosi's incremental and package caches removed (packages downloaded again), cached = both caches kept.\n\
+- **image size**: the raw image's length (sparse), the blocks it occupies, and `zstd -T0 -12` of it; k3s is not in it (it cannot be downloaded here).\n\
+- **boot to READY**: the image in QEMU under TCG (2 vCPUs, 3 GiB, OVMF) with its site configuration over fw_cfg, from starting QEMU to systemd's ActiveEnterTimestampMonotonic of the agent (READY=1, after provisioning) and of the last of libvirtd, ovs-vswitchd, ovn-controller and ovn-northd (the baseline), placed on the host's clock by one reading of /proc/uptime over the serial console.\n";
 
 fn host_memory_mib() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
