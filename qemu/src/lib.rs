@@ -307,6 +307,44 @@ impl LabNode {
         Ok(())
     }
 
+    /// Waits until systemd reports the agent active — it is `Type=notify`, so active means READY=1
+    /// was sent — and returns the time since QEMU started. A failed agent, or none within `timeout`,
+    /// is an error carrying the provisioning and agent journal.
+    pub fn wait_agent_ready(&self, timeout: Duration) -> Result<Duration, LabError> {
+        let outcome = poll_until(timeout, || {
+            let (_, state) = self
+                .console
+                .shell(
+                    "systemctl is-active scs-edge-agent.service",
+                    Duration::from_mins(2),
+                )
+                .ok()?;
+            match state.trim() {
+                "active" => Some(Ok(self.started.elapsed())),
+                "failed" => Some(Err("the agent failed")),
+                _ => None,
+            }
+        });
+        match outcome {
+            Some(Ok(ready)) => Ok(ready),
+            failure => {
+                let journal = self
+                    .console
+                    .shell(
+                        "journalctl -b --no-pager -u scs-edge-provision -u scs-edge-agent | tail -n 40",
+                        Duration::from_mins(2),
+                    )
+                    .map(|(_, out)| out)
+                    .unwrap_or_default();
+                let what = match failure {
+                    Some(Err(what)) => what.to_owned(),
+                    _ => format!("the agent did not become active (READY) within {timeout:?}"),
+                };
+                Err(LabError(format!("{what}:\n{journal}")))
+            }
+        }
+    }
+
     /// The agent's API base URL on the host.
     pub fn api_url(&self) -> String {
         format!("https://127.0.0.1:{}", self.api_port)

@@ -11,7 +11,7 @@
 use scs_edge_lab::{LabNode, LabOptions, SiteDelivery, default_image, target_dir};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Under TCG on two busy cores a first boot takes minutes, not seconds.
 const BOOT_TIMEOUT: Duration = Duration::from_mins(15);
@@ -98,7 +98,9 @@ fn run(args: &Args) -> Result<(), String> {
     node.console
         .wait_for("root@", BOOT_TIMEOUT)
         .map_err(|e| e.to_string())?;
-    let ready = wait_agent_ready(&node)?;
+    let ready = node
+        .wait_agent_ready(BOOT_TIMEOUT)
+        .map_err(|e| e.to_string())?;
     println!("agent READY {:.1} s after power-on", ready.as_secs_f64());
 
     let secrets = args.work_dir.join("secrets");
@@ -161,38 +163,4 @@ fn run(args: &Args) -> Result<(), String> {
         std::thread::sleep(Duration::from_secs(1));
     }
     Err("the node powered off".into())
-}
-
-/// Waits until systemd reports the agent active (it is `Type=notify`: active means READY=1 was
-/// sent) and answers HTTPS through the port forward.
-fn wait_agent_ready(node: &LabNode) -> Result<Duration, String> {
-    let deadline = Instant::now() + BOOT_TIMEOUT;
-    loop {
-        let (_, state) = node
-            .console
-            .shell(
-                "systemctl is-active scs-edge-agent.service",
-                Duration::from_mins(1),
-            )
-            .map_err(|e| e.to_string())?;
-        if state.trim() == "active" {
-            return Ok(node.started.elapsed());
-        }
-        if state.trim() == "failed" {
-            let (_, journal) = node
-                .console
-                .shell(
-                    "journalctl -b -u scs-edge-provision -u scs-edge-agent --no-pager | tail -n 30",
-                    Duration::from_mins(1),
-                )
-                .map_err(|e| e.to_string())?;
-            return Err(format!("the agent failed:\n{journal}"));
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "agent not READY within {BOOT_TIMEOUT:?} (state {state})"
-            ));
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
 }

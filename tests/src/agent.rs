@@ -2,7 +2,7 @@
 //! `NOTIFY_SOCKET`, kill -9 and restart, and the admin CLI.
 
 use crate::libvirt::{Observer, URI};
-use crate::scratch_dir;
+use crate::{free_port, scratch_dir};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -85,14 +85,6 @@ pub fn binary() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 impl AgentProcess {

@@ -16,7 +16,7 @@ pub mod ovn;
 pub mod site;
 pub mod wait;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Directory for cross-process harness state (locks, daemon pid files and logs).
 pub fn run_dir() -> PathBuf {
@@ -44,16 +44,7 @@ impl RunLock {
     }
 }
 
-/// The workspace's `target` directory (where the test binary itself lives).
-pub fn target_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .join("target")
-}
+pub use scs_edge_lab::{free_port, target_dir};
 
 /// A fresh directory QEMU (running as `libvirt-qemu`) can traverse.
 pub fn scratch_dir(label: &str) -> tempfile::TempDir {

@@ -1,6 +1,6 @@
 //! Waiting on observable conditions with a deadline.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Polls `probe` until it yields a value or `timeout` passes; panics naming `what` on timeout.
 /// Polling an observable condition is synchronisation; the interval only bounds how soon we notice.
@@ -10,16 +10,7 @@ pub fn until<T>(what: &str, timeout: Duration, probe: impl FnMut() -> Option<T>)
 }
 
 /// Polls `probe` until it yields a value, or gives `None` once `timeout` passed — for callers that
-/// gather their own evidence (logs, consoles) before failing.
-pub fn within<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = probe() {
-            return Some(value);
-        }
-        if started.elapsed() >= timeout {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// gather their own evidence (logs, consoles) before failing. The one poll loop lives in the lab crate.
+pub fn within<T>(timeout: Duration, probe: impl FnMut() -> Option<T>) -> Option<T> {
+    scs_edge_lab::poll_until(timeout, probe)
 }

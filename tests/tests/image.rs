@@ -56,23 +56,8 @@ fn status(node: &LabNode, command: &str) -> i32 {
 }
 
 fn wait_agent_active(node: &LabNode) {
-    let active = scs_edge_tests::wait::within(BOOT, || {
-        let (_, state) = node
-            .console
-            .shell("systemctl is-active scs-edge-agent.service", COMMAND)
-            .ok()?;
-        (state.trim() == "active").then_some(())
-    });
-    if active.is_none() {
-        let journal = node
-            .console
-            .shell(
-                "journalctl -b --no-pager -u scs-edge-provision -u scs-edge-agent | tail -n 40",
-                COMMAND,
-            )
-            .map(|(_, out)| out)
-            .unwrap_or_default();
-        panic!("the agent did not become active (READY) within {BOOT:?}:\n{journal}");
+    if let Err(err) = node.wait_agent_ready(BOOT) {
+        panic!("{err}");
     }
 }
 

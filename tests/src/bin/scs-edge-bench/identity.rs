@@ -9,12 +9,12 @@
 //! - `GET /compute/v2.1/servers/detail` with 500 servers (in-process agent over the fake hypervisor),
 //!   and `openstack server list --long` on it, each against the same with no servers.
 
+use scs_edge_agent::compute::NewServer;
 use scs_edge_agent::compute::fake::FakeHypervisor;
 use scs_edge_agent::compute::files::FakeServerFiles;
 use scs_edge_agent::compute::host::{FixedHostInventory, HostResources};
 use scs_edge_agent::compute::hypervisor::VirtType;
 use scs_edge_agent::compute::server::ServerStatus;
-use scs_edge_agent::compute::{NewFlavor, NewServer};
 use scs_edge_agent::config::AgentConfig;
 use scs_edge_agent::daemon::{self, Agent, HostPorts};
 use scs_edge_agent::identity::password::{Argon2Params, PasswordHasher};
@@ -31,9 +31,8 @@ use scs_edge_agent::system::notify::RecordingNotifier;
 use scs_edge_tests::agent::{AgentOptions, AgentProcess};
 use scs_edge_tests::bench::{Record, percentile};
 use scs_edge_tests::cloud::CLIENTS;
-use scs_edge_tests::{scratch_dir, target_dir, wait};
+use scs_edge_tests::{free_port, scratch_dir, target_dir, wait};
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -63,14 +62,6 @@ fn script() -> PathBuf {
         .parent()
         .expect("workspace")
         .join("scripts/keystone-baseline.sh")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// A password nobody else knows, fresh for every run: both deployments listen on loopback only, but
@@ -588,18 +579,7 @@ fn servers_detail() -> Vec<Record> {
         )
         .expect("import");
     compute
-        .create_flavor(NewFlavor {
-            id: Some("bench".into()),
-            name: "bench".into(),
-            description: None,
-            vcpus: 1,
-            ram_mb: 64,
-            disk_gb: 1,
-            ephemeral_gb: 0,
-            swap_mb: 0,
-            is_public: true,
-            extra_specs: BTreeMap::new(),
-        })
+        .create_flavor(super::bench_flavor())
         .expect("flavor");
 
     let pem = std::fs::read(config.node.state_dir.join("tls/api.crt")).expect("agent certificate");

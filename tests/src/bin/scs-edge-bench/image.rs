@@ -14,7 +14,7 @@
 
 use scs_edge_tests::bench::Record;
 use scs_edge_tests::lab::{LabNode, LabOptions, SiteDelivery, default_image, free_port};
-use scs_edge_tests::{scratch_dir, wait};
+use scs_edge_tests::scratch_dir;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -135,13 +135,7 @@ fn boot_to_ready(image: &Path) -> (f64, f64) {
     node.console
         .wait_for("root@scs-edge", BOOT)
         .expect("login prompt");
-    wait::until("the agent active", BOOT, || {
-        let (_, state) = node
-            .console
-            .shell("systemctl is-active scs-edge-agent.service", BOOT)
-            .ok()?;
-        (state.trim() == "active").then_some(())
-    });
+    node.wait_agent_ready(BOOT).expect("agent READY");
     let units = [
         "scs-edge-agent.service",
         "libvirtd.service",

@@ -103,6 +103,22 @@ const NOTES: &str = "## What is measured\n\n\
 - **image size**: the raw image's length (sparse), the blocks it occupies, and `zstd -T0 -12` of it; k3s is not in it (it cannot be downloaded here).\n\
 - **boot to READY**: the image in QEMU under TCG (2 vCPUs, 3 GiB, OVMF) with its site configuration over fw_cfg, from starting QEMU to systemd's ActiveEnterTimestampMonotonic of the agent (READY=1, after provisioning) and of the last of libvirtd, ovs-vswitchd, ovn-controller and ovn-northd (the baseline), placed on the host's clock by one reading of /proc/uptime over the serial console.\n";
 
+/// The flavor every benchmark's servers use: the smallest a blank-disk guest idles in.
+fn bench_flavor() -> NewFlavor {
+    NewFlavor {
+        id: Some("bench".into()),
+        name: "bench".into(),
+        description: None,
+        vcpus: 1,
+        ram_mb: 64,
+        disk_gb: 1,
+        ephemeral_gb: 0,
+        swap_mb: 0,
+        is_public: true,
+        extra_specs: BTreeMap::new(),
+    }
+}
+
 fn host_memory_mib() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -178,20 +194,7 @@ fn create_to_running() -> Vec<Record> {
             &mut std::fs::File::open(&blank).expect("open"),
         )
         .expect("import");
-    compute
-        .create_flavor(NewFlavor {
-            id: Some("bench".into()),
-            name: "bench".into(),
-            description: None,
-            vcpus: 1,
-            ram_mb: 64,
-            disk_gb: 1,
-            ephemeral_gb: 0,
-            swap_mb: 0,
-            is_public: true,
-            extra_specs: BTreeMap::new(),
-        })
-        .expect("flavor");
+    compute.create_flavor(bench_flavor()).expect("flavor");
 
     let observer = Observer::connect();
     let baseline_dir = dir.path().join("baseline");
