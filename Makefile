@@ -2,6 +2,10 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
+# A clean CI checkout builds once: incremental caches would only cost disk (gigabytes of it).
+ifeq ($(CI),true)
+export CARGO_INCREMENTAL ?= 0
+endif
 
 .PHONY: help test deps lint deny-advisories unit integration dev bench image lab clean
 
