@@ -47,8 +47,8 @@ bench: deps ## benchmarks against a baseline in the same run → target/bench/re
 image: deps ## build the node image (mkosi; only when an input changed) → target/image/scs-edge_<version>.raw
 	scripts/build-image.sh
 
-lab: image ## boot one site from the image in QEMU; prints `ready: <clouds.yaml>` when its agent answers
-	$(CARGO) build --locked -p scs-edge-lab
+lab: image ## start a local region and boot one site from the image in QEMU that joins it; prints `ready: <clouds.yaml>`
+	$(CARGO) build --locked -p scs-edge-lab -p scs-edge-region
 	target/debug/scs-edge-lab
 
 clean: ## remove build output

@@ -17,6 +17,9 @@ packages=(
   gcc make git ca-certificates curl
   # the OpenStack clients the API tests drive (installed into a virtualenv below)
   python3-venv python3-pip
+  # the region: PostgreSQL (its tests start their own server with initdb/pg_ctl) and Chromium for the
+  # dashboard's browser tests (driven by playwright-core from npm, tests/dashboard/)
+  postgresql chromium
 )
 
 missing=()
@@ -51,6 +54,13 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# Node.js runs the test OIDC provider (tests/oidc-idp) and Playwright; the machine's own is used when
+# it is recent enough (≥ 20.18), Debian's otherwise.
+if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a==20&&b>=18)?0:1)' 2>/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends nodejs npm
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -7,7 +7,7 @@
 //! any instant and converges again on restart.
 //!
 //! Layering (dependencies point downwards only):
-//! `daemon`/`cli`/`api` → domain folders (`compute`, `image`, `network`, `identity`) → `store`,
+//! `daemon`/`cli`/`api`/`federation` (the region link) → domain folders (`compute`, `image`, `network`, `identity`) → `store`,
 //! `reconcile`, `system`, `health`, `metrics`.
 
 pub mod api;
@@ -16,6 +16,7 @@ pub mod compute;
 pub mod config;
 pub mod daemon;
 pub mod error_class;
+pub mod federation;
 pub mod health;
 pub mod identity;
 pub mod image;

@@ -7,7 +7,11 @@
 //! through QMP. KVM is used only when the agent's own probe shows it runs guest code; otherwise TCG.
 //!
 //! `scs-edge-lab` (`make lab`), the image tests (tests/tests/image.rs) and the image benchmark all
-//! drive it.
+//! drive it. [`region`] runs the local region the lab site joins (and the region tests run against).
+
+pub mod region;
+
+pub use region::{RegionOptions, RegionProcess};
 
 use scs_edge_agent::compute::kvm_probe::{AcceleratorProbe, DevKvmProbe, KvmVerdict};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,14 +1,19 @@
-//! `scs-edge-lab` (`make lab`): boots one SCS Edge site from the node image in QEMU and hands the
-//! operator an OpenStack `clouds.yaml` for it.
+//! `scs-edge-lab` (`make lab`): starts a local region, boots one SCS Edge site from the node image in
+//! QEMU that joins it, and hands the operator an OpenStack `clouds.yaml` for the site.
 //!
-//! The site gets its configuration over QEMU fw_cfg as an edge server gets it from its BMC or a USB
-//! stick; the image provisions itself from it and the `qemu-q35` hardware profile. Once the agent is
-//! READY the lab bootstraps the admin account over the serial console, copies the agent's API
-//! certificate out, writes `<work dir>/clouds.yaml` and prints `ready: <path>`. It then keeps the
-//! node running until Ctrl-C.
+//! The region (`scs-edge-region` on SQLite, state in `<work dir>/region`) listens on the host's
+//! loopback, which the guest reaches as 10.0.2.2 through QEMU's user networking. The lab adds the
+//! site and a one-time join token there, and the site gets its configuration — region URL, token,
+//! CA fingerprint — over QEMU fw_cfg as an edge server gets it from its BMC or a USB stick; the image
+//! provisions itself from it and the `qemu-q35` hardware profile, and its agent joins the region over
+//! mTLS. Once the agent is READY the lab bootstraps the admin account over the serial console, copies
+//! the agent's API certificate out, writes `<work dir>/clouds.yaml`, waits for the site's first report
+//! to reach the region and prints `ready: <path>`. It then keeps both running until Ctrl-C.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use scs_edge_lab::{LabNode, LabOptions, SiteDelivery, default_image, target_dir};
+use scs_edge_lab::{
+    LabNode, LabOptions, RegionOptions, RegionProcess, SiteDelivery, default_image, target_dir,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,6 +25,7 @@ struct Args {
     image: PathBuf,
     work_dir: PathBuf,
     api_port: u16,
+    region_port: u16,
     site: String,
 }
 
@@ -28,6 +34,7 @@ fn parse_args() -> Result<Args, String> {
         image: default_image(),
         work_dir: target_dir().join("lab"),
         api_port: 8443,
+        region_port: 9443,
         site: "lab".into(),
     };
     let mut it = std::env::args().skip(1);
@@ -39,10 +46,15 @@ fn parse_args() -> Result<Args, String> {
             "--api-port" => {
                 args.api_port = value()?.parse().map_err(|e| format!("--api-port: {e}"))?;
             }
+            "--region-port" => {
+                args.region_port = value()?
+                    .parse()
+                    .map_err(|e| format!("--region-port: {e}"))?;
+            }
             "--site" => args.site = value()?,
             "--help" | "-h" => {
                 return Err(
-                    "usage: scs-edge-lab [--image RAW] [--work-dir DIR] [--api-port PORT] [--site NAME]"
+                    "usage: scs-edge-lab [--image RAW] [--work-dir DIR] [--api-port PORT] [--region-port PORT] [--site NAME]"
                         .into(),
                 );
             }
@@ -52,15 +64,39 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// The lab's site configuration. The region URL points at the host (QEMU user networking's
-/// 10.0.2.2); until the region service exists nothing answers there and the site runs on its own.
-/// The API URL is the port forward, so the service catalog names what clients on the host reach.
-fn site_toml(name: &str, api_port: u16) -> String {
+/// The host as the guest sees it through QEMU's user networking.
+const HOST_FROM_GUEST: &str = "10.0.2.2";
+/// How long the lab waits for the site's first report once its agent is READY (join, first
+/// heartbeat; the agent's first attempt may land before the guest's network is fully up).
+const JOIN_TIMEOUT: Duration = Duration::from_mins(3);
+
+/// The lab's site configuration: the local region (through 10.0.2.2), a one-time token from it and
+/// its CA fingerprint. The API URL is the port forward, so the service catalog names what clients on
+/// the host reach.
+fn site_toml(name: &str, api_port: u16, region: &RegionProcess, token: &str) -> String {
     format!(
-        "[site]\nname = \"{name}\"\nregion_url = \"https://10.0.2.2:9443\"\njoin_token = \"lab-join-token\"\n\
-         ca_fingerprint = \"sha256:{}\"\napi_url = \"https://127.0.0.1:{api_port}\"\n",
-        "0".repeat(64)
+        "[site]\nname = \"{name}\"\nregion_url = \"https://{HOST_FROM_GUEST}:{}\"\njoin_token = \"{token}\"\n\
+         ca_fingerprint = \"{}\"\napi_url = \"https://127.0.0.1:{api_port}\"\n",
+        region.port(),
+        region.fingerprint,
     )
+}
+
+/// Starts (or restarts, keeping its state) the lab's region.
+fn start_region(args: &Args) -> Result<RegionProcess, String> {
+    let mut options = RegionOptions::new(args.work_dir.join("region"), args.region_port);
+    options.names = vec![
+        HOST_FROM_GUEST.into(),
+        "127.0.0.1".into(),
+        "localhost".into(),
+    ];
+    let region = RegionProcess::start(options)?;
+    println!(
+        "region: {} (dashboard; log {})",
+        region.url(),
+        region.log_path().display()
+    );
+    Ok(region)
 }
 
 fn main() -> ExitCode {
@@ -81,11 +117,13 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), String> {
+    let mut region = start_region(args)?;
+    let token = region.join_token(&args.site)?;
     let options = LabOptions::new(
         args.image.clone(),
         args.work_dir.clone(),
         args.api_port,
-        SiteDelivery::FwCfg(site_toml(&args.site, args.api_port)),
+        SiteDelivery::FwCfg(site_toml(&args.site, args.api_port, &region, &token)),
     );
     let mut node = LabNode::boot(&options).map_err(|e| e.to_string())?;
     println!(
@@ -153,14 +191,37 @@ fn run(args: &Args) -> Result<(), String> {
         ),
     )
     .map_err(|e| e.to_string())?;
+    let joined = scs_edge_lab::poll_until(JOIN_TIMEOUT, || {
+        let site = region.site_status(&args.site).ok()??;
+        (site["state"] == "active" && site["last_seq"].as_u64().unwrap_or(0) >= 1).then_some(site)
+    })
+    .ok_or_else(|| {
+        format!(
+            "site {} did not join the region within {JOIN_TIMEOUT:?}; region log:\n{}",
+            args.site,
+            region.log_tail(20)
+        )
+    })?;
+    println!(
+        "site {} joined the region: {} link, health {}",
+        args.site, joined["connectivity"], joined["health"]
+    );
     println!("ready: {}", clouds.display());
     println!(
         "  OS_CLIENT_CONFIG_FILE={} /opt/scs-edge-clients/bin/openstack --os-cloud scs-edge-lab flavor list",
         clouds.display()
     );
-    println!("Ctrl-C stops the node.");
-    while node.is_running() {
+    println!(
+        "  dashboard: {} (loopback only; no identity provider in the lab)",
+        region.url()
+    );
+    println!("Ctrl-C stops the node and the region.");
+    while node.is_running() && region.running() {
         std::thread::sleep(Duration::from_secs(1));
     }
-    Err("the node powered off".into())
+    if region.running() {
+        Err("the node powered off".into())
+    } else {
+        Err("the region stopped".into())
+    }
 }

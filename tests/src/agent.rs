@@ -363,7 +363,7 @@ impl AgentProcess {
 
 /// kill(2) on a child we spawned and still own (not yet reaped, so the pid cannot be reused).
 #[allow(unsafe_code)]
-fn send_signal(pid: libc::pid_t, signal: libc::c_int) -> libc::c_int {
+pub(crate) fn send_signal(pid: libc::pid_t, signal: libc::c_int) -> libc::c_int {
     // SAFETY: kill(2) has no memory-safety preconditions.
     unsafe { libc::kill(pid, signal) }
 }

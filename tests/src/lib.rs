@@ -12,7 +12,10 @@ pub mod guest;
 /// The QEMU lab (crate `scs-edge-lab`, folder `qemu/`), for the image tests and benchmark.
 pub use scs_edge_lab as lab;
 pub mod libvirt;
+pub mod oidc;
 pub mod ovn;
+pub mod postgres;
+pub mod region;
 pub mod site;
 pub mod wait;
 

@@ -211,6 +211,13 @@ pub(super) fn list(tx: &Transaction<'_>) -> Result<Vec<ServerRecord>, ComputeErr
     Ok(records)
 }
 
+/// How many servers exist, those being deleted included (they still hold resources).
+pub(super) fn count(tx: &Transaction<'_>) -> Result<u64, ComputeError> {
+    Ok(tx.query_row("SELECT count(*) FROM servers", [], |row| {
+        row.get::<_, i64>(0)
+    })? as u64)
+}
+
 /// Ids of every server row.
 pub(super) fn ids(tx: &Transaction<'_>) -> Result<Vec<Uuid>, ComputeError> {
     let mut stmt = tx.prepare("SELECT id FROM servers")?;

@@ -489,6 +489,11 @@ impl ComputeService {
 }
 
 impl ComputeService {
+    /// How many servers exist, without loading them (the region link reports it every heartbeat).
+    pub fn server_count(&self) -> Result<u64, ComputeError> {
+        self.store.read(repo::count)
+    }
+
     /// Number of servers per status, for metrics and the status line.
     pub fn status_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, ComputeError> {
         self.store.read(|tx| {

@@ -65,6 +65,8 @@ pub struct AgentConfig {
     pub log: LogConfig,
     /// `[identity]`: the Keystone-compatible identity service.
     pub identity: IdentityConfig,
+    /// `[region]`: the link to the central region service.
+    pub region: RegionConfig,
 }
 
 /// `[node]`
@@ -360,6 +362,76 @@ impl IdentityConfig {
     }
 }
 
+/// Where provisioning puts the one-time join token, and where the agent reads it by default.
+pub const DEFAULT_JOIN_TOKEN_FILE: &str = "/etc/scs-edge/join-token";
+
+/// `[region]`: the link to the central region service (`agent/src/federation/`).
+///
+/// A site runs fully on its own; the link only reports its health and inventory and fetches desired
+/// state. With `url` empty there is no link at all (a standalone site).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegionConfig {
+    /// `region.url` — base URL of the region service, `https://host:port`. Default: empty, meaning a
+    /// standalone site without a region link.
+    pub url: String,
+    /// `region.site` — the site this node joins as (a DNS label); required when `url` is set. It is
+    /// named in the node certificate, so it cannot change after joining.
+    pub site: String,
+    /// `region.ca_fingerprint` — pin of the region CA certificate, `sha256:` and 64 hex digits (colons
+    /// allowed, normalised to lower case); required when `url` is set. The node trusts nothing the
+    /// region sends before that CA matches the pin, so the join token never goes to an impostor.
+    pub ca_fingerprint: String,
+    /// `region.join_token_file` — the one-time join token (mode 0600), read on the first join and
+    /// deleted after it succeeded. Default `/etc/scs-edge/join-token`.
+    pub join_token_file: PathBuf,
+    /// `region.heartbeat_interval_secs` — a report is taken this often (1-3600). Default 10.
+    pub heartbeat_interval_secs: u64,
+    /// `region.jitter_percent` — heartbeats vary uniformly by up to this share of the interval (0-50), so
+    /// a fleet that restarted together does not report in lockstep. Default 20.
+    pub jitter_percent: u32,
+    /// `region.backoff_max_secs` — cap of the retry delay after failed exchanges (1-86400); also the delay
+    /// after refusals that need an operator (bad join token, CA pin mismatch). Default 300.
+    pub backoff_max_secs: u64,
+    /// `region.max_queued_reports` — reports kept while the region is unreachable (1-10000000). When
+    /// full, the OLDEST report is dropped (and counted, and logged): after a long outage the region
+    /// learns the site's recent state rather than a stale history, and the node's disk stays bounded
+    /// (about 1 KiB per report). Default 50000 (almost six days at the default interval).
+    pub max_queued_reports: u64,
+}
+
+impl Default for RegionConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            site: String::new(),
+            ca_fingerprint: String::new(),
+            join_token_file: PathBuf::from(DEFAULT_JOIN_TOKEN_FILE),
+            heartbeat_interval_secs: 10,
+            jitter_percent: 20,
+            backoff_max_secs: 300,
+            max_queued_reports: 50_000,
+        }
+    }
+}
+
+impl RegionConfig {
+    /// Whether the site has a region link at all.
+    pub fn enabled(&self) -> bool {
+        !self.url.is_empty()
+    }
+
+    /// The heartbeat interval as a `Duration`.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_interval_secs)
+    }
+
+    /// The retry cap as a `Duration`.
+    pub fn backoff_max(&self) -> Duration {
+        Duration::from_secs(self.backoff_max_secs)
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -404,7 +476,7 @@ impl AgentConfig {
             key: String::from("(document)"),
             reason: err.message().to_owned(),
         })?;
-        let config: Self = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let mut config: Self = serde_path_to_error::deserialize(deserializer).map_err(|err| {
             let key = err.path().to_string();
             ConfigError::Parse {
                 path: path.to_owned(),
@@ -413,6 +485,7 @@ impl AgentConfig {
             }
         })?;
         config.validate(path)?;
+        config.validate_region(path)?;
         Ok(config)
     }
 
@@ -667,6 +740,81 @@ impl AgentConfig {
         Ok(())
     }
 
+    /// Validates `[region]` and normalises the CA pin (the only key rewritten on load, so the link
+    /// compares fingerprints in one spelling).
+    fn validate_region(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, reason: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            reason,
+        };
+        let region = &mut self.region;
+        if !(1..=3600).contains(&region.heartbeat_interval_secs) {
+            return Err(invalid(
+                "region.heartbeat_interval_secs",
+                format!("must be 1-3600, got {}", region.heartbeat_interval_secs),
+            ));
+        }
+        if region.jitter_percent > 50 {
+            return Err(invalid(
+                "region.jitter_percent",
+                format!("must be 0-50, got {}", region.jitter_percent),
+            ));
+        }
+        if !(1..=86_400).contains(&region.backoff_max_secs) {
+            return Err(invalid(
+                "region.backoff_max_secs",
+                format!("must be 1-86400, got {}", region.backoff_max_secs),
+            ));
+        }
+        if !(1..=10_000_000).contains(&region.max_queued_reports) {
+            return Err(invalid(
+                "region.max_queued_reports",
+                format!("must be 1-10000000, got {}", region.max_queued_reports),
+            ));
+        }
+        if !region.join_token_file.is_absolute() {
+            return Err(invalid(
+                "region.join_token_file",
+                format!(
+                    "must be an absolute path, got {}",
+                    region.join_token_file.display()
+                ),
+            ));
+        }
+        if !region.ca_fingerprint.is_empty() {
+            region.ca_fingerprint = normalise_fingerprint(&region.ca_fingerprint)
+                .map_err(|reason| invalid("region.ca_fingerprint", reason))?;
+        }
+        if !region.site.is_empty() && !is_dns_label(&region.site) {
+            return Err(invalid(
+                "region.site",
+                format!(
+                    "must be a DNS label: 1-63 characters of [a-z0-9-], not starting or ending with '-'; got {:?}",
+                    region.site
+                ),
+            ));
+        }
+        if !region.enabled() {
+            return Ok(());
+        }
+        check_https_url(&region.url).map_err(|reason| invalid("region.url", reason))?;
+        if region.site.is_empty() {
+            return Err(invalid(
+                "region.site",
+                "required when region.url is set".into(),
+            ));
+        }
+        if region.ca_fingerprint.is_empty() {
+            return Err(invalid(
+                "region.ca_fingerprint",
+                "required when region.url is set (the node must know which region CA to trust)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Path of the SQLite store inside the state directory.
     pub fn store_path(&self) -> PathBuf {
         self.node.state_dir.join("agent.db")
@@ -687,6 +835,57 @@ pub fn valid_node_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// RFC 1123 label, lower case only: a site name becomes a host name, an OVN owner tag, a TLS name and
+/// the subject of the node certificate.
+pub fn is_dns_label(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// Checks an `https://` base URL (the region and the API's public URL are only ever reached over TLS);
+/// the reason names what is wrong.
+pub fn check_https_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("https://") else {
+        return Err(format!(
+            "must be an https:// URL (the node talks to it only over TLS), got {url:?}"
+        ));
+    };
+    if url.len() > 2048 || !url.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be at most 2048 printable ASCII characters without spaces".into());
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') {
+        return Err(format!("has no host name: {url:?}"));
+    }
+    if authority.contains('@') {
+        return Err("must not carry credentials (user@host)".into());
+    }
+    Ok(())
+}
+
+/// Normalises a CA pin to `sha256:` + 64 lower-case hex digits; colons between digits are allowed
+/// (as `openssl x509 -fingerprint` prints them), so an operator can paste either form.
+pub fn normalise_fingerprint(text: &str) -> Result<String, String> {
+    let Some(hex) = text.strip_prefix("sha256:") else {
+        return Err(format!(
+            "must start with `sha256:` followed by 64 hex digits, got {text:?}"
+        ));
+    };
+    let digits: String = hex.chars().filter(|c| *c != ':').collect();
+    if digits.len() != 64 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "must be `sha256:` followed by 64 hex digits (colons allowed), got {} hex digits in {text:?}",
+            digits.bytes().filter(u8::is_ascii_hexdigit).count()
+        ));
+    }
+    Ok(format!("sha256:{}", digits.to_ascii_lowercase()))
 }
 
 #[cfg(test)]
@@ -791,6 +990,112 @@ mod tests {
         let stronger = parse("[identity]\nargon2_memory_kib = 131072\nargon2_iterations = 3\n")
             .expect("stronger is fine");
         assert_eq!(stronger.identity.argon2_memory_kib, 131_072);
+    }
+
+    const PIN: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn region_defaults_mean_a_standalone_site() {
+        let config = parse("").expect("defaults");
+        assert!(!config.region.enabled());
+        assert_eq!(
+            config.region.join_token_file,
+            PathBuf::from("/etc/scs-edge/join-token")
+        );
+        assert_eq!(config.region.heartbeat_interval(), Duration::from_secs(10));
+        assert_eq!(config.region.jitter_percent, 20);
+        assert_eq!(config.region.backoff_max(), Duration::from_mins(5));
+        assert_eq!(config.region.max_queued_reports, 50_000);
+    }
+
+    #[test]
+    fn region_link_is_parsed_and_its_pin_normalised() {
+        let text = format!(
+            "[region]\nurl = \"https://region.example.com:8443\"\nsite = \"factory-7\"\nca_fingerprint = \"sha256:{}\"\n",
+            PIN.trim_start_matches("sha256:")
+                .to_ascii_uppercase()
+                .as_bytes()
+                .chunks(2)
+                .map(|pair| String::from_utf8_lossy(pair).into_owned())
+                .collect::<Vec<_>>()
+                .join(":")
+        );
+        let config = parse(&text).expect("valid region");
+        assert!(config.region.enabled());
+        assert_eq!(config.region.url, "https://region.example.com:8443");
+        assert_eq!(config.region.site, "factory-7");
+        assert_eq!(config.region.ca_fingerprint, PIN);
+    }
+
+    #[test]
+    fn region_link_needs_https_a_site_and_a_pin() {
+        let base = |url: &str, site: &str, pin: &str| {
+            format!("[region]\nurl = \"{url}\"\nsite = \"{site}\"\nca_fingerprint = \"{pin}\"\n")
+        };
+        for (text, key, words) in [
+            (
+                base("http://region.example.com", "f-1", PIN),
+                "region.url",
+                "https://",
+            ),
+            (base("https://", "f-1", PIN), "region.url", "host"),
+            (
+                base("https://region.example.com", "", PIN),
+                "region.site",
+                "required",
+            ),
+            (
+                base("https://region.example.com", "Factory_1", PIN),
+                "region.site",
+                "DNS label",
+            ),
+            (
+                base("https://region.example.com", "f-1", ""),
+                "region.ca_fingerprint",
+                "required",
+            ),
+            (
+                base("https://region.example.com", "f-1", "sha256:abcd"),
+                "region.ca_fingerprint",
+                "64 hex digits",
+            ),
+            (
+                base("https://region.example.com", "f-1", "md5:00"),
+                "region.ca_fingerprint",
+                "sha256:",
+            ),
+        ] {
+            let err = parse(&text).expect_err(key).to_string();
+            assert!(err.contains(&format!("key `{key}`")), "{key}: {err}");
+            assert!(err.contains(words), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn region_ranges_are_enforced_even_without_a_link() {
+        for (text, key) in [
+            (
+                "heartbeat_interval_secs = 0",
+                "region.heartbeat_interval_secs",
+            ),
+            (
+                "heartbeat_interval_secs = 3601",
+                "region.heartbeat_interval_secs",
+            ),
+            ("jitter_percent = 51", "region.jitter_percent"),
+            ("backoff_max_secs = 0", "region.backoff_max_secs"),
+            ("max_queued_reports = 0", "region.max_queued_reports"),
+            ("join_token_file = \"join-token\"", "region.join_token_file"),
+        ] {
+            let err = parse(&format!("[region]\n{text}\n")).expect_err(key);
+            assert!(err.to_string().contains(&format!("key `{key}`")), "{err}");
+        }
+        let tuned = parse(
+            "[region]\nheartbeat_interval_secs = 1\njitter_percent = 0\nbackoff_max_secs = 5\nmax_queued_reports = 1\n",
+        )
+        .expect("edges are allowed");
+        assert_eq!(tuned.region.max_queued_reports, 1);
+        assert_eq!(tuned.region.jitter_percent, 0);
     }
 
     #[test]

@@ -14,6 +14,11 @@ use crate::compute::libvirt::LibvirtHypervisor;
 use crate::compute::reconciler::{ServerReconciler, ServerReconcilerSettings};
 use crate::compute::{ComputeService, ComputeSettings};
 use crate::config::AgentConfig;
+use crate::federation::outbox::Outbox;
+use crate::federation::report::{AgentObserver, LocalSystem};
+use crate::federation::status::LinkStatus;
+use crate::federation::transport::HttpsTransport;
+use crate::federation::{Link, LinkSettings};
 use crate::health::{HealthChecks, SubsystemHealth};
 use crate::identity::{IdentityService, IdentitySettings};
 use crate::image::files::{ImageFiles, LocalImageFiles};
@@ -300,6 +305,10 @@ pub struct Agent {
     metrics: Arc<Metrics>,
     health: Arc<HealthChecks>,
     liveness: Arc<LivenessState>,
+    /// The region link's status, when `[region] url` is set.
+    region: Option<Arc<LinkStatus>>,
+    host: Arc<dyn HostInventory>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Agent {
@@ -312,6 +321,11 @@ impl Agent {
         ports: &HostPorts,
     ) -> Self {
         let mut registry = Metrics::registry();
+        let region = config.region.enabled().then(|| {
+            let status = Arc::new(LinkStatus::new(&config.region.site));
+            status.register(&mut registry);
+            status
+        });
         let images = Arc::new(ImageService::new(
             store.clone(),
             ports.image_files.clone(),
@@ -431,6 +445,10 @@ impl Agent {
                 }
             }),
         );
+        if let Some(status) = &region {
+            let status = status.clone();
+            health.add("region", Box::new(move || status.health()));
+        }
         for (kind, name) in kinds {
             let loops_check = loops.clone();
             health.add(
@@ -460,6 +478,9 @@ impl Agent {
             metrics: Arc::new(Metrics::new(registry)),
             health: Arc::new(health),
             liveness,
+            region,
+            host: ports.host.clone(),
+            clock: ports.clock.clone(),
         }
     }
 
@@ -535,6 +556,9 @@ impl Agent {
         });
         let api_task = tokio::spawn(api::serve(listener, tls, app, shutdown.clone()));
 
+        let region_task = self
+            .region_link()
+            .map(|link| tokio::spawn(link.run(shutdown.clone())));
         let loops_task = tokio::spawn(self.controller.run(shutdown.clone()));
         if let Some((northbound, local_switch)) = &self.ovn {
             let loops = self.loops.clone();
@@ -581,7 +605,37 @@ impl Agent {
         let _ = loops_task.await;
         let _ = liveness_task.await;
         let _ = api_task.await;
+        if let Some(task) = region_task {
+            let _ = task.await;
+        }
         Ok(())
+    }
+
+    /// The region link over the real network, when `[region] url` is set. It runs beside everything
+    /// else in its own task and reads the agent's health and services; nothing waits for it.
+    fn region_link(&self) -> Option<Link<HttpsTransport>> {
+        let status = self.region.clone()?;
+        let region = &self.config.region;
+        let observer = AgentObserver {
+            health: self.health.clone(),
+            compute: self.compute.clone(),
+            network: self.network.clone(),
+            images: self.images.clone(),
+            identity: self.identity.clone(),
+            host: self.host.clone(),
+            system: Arc::new(LocalSystem),
+            state_dir: self.config.node.state_dir.clone(),
+        };
+        info!(url = %region.url, site = %region.site, "region link configured");
+        Some(Link::new(
+            LinkSettings::from_config(region),
+            HttpsTransport::new(&region.url),
+            crate::federation::federation_dir(&self.config.node.state_dir),
+            Outbox::new(self.store.clone(), region.max_queued_reports),
+            Arc::new(observer),
+            self.clock.clone(),
+            status,
+        ))
     }
 }
 
@@ -615,5 +669,78 @@ impl prometheus_client::collector::Collector for ServerStatusCollector {
             gauge.encode(family.encode_family(&labels)?)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compute::fake::FakeHypervisor;
+    use crate::compute::files::FakeServerFiles;
+    use crate::compute::host::{FixedHostInventory, HostResources};
+    use crate::image::files::FakeImageFiles;
+    use crate::system::clock::ManualClock;
+
+    fn assembled(dir: &Path, region: &str) -> Agent {
+        let text = format!("[node]\nstate_dir = \"{}\"\n{region}", dir.display());
+        let config = AgentConfig::parse(&text, Path::new("agent.toml")).expect("config");
+        let (store, node_id) = open_store(&config).expect("store");
+        let ports = HostPorts {
+            hypervisor: Arc::new(FakeHypervisor::new(&node_id)),
+            server_files: Arc::new(FakeServerFiles::default()),
+            image_files: Arc::new(FakeImageFiles::default()),
+            host: Arc::new(FixedHostInventory(HostResources {
+                cpus: 2,
+                memory_mib: 4096,
+            })),
+            clock: Arc::new(ManualClock::new(
+                "2026-11-01T12:00:00Z".parse().expect("time"),
+            )),
+            ovn: None,
+            vifs: Arc::new(NoVifs),
+        };
+        Agent::assemble(
+            config,
+            store,
+            node_id,
+            (VirtType::Qemu, "test".into()),
+            &ports,
+        )
+    }
+
+    #[test]
+    fn a_configured_region_link_shows_in_healthz_and_metrics_without_degrading_the_site() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let agent = assembled(
+            dir.path(),
+            "[region]\nurl = \"https://region.example.com\"\nsite = \"factory-7\"\nca_fingerprint = \"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n",
+        );
+        assert!(agent.region_link().is_some());
+        let health = agent.health.run();
+        let region = &health.subsystems["region"];
+        assert!(
+            region.healthy,
+            "an unreachable region never makes the site unhealthy"
+        );
+        assert_eq!(region.detail["state"], "starting");
+        assert_eq!(region.detail["site"], "factory-7");
+        assert_eq!(region.detail["joined"], false);
+        let metrics = agent.metrics.encode();
+        for line in [
+            "scs_edge_region_link_up 0",
+            "scs_edge_region_queued_reports 0",
+            "scs_edge_region_dropped_reports_total 0",
+        ] {
+            assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+        }
+    }
+
+    #[test]
+    fn a_standalone_site_has_no_region_link() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let agent = assembled(dir.path(), "");
+        assert!(agent.region_link().is_none());
+        assert!(!agent.health.run().subsystems.contains_key("region"));
+        assert!(!agent.metrics.encode().contains("scs_edge_region"));
     }
 }

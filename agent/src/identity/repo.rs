@@ -194,6 +194,13 @@ pub(super) fn projects(
     )
 }
 
+/// How many projects exist in all domains.
+pub(super) fn project_count(tx: &Transaction<'_>) -> Result<u64> {
+    Ok(tx.query_row("SELECT count(*) FROM projects", [], |row| {
+        row.get::<_, i64>(0)
+    })? as u64)
+}
+
 pub(super) fn update_project(tx: &Transaction<'_>, p: &Project) -> Result<()> {
     tx.execute(
         "UPDATE projects SET name = ?2, description = ?3, enabled = ?4 WHERE id = ?1",

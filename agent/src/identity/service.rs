@@ -616,6 +616,11 @@ impl IdentityService {
             .ok_or_else(|| IdentityError::not_found("project", id))
     }
 
+    /// How many projects exist in all domains (the region link reports it).
+    pub fn project_count(&self) -> Result<u64> {
+        self.read(repo::project_count)
+    }
+
     /// Projects matching the filter, by name.
     pub fn list_projects(&self, filter: &ProjectFilter) -> Result<Vec<Project>> {
         self.read(|tx| {

@@ -698,6 +698,11 @@ impl ImageService {
         self.store.read(|tx| repo::find(tx, id))
     }
 
+    /// How many images the site holds, whoever owns them (the region link reports it).
+    pub fn count(&self) -> Result<u64, ImageError> {
+        self.store.read(repo::count)
+    }
+
     /// The image, or `NotFound`, whoever owns it (compute, CLI).
     pub fn get(&self, id: Uuid) -> Result<Image, ImageError> {
         self.find(id)?.ok_or(ImageError::NotFound(id))

@@ -80,6 +80,13 @@ pub(super) fn all(tx: &Transaction<'_>) -> Result<Vec<Image>, ImageError> {
         .collect()
 }
 
+/// How many image records exist, whatever their status.
+pub(super) fn count(tx: &Transaction<'_>) -> Result<u64, ImageError> {
+    Ok(tx.query_row("SELECT count(*) FROM images", [], |row| {
+        row.get::<_, i64>(0)
+    })? as u64)
+}
+
 /// Whether the id is taken.
 pub(super) fn exists(tx: &Transaction<'_>, id: Uuid) -> Result<bool, ImageError> {
     Ok(tx.query_row(

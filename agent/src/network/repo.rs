@@ -146,6 +146,15 @@ pub(super) fn networks(tx: &Transaction<'_>) -> Result<Vec<Network>, NetworkErro
     Ok(out)
 }
 
+/// How many networks and ports the site holds (the region link reports them).
+pub(super) fn counts(tx: &Transaction<'_>) -> Result<(u64, u64), NetworkError> {
+    Ok(tx.query_row(
+        "SELECT (SELECT count(*) FROM networks), (SELECT count(*) FROM ports)",
+        [],
+        |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
+    )?)
+}
+
 pub(super) fn delete_network(tx: &Transaction<'_>, id: Uuid) -> Result<(), NetworkError> {
     tx.execute("DELETE FROM networks WHERE id = ?1", [id.to_string()])?;
     Ok(())

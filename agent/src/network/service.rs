@@ -711,6 +711,12 @@ impl NetworkService {
         self.read(repo::ports)
     }
 
+    /// How many networks and ports exist, without loading them: the region link reports these
+    /// every heartbeat.
+    pub fn counts(&self) -> Result<(u64, u64), NetworkError> {
+        self.read(repo::counts)
+    }
+
     /// Replaces a port's security groups.
     pub fn set_port_security_groups(
         &self,

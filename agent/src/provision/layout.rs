@@ -18,6 +18,10 @@ use std::path::{Path, PathBuf};
 pub const SITE_TOML: &str = "etc/scs-edge/site.toml";
 /// The agent's configuration.
 pub const AGENT_TOML: &str = "etc/scs-edge/agent.toml";
+/// The one-time join token the agent presents to the region (mode 0600; the agent deletes it once it
+/// joined). Kept apart from agent.toml so the configuration stays world-readable and the secret does
+/// not outlive its use.
+pub const JOIN_TOKEN: &str = "etc/scs-edge/join-token";
 /// systemd-networkd: the management interface (sorts before any catch-all the image ships).
 pub const MANAGEMENT_NETWORK: &str = "etc/systemd/network/10-scs-edge-management.network";
 /// systemd-networkd: provider uplinks up, without addresses (OVS owns them).
@@ -121,6 +125,7 @@ pub fn render(site: &SiteConfig, source: SourceKind, layout: &Layout) -> Result<
             format!("{HEADER}\n{origin}\n{}", site.to_toml()),
             0o600,
         ),
+        file(JOIN_TOKEN, format!("{}\n", site.join_token), 0o600),
         file(
             AGENT_TOML,
             format!("{HEADER}\n{origin}\n{}", render_agent_toml(site, layout)?),
@@ -225,6 +230,18 @@ fn render_agent_toml(site: &SiteConfig, layout: &Layout) -> Result<String, Layou
         network.insert("physical_networks".into(), physnets.into());
     }
     doc.insert("network".into(), network.into());
+    let mut region = Table::new();
+    region.insert("url".into(), Value::from(site.region_url.as_str()));
+    region.insert("site".into(), Value::from(site.name.as_str()));
+    region.insert(
+        "ca_fingerprint".into(),
+        Value::from(site.ca_fingerprint.as_str()),
+    );
+    region.insert(
+        "join_token_file".into(),
+        Value::from(format!("/{JOIN_TOKEN}")),
+    );
+    doc.insert("region".into(), region.into());
     let text = toml::to_string(&doc).unwrap_or_default();
     AgentConfig::parse(&text, Path::new("/etc/scs-edge/agent.toml"))
         .map_err(LayoutError::AgentConfig)?;

@@ -8,6 +8,7 @@
 //! ever shows it.
 
 use super::sources::SourceKind;
+use crate::config::{check_https_url, normalise_fingerprint};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -363,51 +364,7 @@ fn validate_management(
 }
 
 /// RFC 1123 label, lower case only: the site name becomes a host name, an OVN owner tag and a TLS name.
-pub fn is_dns_label(name: &str) -> bool {
-    (1..=63).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-}
-
-fn check_https_url(url: &str) -> Result<(), String> {
-    let Some(rest) = url.strip_prefix("https://") else {
-        return Err(format!(
-            "must be an https:// URL (the node talks to it only over TLS), got {url:?}"
-        ));
-    };
-    if url.len() > 2048 || !url.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("must be at most 2048 printable ASCII characters without spaces".into());
-    }
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = authority.rsplit('@').next().unwrap_or_default();
-    if host.is_empty() || host.starts_with(':') {
-        return Err(format!("has no host name: {url:?}"));
-    }
-    if authority.contains('@') {
-        return Err("must not carry credentials (user@host)".into());
-    }
-    Ok(())
-}
-
-/// `sha256:` + 64 hex digits, colons between digits allowed (as `openssl x509 -fingerprint` prints).
-fn normalise_fingerprint(text: &str) -> Result<String, String> {
-    let Some(hex) = text.strip_prefix("sha256:") else {
-        return Err(format!(
-            "must start with `sha256:` followed by 64 hex digits, got {text:?}"
-        ));
-    };
-    let digits: String = hex.chars().filter(|c| *c != ':').collect();
-    if digits.len() != 64 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!(
-            "must be `sha256:` followed by 64 hex digits (colons allowed), got {} hex digits in {text:?}",
-            digits.bytes().filter(u8::is_ascii_hexdigit).count()
-        ));
-    }
-    Ok(format!("sha256:{}", digits.to_ascii_lowercase()))
-}
+pub use crate::config::is_dns_label;
 
 /// The normalised `site.toml` the node keeps in `/etc/scs-edge/site.toml`.
 #[derive(Serialize)]

@@ -2,7 +2,8 @@
 
 use super::host::{FakeMounter, RecordingHost};
 use super::layout::{
-    self, AGENT_TOML, MANAGEMENT_NETWORK, PROVIDER_NETWORK, SITE_TOML, STAMP, WATCHDOG_DROPIN,
+    self, AGENT_TOML, JOIN_TOKEN, MANAGEMENT_NETWORK, PROVIDER_NETWORK, SITE_TOML, STAMP,
+    WATCHDOG_DROPIN,
 };
 use super::profile::{self, HardwareProfile, SelectError};
 use super::site::SiteError;
@@ -230,6 +231,17 @@ fn kernel_command_line_settings_provision_the_whole_node() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+    // The join token gets a file of its own, readable by root only, holding nothing but the token.
+    assert_eq!(node.read(JOIN_TOKEN), format!("{TOKEN}\n"));
+    let mode = std::fs::metadata(node.root().join(JOIN_TOKEN))
+        .expect("meta")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        !node.read(AGENT_TOML).contains(TOKEN),
+        "agent.toml is world-readable: it must not carry the join token"
+    );
     let network = node.read(MANAGEMENT_NETWORK);
     assert!(
         network.contains("MACAddress=52:54:00:12:34:01"),
@@ -280,6 +292,24 @@ fn rendered_agent_toml_parses_with_agent_config_and_carries_the_layout() {
     assert_eq!(physnet.uplinks, vec!["enp0s3".to_owned()]);
     assert_eq!(config.compute.reserved_host_memory_mb, 512);
     assert!(config.api.tls_names.contains(&"factory-7".to_owned()));
+    // The region link: URL, site and the normalised CA pin from the site configuration, and the token
+    // file provisioning wrote next to it.
+    assert!(config.region.enabled());
+    assert_eq!(config.region.url, "https://region.example.com");
+    assert_eq!(config.region.site, "factory-7");
+    assert_eq!(config.region.ca_fingerprint, FINGERPRINT);
+    assert_eq!(
+        config.region.join_token_file,
+        Path::new("/").join(JOIN_TOKEN)
+    );
+    assert_eq!(
+        config.region.join_token_file,
+        Path::new(crate::config::DEFAULT_JOIN_TOKEN_FILE)
+    );
+    assert_eq!(
+        config.region.heartbeat_interval_secs,
+        crate::config::RegionConfig::default().heartbeat_interval_secs
+    );
 }
 
 #[test]
@@ -943,6 +973,20 @@ fn re_running_with_the_same_inputs_writes_nothing() {
         "{:?}",
         host.events()
     );
+    // The agent deletes the join token once it joined: a later boot with the same inputs does not
+    // bring the used token back.
+    node.remove(JOIN_TOKEN);
+    let before = node.snapshot();
+    assert_eq!(
+        node.run(
+            true,
+            &RecordingHost::default(),
+            &RecordingNotifier::default()
+        ),
+        0
+    );
+    assert_eq!(node.snapshot(), before);
+    assert!(!node.root().join(JOIN_TOKEN).exists());
 }
 
 #[test]

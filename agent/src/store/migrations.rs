@@ -20,6 +20,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "default_security_group_rules",
         include_str!("migrations/0006_default_security_group_rules.sql"),
     ),
+    (
+        7,
+        "federation",
+        include_str!("migrations/0007_federation.sql"),
+    ),
 ];
 
 /// The newest schema version this build knows.

@@ -11,6 +11,8 @@
 //!    alone, RSS of both, and `GET /servers/detail` with 500 servers against none.
 //! 5. The node image (see `image.rs`): build cold vs cached, size raw vs zstd, boot to agent READY
 //!    under TCG vs boot to the login prompt.
+//! 6. The region (see `region.rs`): 10,000 simulated sites heartbeating every 10 s against one
+//!    region process, on SQLite and on PostgreSQL, against `GET /healthz` on the same connections.
 //!
 //! Guests boot a blank disk (SeaBIOS finds nothing to boot and idles), so guest CPU does not skew
 //! control-plane timings. Writes target/bench/results.jsonl and docs/benchmarks.md.
@@ -19,6 +21,7 @@
 mod identity;
 mod image;
 mod network;
+mod region;
 
 use scs_edge_agent::compute::hypervisor::VirtType;
 use scs_edge_agent::compute::{NewFlavor, NewServer};
@@ -43,7 +46,7 @@ fn main() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     scs_edge_agent::system::logging::init("warn", scs_edge_agent::system::logging::LogFormat::Text);
     ensure_daemons();
-    // `scs-edge-bench [compute] [rss] [network] [identity] [image]` runs a subset (and leaves docs/benchmarks.md alone).
+    // `scs-edge-bench [compute] [rss] [network] [identity] [image] [region]` runs a subset (and leaves docs/benchmarks.md alone).
     let only: Vec<String> = std::env::args().skip(1).collect();
     let wanted = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
     let mut records = Vec::new();
@@ -61,6 +64,9 @@ fn main() {
     }
     if wanted("image") {
         image::run(&mut records);
+    }
+    if wanted("region") {
+        region::run(&mut records);
     }
 
     let jsonl = target_dir().join("bench/results.jsonl");

@@ -1,0 +1,389 @@
+//! `scs-edge-region`: the service (`serve`) and the operator CLI over the same fleet domain.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use jiff::SignedDuration;
+use scs_edge_region::ca::RegionCa;
+use scs_edge_region::config::{DEFAULT_CONFIG_PATH, RegionConfig};
+use scs_edge_region::fleet::status::{connectivity, overall_health};
+use scs_edge_region::fleet::{EnrollmentPolicy, Fleet, SystemClock};
+use scs_edge_region::http::{self, AppState, LoginSettings, OperatorAccess, Sessions};
+use scs_edge_region::operator_auth::{OidcSettings, OperatorAuth};
+use scs_edge_region::store::Store;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "scs-edge-region",
+    version,
+    about = "SCS Edge region: the fleet's enrollment CA, inventory and dashboard"
+)]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "SCS_EDGE_REGION_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service: node endpoints, operator API and dashboard on one HTTPS port.
+    Serve,
+    /// Create the state directory, the CA and the database; print the CA fingerprint sites pin.
+    Init,
+    /// Sites of the fleet.
+    #[command(subcommand)]
+    Site(SiteCommand),
+    /// Join tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum SiteCommand {
+    /// Add a site (pending until a node joins with a token).
+    Add {
+        /// Site name: lower-case letters, digits, '-'.
+        name: String,
+        /// Labels, `key=value`, repeatable.
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
+    /// List sites.
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one site with its latest report.
+    Show {
+        /// Site name.
+        name: String,
+    },
+    /// Decommission a site: revoke its certificates and void its tokens.
+    Remove {
+        /// Site name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a one-time join token for a site; printed once, stored only as a hash.
+    Create {
+        /// Site name.
+        site: String,
+        /// Lifetime in hours (default from the configuration).
+        #[arg(long)]
+        ttl_hours: Option<u32>,
+    },
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected key=value, got {text:?}"))
+}
+
+fn main() -> Result<()> {
+    rustls::crypto::aws_lc_rs::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
+    let cli = Cli::parse();
+    let config = RegionConfig::load(&cli.config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(cli.command, config))
+}
+
+async fn open_fleet(config: &RegionConfig) -> Result<Fleet> {
+    std::fs::create_dir_all(&config.region.state_dir)
+        .with_context(|| format!("create {}", config.region.state_dir.display()))?;
+    let ca = RegionCa::load_or_create(
+        &config.region.state_dir,
+        &config.region.name,
+        jiff::Timestamp::now(),
+    )?;
+    let store = Store::open(&config.database_url()).await?;
+    Ok(Fleet::new(
+        store,
+        Arc::new(ca),
+        Arc::new(SystemClock),
+        EnrollmentPolicy {
+            certificate_lifetime: config.enrollment.node_certificate_lifetime(),
+            token_lifetime: SignedDuration::from_hours(i64::from(
+                config.enrollment.join_token_hours,
+            )),
+        },
+    ))
+}
+
+async fn run(command: Command, config: RegionConfig) -> Result<()> {
+    let fleet = open_fleet(&config).await?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        Command::Serve => {
+            drop(out);
+            serve(config, fleet).await?;
+        }
+        Command::Init => {
+            writeln!(
+                out,
+                "region {} ready; database {}",
+                config.region.name,
+                fleet.store().engine()
+            )?;
+            writeln!(out, "ca_fingerprint = \"{}\"", fleet.ca().fingerprint())?;
+        }
+        Command::Site(SiteCommand::Add { name, labels }) => {
+            let site = fleet
+                .add_site(&name, labels.into_iter().collect::<BTreeMap<_, _>>())
+                .await?;
+            writeln!(out, "added site {} ({})", site.name, site.state.as_str())?;
+        }
+        Command::Site(SiteCommand::List { json }) => {
+            let sites = fleet.sites().await?;
+            let now = fleet.now();
+            let interval =
+                SignedDuration::from_secs(i64::from(config.reports.expected_interval_secs));
+            if json {
+                let rows: Vec<_> = sites
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "name": s.name, "state": s.state.as_str(),
+                            "connectivity": connectivity(s, now, interval).as_str(),
+                            "health": s.last_report.as_ref().map_or("unknown", |r| overall_health(r).as_str()),
+                            "last_seen": s.last_seen, "last_seq": s.last_seq,
+                        })
+                    })
+                    .collect();
+                writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<24} {:<15} {:<8} {:<10} {:<10} LAST SEEN",
+                    "SITE", "STATE", "LINK", "HEALTH", "AGENT"
+                )?;
+                for s in &sites {
+                    let report = s.last_report.as_ref();
+                    writeln!(
+                        out,
+                        "{:<24} {:<15} {:<8} {:<10} {:<10} {}",
+                        s.name,
+                        s.state.as_str(),
+                        connectivity(s, now, interval).as_str(),
+                        report.map_or("unknown", |r| overall_health(r).as_str()),
+                        report.map_or("-", |r| r.versions.agent.as_str()),
+                        s.last_seen.map_or("never".to_owned(), |t| t.to_string()),
+                    )?;
+                }
+            }
+        }
+        Command::Site(SiteCommand::Show { name }) => {
+            let detail = fleet.site(&name).await?;
+            let site = &detail.site;
+            writeln!(out, "site:        {}", site.name)?;
+            writeln!(out, "state:       {}", site.state.as_str())?;
+            writeln!(out, "created:     {}", site.created_at)?;
+            writeln!(
+                out,
+                "joined:      {}",
+                site.joined_at.map_or("-".into(), |t| t.to_string())
+            )?;
+            writeln!(
+                out,
+                "last seen:   {}",
+                site.last_seen.map_or("never".into(), |t| t.to_string())
+            )?;
+            writeln!(out, "reports:     {}", site.last_seq)?;
+            if let Some(report) = &site.last_report {
+                writeln!(out, "agent:       {}", report.versions.agent)?;
+                writeln!(out, "os:          {}", report.versions.os)?;
+                for h in &report.health {
+                    writeln!(
+                        out,
+                        "health:      {:<10} {}{}",
+                        h.component,
+                        h.state.as_str(),
+                        h.detail
+                            .as_ref()
+                            .map_or(String::new(), |d| format!(" ({d})"))
+                    )?;
+                }
+            }
+            for (k, v) in &site.desired.labels {
+                writeln!(out, "label:       {k}={v}")?;
+            }
+        }
+        Command::Site(SiteCommand::Remove { name }) => {
+            let site = fleet.remove_site(&name).await?;
+            writeln!(
+                out,
+                "site {} decommissioned; its certificates are revoked",
+                site.name
+            )?;
+        }
+        Command::Token(TokenCommand::Create { site, ttl_hours }) => {
+            let token = fleet
+                .create_join_token(
+                    &site,
+                    ttl_hours.map(|h| SignedDuration::from_hours(i64::from(h))),
+                )
+                .await?;
+            writeln!(out, "site = \"{}\"", token.site)?;
+            writeln!(out, "join_token = \"{}\"", token.token)?;
+            writeln!(out, "ca_fingerprint = \"{}\"", fleet.ca().fingerprint())?;
+            writeln!(
+                out,
+                "# expires {}; shown once, stored only as a hash",
+                token.expires_at
+            )?;
+        }
+    }
+    Ok(())
+}
+
+async fn serve(config: RegionConfig, fleet: Fleet) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let http_client = reqwest::Client::builder()
+        .use_preconfigured_tls(identity_provider_tls()?)
+        .timeout(std::time::Duration::from_secs(10))
+        .build()?;
+    let operator_access = if let Some(settings) = &config.oidc {
+        let slot = Arc::new(std::sync::OnceLock::new());
+        tokio::spawn(discover_identity_provider(
+            settings.clone(),
+            http_client.clone(),
+            slot.clone(),
+        ));
+        OperatorAccess::Oidc(slot)
+    } else {
+        tracing::warn!(
+            "no [oidc] configured: the operator API and dashboard answer loopback clients only, without authentication"
+        );
+        OperatorAccess::LoopbackOnly
+    };
+    let public_url = config.public_url();
+    let state = AppState {
+        fleet: fleet.clone(),
+        operator_access,
+        login: Arc::new(LoginSettings {
+            client_id: config.dashboard.client_id.clone(),
+            client_secret: config.dashboard.client_secret.clone(),
+            resource: config.dashboard.resource.clone(),
+            redirect_uri: format!("{public_url}/oidc/callback"),
+        }),
+        sessions: Sessions::default(),
+        http_client,
+        region_name: config.region.name.as_str().into(),
+        expected_interval: SignedDuration::from_secs(i64::from(
+            config.reports.expected_interval_secs,
+        )),
+    };
+    let tls = http::tls_config(fleet.ca(), &config.listen.names, fleet.now())
+        .map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(config.listen.address)
+        .await
+        .with_context(|| format!("bind {}", config.listen.address))?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        database = fleet.store().engine(),
+        ca_fingerprint = %fleet.ca().fingerprint(),
+        "scs-edge-region serving"
+    );
+    let shutdown = CancellationToken::new();
+    let retention = SignedDuration::from_hours(i64::from(config.reports.retention_hours));
+    let pruner = tokio::spawn(prune_reports(fleet.clone(), retention, shutdown.clone()));
+    let server = tokio::spawn(http::serve(
+        listener,
+        tls,
+        http::router(state),
+        shutdown.clone(),
+    ));
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    let _ = server.await;
+    let _ = pruner.await;
+    Ok(())
+}
+
+/// Discovers the identity provider, retrying with backoff until it answers: nodes are served from
+/// the start, operators once the provider was reached (503 until then).
+async fn discover_identity_provider(
+    settings: OidcSettings,
+    http: reqwest::Client,
+    slot: Arc<std::sync::OnceLock<OperatorAuth>>,
+) {
+    let mut delay = std::time::Duration::from_secs(1);
+    loop {
+        match OperatorAuth::discover(settings.clone(), http.clone()).await {
+            Ok(auth) => {
+                tracing::info!(issuer = %settings.issuer, "identity provider discovered");
+                let _ = slot.set(auth);
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?delay, "identity provider discovery failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_mins(1));
+            }
+        }
+    }
+}
+
+/// The report history is kept for `retention`; pruning hourly keeps the table bounded.
+async fn prune_reports(fleet: Fleet, retention: SignedDuration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_hours(1));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match fleet.store().prune_reports(fleet.now() - retention).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "old reports pruned"),
+            Err(error) => tracing::warn!(%error, "pruning reports failed"),
+        }
+    }
+}
+
+/// TLS towards the identity provider: the system's CA bundle.
+fn identity_provider_tls() -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    let bundle = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
+    if bundle.exists() {
+        for cert in CertificateDer::pem_file_iter(bundle).context("read the system CA bundle")? {
+            let _ = roots.add(cert.context("system CA bundle")?);
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

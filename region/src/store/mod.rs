@@ -1,0 +1,327 @@
+//! The fleet's durable state: sites, join tokens, issued certificates, the report history and desired
+//! state.
+//!
+//! Two engines behind one contract: SQLite (embedded — a region for a handful of sites, or the lab,
+//! needs nothing installed) and PostgreSQL (real fleets), chosen by the database URL
+//! (`sqlite:///path/region.db`, `sqlite::memory:`, `postgres://…`). Both apply the same migrations in
+//! `migrations/`, written in the SQL both understand, and both are exercised by the same tests.
+//!
+//! Every operation that checks and changes state (consuming a join token, appending reports,
+//! decommissioning) is one transaction, so two racing requests can never both win and a crash never
+//! leaves half of it behind.
+
+mod columns;
+mod migrations;
+mod postgres;
+mod rules;
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+use jiff::Timestamp;
+use scs_edge_proto::{DesiredState, Report, ReportAck};
+use std::collections::BTreeMap;
+
+/// A store operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL is not one this build understands.
+    #[error("unsupported database URL {0:?}: use sqlite:///path, sqlite::memory: or postgres://…")]
+    UnsupportedUrl(String),
+    /// A site with this name already exists.
+    #[error("site {0} already exists")]
+    SiteExists(String),
+    /// No site with this name.
+    #[error("no site named {0}")]
+    UnknownSite(String),
+    /// The site is decommissioned; nothing may change it any more.
+    #[error("site {0} is decommissioned")]
+    SiteDecommissioned(String),
+    /// The join token cannot be used (the reason is deliberately coarse towards the caller; the
+    /// variant says which for the region's log).
+    #[error("join token refused: {0}")]
+    TokenRefused(TokenRefusal),
+    /// The reports do not continue the stored sequence.
+    #[error("reports out of order: the next expected seq is {expected}")]
+    OutOfOrder {
+        /// The next `seq` the store would accept.
+        expected: u64,
+    },
+    /// The database was migrated by a newer region: this build would misread or corrupt it (a
+    /// downgrade needs the matching database backup, not an older binary on the newer schema).
+    #[error(
+        "database schema version {found} is newer than this region understands ({supported}); refusing to use it"
+    )]
+    SchemaTooNew {
+        /// The version recorded in the database.
+        found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
+    /// The engine failed (connection lost, disk full, constraint the contract did not expect).
+    #[error("database error during {operation}: {message}")]
+    Database {
+        /// What the store was doing.
+        operation: &'static str,
+        /// The engine's message.
+        message: String,
+    },
+}
+
+/// Why a join token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRefusal {
+    /// No token with this hash exists (forged, or already pruned).
+    Unknown,
+    /// Past its expiry.
+    Expired,
+    /// Already consumed by an earlier join.
+    AlreadyUsed,
+    /// Issued for a different site.
+    OtherSite,
+}
+
+impl std::fmt::Display for TokenRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Unknown => "unknown token",
+            Self::Expired => "token expired",
+            Self::AlreadyUsed => "token already used",
+            Self::OtherSite => "token issued for another site",
+        })
+    }
+}
+
+/// Where a site is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SiteState {
+    /// Added by an operator, no node has joined yet.
+    Pending,
+    /// A node joined; it holds a certificate.
+    Active,
+    /// Removed: every certificate revoked, tokens void. The row stays for the audit trail.
+    Decommissioned,
+}
+
+impl SiteState {
+    /// The stored (and displayed) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Active => "active",
+            Self::Decommissioned => "decommissioned",
+        }
+    }
+
+    /// Parses [`SiteState::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "active" => Some(Self::Active),
+            "decommissioned" => Some(Self::Decommissioned),
+            _ => None,
+        }
+    }
+}
+
+/// A site as operators see it: identity, lifecycle, the latest report and the desired state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    /// Unique name (`[a-z0-9][a-z0-9-]{0,62}`).
+    pub name: String,
+    /// Lifecycle state.
+    pub state: SiteState,
+    /// When an operator added it.
+    pub created_at: Timestamp,
+    /// When a node joined (first certificate issued).
+    pub joined_at: Option<Timestamp>,
+    /// When the region last received a report (receive time, not the report's own time).
+    pub last_seen: Option<Timestamp>,
+    /// The latest report, as received (None before the first heartbeat).
+    pub last_report: Option<Report>,
+    /// Highest stored report sequence number (0 = none yet).
+    pub last_seq: u64,
+    /// Desired state (labels, target OS version) and its generation.
+    pub desired: DesiredState,
+}
+
+/// A stored report with its receive time: the history behind the dashboard's timeline and gaps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredReport {
+    /// When the region stored it (a queued report arrives long after its `sent_at`).
+    pub received_at: Timestamp,
+    /// The report.
+    pub report: Report,
+}
+
+/// A node certificate the region issued, as the per-request revocation check needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRecord {
+    /// Certificate serial number, lower-case hex without separators.
+    pub serial: String,
+    /// The site it names.
+    pub site: String,
+    /// Its last valid instant.
+    pub not_after: Timestamp,
+    /// When it was revoked (site decommissioned), if it was.
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// Changes to a site's desired state; `None` fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DesiredChange {
+    /// Replace the labels.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Set (`Some(Some(v))`) or clear (`Some(None)`) the target OS version.
+    pub target_os_version: Option<Option<String>>,
+}
+
+/// The store, on whichever engine the URL chose. An enum rather than a trait object: two engines, both
+/// real, and every call site stays `async` without boxing.
+#[derive(Clone)]
+pub enum Store {
+    /// Embedded SQLite.
+    Sqlite(SqliteStore),
+    /// PostgreSQL.
+    Postgres(PostgresStore),
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.engine())
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Store::Sqlite($s) => $call.await,
+            Store::Postgres($s) => $call.await,
+        }
+    };
+}
+
+impl Store {
+    /// Opens (creating when needed) the database the URL names and applies pending migrations.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(PostgresStore::open(url).await?))
+        } else if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            Ok(Self::Sqlite(SqliteStore::open(path).await?))
+        } else {
+            Err(StoreError::UnsupportedUrl(url.to_owned()))
+        }
+    }
+
+    /// `sqlite` or `postgresql`, for logs and benchmark labels.
+    pub fn engine(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgresql",
+        }
+    }
+
+    /// Adds a pending site with the given labels (desired generation 1).
+    pub async fn add_site(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        now: Timestamp,
+    ) -> Result<Site, StoreError> {
+        dispatch!(self, s => s.add_site(name, labels, now))
+    }
+
+    /// Every site, decommissioned ones included, ordered by name.
+    pub async fn list_sites(&self) -> Result<Vec<Site>, StoreError> {
+        dispatch!(self, s => s.list_sites())
+    }
+
+    /// One site, or `None`.
+    pub async fn site(&self, name: &str) -> Result<Option<Site>, StoreError> {
+        dispatch!(self, s => s.site(name))
+    }
+
+    /// Decommissions a site in one transaction: state → decommissioned, every certificate of it
+    /// revoked at `now`, every unused join token of it deleted. Idempotent for an already
+    /// decommissioned site; `UnknownSite` when there is none.
+    pub async fn decommission_site(&self, name: &str, now: Timestamp) -> Result<Site, StoreError> {
+        dispatch!(self, s => s.decommission_site(name, now))
+    }
+
+    /// Stores a join token's SHA-256 hash (hex) for `site`, valid until `expires_at`. The plaintext is
+    /// never stored. `UnknownSite` / `SiteDecommissioned` when the site cannot take a token.
+    pub async fn add_join_token(
+        &self,
+        token_hash: &str,
+        site: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.add_join_token(token_hash, site, expires_at, now))
+    }
+
+    /// Consumes a join token and records the certificate issued for it, in one transaction: the
+    /// token must exist, be for `site`, be unexpired and unused, and the site must not be
+    /// decommissioned; then the token is marked used, the certificate recorded, and the site set
+    /// active (`joined_at` = now when first). On any refusal nothing changes.
+    pub async fn join(
+        &self,
+        token_hash: &str,
+        site: &str,
+        certificate: &CertificateRecord,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.join(token_hash, site, certificate, now))
+    }
+
+    /// Records a renewed certificate for an active site (the old one stays valid until it expires).
+    pub async fn add_certificate(&self, certificate: &CertificateRecord) -> Result<(), StoreError> {
+        dispatch!(self, s => s.add_certificate(certificate))
+    }
+
+    /// The certificate with this serial, or `None` when the region never issued it.
+    pub async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>, StoreError> {
+        dispatch!(self, s => s.certificate(serial))
+    }
+
+    /// Appends reports in one transaction. Reports with `seq <= last_seq` are duplicates of stored
+    /// ones (a re-send after a lost answer) and are skipped; the first new one must be `last_seq + 1`
+    /// and the rest consecutive, else `OutOfOrder { expected: last_seq + 1 }` and nothing is stored.
+    /// Updates the site's `last_seen` (= `now`), `last_report` and `last_seq`. The ack carries the
+    /// new `last_seq` and the desired generation.
+    pub async fn append_reports(
+        &self,
+        site: &str,
+        reports: &[Report],
+        now: Timestamp,
+    ) -> Result<ReportAck, StoreError> {
+        dispatch!(self, s => s.append_reports(site, reports, now))
+    }
+
+    /// The newest `limit` stored reports of a site, newest first.
+    pub async fn recent_reports(
+        &self,
+        site: &str,
+        limit: u32,
+    ) -> Result<Vec<StoredReport>, StoreError> {
+        dispatch!(self, s => s.recent_reports(site, limit))
+    }
+
+    /// Applies a desired-state change and bumps the generation (only when something changed).
+    pub async fn change_desired(
+        &self,
+        site: &str,
+        change: &DesiredChange,
+    ) -> Result<DesiredState, StoreError> {
+        dispatch!(self, s => s.change_desired(site, change))
+    }
+
+    /// Deletes stored reports received before `before`, except each site's latest; returns how many.
+    pub async fn prune_reports(&self, before: Timestamp) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.prune_reports(before))
+    }
+}
