@@ -332,6 +332,19 @@ pub fn login_failed_page(region: &str, message: &str) -> String {
     )
 }
 
+/// After sign-in: continues to `next` (a local path) at once.
+pub fn signed_in_page(region: &str, next: &str) -> String {
+    let next = escape(next);
+    let body = format!(
+        "<h1>Signed in</h1><p>Continuing to <a data-testid=\"continue\" href=\"{next}\">the dashboard</a>…</p>"
+    );
+    page(region, None, "Signed in", false, &body).replacen(
+        "<meta charset=\"utf-8\">",
+        &format!("<meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url={next}\">"),
+        1,
+    )
+}
+
 /// After sign-out.
 pub fn logged_out_page(region: &str) -> String {
     page(

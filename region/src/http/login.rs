@@ -287,23 +287,36 @@ async fn callback(
         "{SESSION_COOKIE}={session}; HttpOnly; Secure; SameSite=Lax; Path=/; Max-Age={}",
         SESSION_LIFETIME.as_secs()
     );
+    // A page that continues to the dashboard, not a redirect: this response ends a navigation that
+    // started on the identity provider's site, and browsers withhold `SameSite=Lax` cookies from the
+    // rest of such a cross-site redirect chain. The next navigation starts here, same-site.
     (
         [(axum::http::header::SET_COOKIE, cookie)],
-        Redirect::to(&pending.next),
+        Html(crate::dashboard::signed_in_page(
+            &state.region_name,
+            &pending.next,
+        )),
     )
         .into_response()
 }
 
+/// The session id from the request's cookies. HTTP/2 clients may send each cookie as its own
+/// `cookie` header (RFC 9113 §8.2.3), and an identity provider on the same host shares the cookie
+/// jar (cookies ignore ports): every header is searched.
+pub(super) fn session_id(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|cookie| cookie.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value)
+}
+
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(cookies) = headers
-        .get(axum::http::header::COOKIE)
-        .and_then(|v| v.to_str().ok())
-    {
-        for (name, value) in cookies.split(';').filter_map(|c| c.trim().split_once('=')) {
-            if name == SESSION_COOKIE {
-                state.sessions.close(value);
-            }
-        }
+    if let Some(id) = session_id(&headers) {
+        state.sessions.close(id);
     }
     let cookie = format!("{SESSION_COOKIE}=; HttpOnly; Secure; SameSite=Lax; Path=/; Max-Age=0");
     (
@@ -351,6 +364,24 @@ mod tests {
         sessions.close(&id);
         assert_eq!(sessions.user(&id), None);
         assert_eq!(sessions.user("guess"), None);
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_in_any_cookie_header() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "cookie",
+            "_session=idp; _session.sig=x".parse().expect("header"),
+        );
+        headers.append("cookie", "scs_edge_session=abc".parse().expect("header"));
+        assert_eq!(session_id(&headers), Some("abc"));
+        let mut one = HeaderMap::new();
+        one.append(
+            "cookie",
+            "a=1; scs_edge_session=def; b=2".parse().expect("header"),
+        );
+        assert_eq!(session_id(&one), Some("def"));
+        assert_eq!(session_id(&HeaderMap::new()), None);
     }
 
     #[test]

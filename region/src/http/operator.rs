@@ -1,6 +1,6 @@
 //! The operator REST API (`/api/v1/…`) and the dashboard pages, both behind operator authentication.
 
-use super::login::SESSION_COOKIE;
+use super::login::session_id;
 use super::{ApiError, AppState, Peer, body_of, parse_json};
 use crate::dashboard;
 use crate::fleet::status::{connectivity, overall_health};
@@ -87,13 +87,7 @@ pub(crate) async fn authenticate(
 }
 
 fn session_user(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    let cookies = headers.get(axum::http::header::COOKIE)?.to_str().ok()?;
-    let id = cookies
-        .split(';')
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value)?;
-    state.sessions.user(id)
+    state.sessions.user(session_id(headers)?)
 }
 
 /// JSON view of a site: the stored facts plus the derived status operators filter on.
