@@ -302,4 +302,30 @@ mod tests {
             parse("[region]\ndatabase_url = \"postgres://region@db/fleet\"\n").expect("pg");
         assert_eq!(config.database_url(), "postgres://region@db/fleet");
     }
+
+    #[test]
+    fn the_example_file_is_the_defaults_and_its_commented_sections_parse() {
+        let example = include_str!("../region.example.toml");
+        assert_eq!(
+            parse(example).expect("example"),
+            parse("").expect("defaults")
+        );
+        // The commented [oidc] and [dashboard] sections, switched on, are valid too.
+        let enabled: String = example
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|r| {
+                        r.starts_with('[')
+                            || (r.starts_with(|c: char| c.is_ascii_lowercase())
+                                && r.contains(" = "))
+                    })
+                    .unwrap_or(l)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = parse(&enabled).expect("oidc example");
+        assert_eq!(config.oidc.expect("oidc").audience, "scs-edge-region");
+        assert_eq!(config.dashboard.client_id, "scs-edge-dashboard");
+    }
 }
