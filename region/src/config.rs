@@ -322,8 +322,8 @@ mod tests {
                     })
                     .unwrap_or(l)
             })
-            .map(|l| format!("{l}\n"))
-            .collect();
+            .collect::<Vec<_>>()
+            .join("\n");
         let config = parse(&enabled).expect("oidc example");
         assert_eq!(config.oidc.expect("oidc").audience, "scs-edge-region");
         assert_eq!(config.dashboard.client_id, "scs-edge-dashboard");
