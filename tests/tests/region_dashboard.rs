@@ -1,19 +1,20 @@
 //! Operators against a region that trusts a real OIDC provider (panva `oidc-provider`, our Keycloak
 //! stand-in): the REST API takes and refuses bearer tokens by issuer, audience, expiry, signature and
 //! group; the dashboard logs in through the provider's own login form in headless Chromium and shows
-//! the fleet and a site. Screenshots land in `target/scs-edge-tests/artifacts/`.
+//! the fleet and a site, on SQLite and on PostgreSQL. Screenshots land in
+//! `target/scs-edge-tests/artifacts/<engine>/`.
 
 use base64::Engine as _;
 use scs_edge_proto::{Capacity, ComponentHealth, HealthState, Report, ResourceCounts, Versions};
 use scs_edge_tests::oidc::{AUDIENCE, DASHBOARD_CLIENT, OPERATOR_GROUP, OidcOptions, OidcProvider};
 use scs_edge_tests::region::{RegionOptions, RegionProcess, SimulatedNode};
-use scs_edge_tests::{RunLock, target_dir};
+use scs_edge_tests::{RunLock, postgres, target_dir};
 use std::process::Command;
 
 /// The resource indicator the dashboard asks for: the IdP then issues tokens for the region's audience.
 const REGION_RESOURCE: &str = "urn:scs-edge:region";
 
-fn region_with_idp(label: &str, idp: &OidcProvider) -> RegionProcess {
+fn region_with_idp(label: &str, idp: &OidcProvider, database_url: &str) -> RegionProcess {
     let extra = format!(
         "[oidc]\nissuer = \"{issuer}\"\naudience = \"{audience}\"\noperator_group = \"{OPERATOR_GROUP}\"\n\n[dashboard]\nclient_id = \"{client}\"\nclient_secret = \"{secret}\"\nresource = \"{resource}\"\n",
         issuer = idp.issuer(),
@@ -26,6 +27,10 @@ fn region_with_idp(label: &str, idp: &OidcProvider) -> RegionProcess {
         label,
         RegionOptions {
             extra,
+            database_url: database_url.to_owned(),
+            // A site is online for three intervals after its last report: a minute each keeps the
+            // simulated site online however long npm and Chromium take to start on a loaded machine.
+            expected_interval_secs: 60,
             ..RegionOptions::default()
         },
     )
@@ -100,7 +105,7 @@ fn unsigned_token(issuer: &str) -> String {
 #[test]
 fn the_operator_api_takes_only_valid_operator_tokens() {
     let idp = OidcProvider::start(OidcOptions::default());
-    let region = region_with_idp("region-oidc", &idp);
+    let region = region_with_idp("region-oidc", &idp, "");
     let alice = idp.password_token("alice", "alice-pw");
     let bob = idp.password_token("bob", "bob-pw");
 
@@ -164,9 +169,21 @@ fn the_operator_api_takes_only_valid_operator_tokens() {
 }
 
 #[test]
-fn the_dashboard_shows_the_fleet_to_an_operator_in_a_real_browser() {
+fn the_dashboard_shows_the_fleet_to_an_operator_in_a_real_browser_on_sqlite() {
+    dashboard_in_a_browser("", "sqlite");
+}
+
+#[test]
+fn the_dashboard_shows_the_fleet_to_an_operator_in_a_real_browser_on_postgresql() {
+    let database = postgres::PostgresServer::shared().create_database("region_dashboard");
+    dashboard_in_a_browser(&database.url, "postgresql");
+}
+
+/// Logs in as an operator and as a non-operator in Chromium; screenshots go to
+/// `target/scs-edge-tests/artifacts/<engine>/`.
+fn dashboard_in_a_browser(database_url: &str, engine: &str) {
     let idp = OidcProvider::start(OidcOptions::default());
-    let region = region_with_idp("region-dash", &idp);
+    let region = region_with_idp(&format!("region-dash-{engine}"), &idp, database_url);
     let token = region.add_site_with_token("factory-1");
     region.cli_ok(&["site", "add", "branch-2"]);
     let node = SimulatedNode::join(&region, "factory-1", &token);
@@ -189,7 +206,7 @@ fn the_dashboard_shows_the_fleet_to_an_operator_in_a_real_browser() {
             assert!(status.success(), "npm ci for playwright-core");
         }
     }
-    let shots = target_dir().join("scs-edge-tests/artifacts");
+    let shots = target_dir().join("scs-edge-tests/artifacts").join(engine);
     let run = |user: &str, password: &str| -> serde_json::Value {
         let output = Command::new("node")
             .arg(dir.join("dashboard.mjs"))
