@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use jiff::SignedDuration;
 use scs_edge_region::ca::RegionCa;
 use scs_edge_region::config::{DEFAULT_CONFIG_PATH, RegionConfig};
-use scs_edge_region::fleet::status::{connectivity, overall_health};
+use scs_edge_region::fleet::status::{connectivity, site_health};
 use scs_edge_region::fleet::{EnrollmentPolicy, Fleet, SystemClock};
 use scs_edge_region::http::{self, AppState, LoginSettings, OperatorAccess, Sessions};
 use scs_edge_region::operator_auth::{OidcSettings, OperatorAuth};
@@ -159,7 +159,7 @@ async fn run(command: Command, config: RegionConfig) -> Result<()> {
                         serde_json::json!({
                             "name": s.name, "state": s.state.as_str(),
                             "connectivity": connectivity(s, now, interval).as_str(),
-                            "health": s.last_report.as_ref().map_or("unknown", |r| overall_health(r).as_str()),
+                            "health": site_health(s).as_str(),
                             "last_seen": s.last_seen, "last_seq": s.last_seq,
                         })
                     })
@@ -179,7 +179,7 @@ async fn run(command: Command, config: RegionConfig) -> Result<()> {
                         s.name,
                         s.state.as_str(),
                         connectivity(s, now, interval).as_str(),
-                        report.map_or("unknown", |r| overall_health(r).as_str()),
+                        site_health(s).as_str(),
                         report.map_or("-", |r| r.versions.agent.as_str()),
                         s.last_seen.map_or("never".to_owned(), |t| t.to_string()),
                     )?;

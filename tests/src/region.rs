@@ -117,8 +117,9 @@ impl RegionProcess {
     }
 }
 
-/// A blocking HTTPS client trusting `ca_pem`, optionally with a client certificate (PEM cert + key).
-pub fn client(ca_pem: &str, identity: Option<(&str, &str)>) -> reqwest::blocking::Client {
+/// TLS towards the region: trusting only its CA, optionally presenting a node certificate (PEM cert +
+/// key). One builder for the blocking test client and the benchmark's load generator.
+pub fn tls_config(ca_pem: &str, identity: Option<(&str, &str)>) -> rustls::ClientConfig {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -130,7 +131,7 @@ pub fn client(ca_pem: &str, identity: Option<(&str, &str)>) -> reqwest::blocking
         .with_safe_default_protocol_versions()
         .expect("protocols")
         .with_root_certificates(roots);
-    let config = match identity {
+    match identity {
         Some((cert_pem, key_pem)) => {
             let chain: Vec<CertificateDer<'static>> =
                 CertificateDer::pem_slice_iter(cert_pem.as_bytes())
@@ -142,9 +143,13 @@ pub fn client(ca_pem: &str, identity: Option<(&str, &str)>) -> reqwest::blocking
                 .expect("client auth")
         }
         None => builder.with_no_client_auth(),
-    };
+    }
+}
+
+/// A blocking HTTPS client trusting `ca_pem`, optionally with a client certificate (PEM cert + key).
+pub fn client(ca_pem: &str, identity: Option<(&str, &str)>) -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
-        .use_preconfigured_tls(config)
+        .use_preconfigured_tls(tls_config(ca_pem, identity))
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client")

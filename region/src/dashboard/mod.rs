@@ -6,11 +6,10 @@
 
 use crate::fleet::SiteDetail;
 use crate::fleet::status::{
-    connectivity, delivery_delay, gaps, outages, overall_health, was_queued,
+    connectivity, delivery_delay, gaps, outages, overall_health, site_health, was_queued,
 };
 use crate::store::Site;
 use jiff::{SignedDuration, Timestamp};
-use scs_edge_proto::HealthState;
 use std::fmt::Write as _;
 
 /// What every page shows beside its content.
@@ -96,12 +95,6 @@ fn ago(now: Timestamp, then: Timestamp) -> String {
 
 fn when(t: Timestamp) -> String {
     t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
-}
-
-fn site_health(site: &Site) -> HealthState {
-    site.last_report
-        .as_ref()
-        .map_or(HealthState::Unknown, overall_health)
 }
 
 /// The fleet table: every site with state, connectivity, health, versions and last contact.

@@ -1,7 +1,9 @@
 use super::*;
 use crate::fleet::SiteDetail;
 use crate::store::{SiteState, StoredReport};
-use scs_edge_proto::{Capacity, ComponentHealth, DesiredState, Report, ResourceCounts, Versions};
+use scs_edge_proto::{
+    Capacity, ComponentHealth, DesiredState, HealthState, Report, ResourceCounts, Versions,
+};
 
 fn at(second: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + second).expect("timestamp")

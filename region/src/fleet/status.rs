@@ -64,6 +64,14 @@ pub fn overall_health(report: &Report) -> HealthState {
         .unwrap_or(HealthState::Healthy)
 }
 
+/// A site's health as operators see it: the worst component of its latest report, `Unknown` before
+/// the first one.
+pub fn site_health(site: &Site) -> HealthState {
+    site.last_report
+        .as_ref()
+        .map_or(HealthState::Unknown, overall_health)
+}
+
 /// A pause in a site's report history: no report was taken between `after` and `before`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gap {

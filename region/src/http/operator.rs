@@ -3,7 +3,7 @@
 use super::login::session_id;
 use super::{ApiError, AppState, Peer, body_of, parse_json};
 use crate::dashboard;
-use crate::fleet::status::{connectivity, overall_health};
+use crate::fleet::status::{connectivity, overall_health, site_health};
 use crate::store::{DesiredChange, Site};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -98,7 +98,7 @@ pub(crate) fn site_json(site: &Site, state: &AppState) -> Value {
         "name": site.name,
         "state": site.state.as_str(),
         "connectivity": connectivity(site, now, state.expected_interval).as_str(),
-        "health": report.map_or("unknown", |r| overall_health(r).as_str()),
+        "health": site_health(site).as_str(),
         "created_at": site.created_at,
         "joined_at": site.joined_at,
         "last_seen": site.last_seen,

@@ -16,7 +16,7 @@ use scs_edge_proto::{
 };
 use scs_edge_tests::bench::{Record, percentile};
 use scs_edge_tests::postgres;
-use scs_edge_tests::region::{RegionOptions, RegionProcess, key_and_csr};
+use scs_edge_tests::region::{RegionOptions, RegionProcess, key_and_csr, tls_config};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -216,26 +216,7 @@ impl Connection {
 }
 
 fn client_config(ca_pem: &str, identity: Option<(&str, &str)>) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.expect("CA")).expect("root");
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocols")
-        .with_root_certificates(roots);
-    Arc::new(match identity {
-        Some((cert, key)) => builder
-            .with_client_auth_cert(
-                vec![CertificateDer::from_pem_slice(cert.as_bytes()).expect("cert")],
-                PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
-            )
-            .expect("client auth"),
-        None => builder.with_no_client_auth(),
-    })
+    Arc::new(tls_config(ca_pem, identity))
 }
 
 struct Enrolled {
