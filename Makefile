@@ -7,23 +7,52 @@ ifeq ($(CI),true)
 export CARGO_INCREMENTAL ?= 0
 endif
 
-.PHONY: help test deps lint deny-advisories unit integration dev bench image lab clean
+# One compile serves the lints, the tests, the lab and the image (decision 0012). Clippy is the
+# compiler of our own crates (cargo's workspace wrapper; dependencies still go to rustc), so `make
+# build` lints every target while it compiles it, as `cargo clippy --all-targets -- -D warnings` would,
+# instead of a second, check-only compile. The image ships the agent from this same dev-profile build;
+# a fleet's image is built with `make image IMAGE_PROFILE=release`, without the wrapper, and so are
+# `make bench`'s binaries: clippy's driver turns MIR optimisations off, which must not colour a
+# measurement.
+IMAGE_PROFILE ?= dev
+BUILD := $(CARGO) build --workspace --all-targets --locked
+ifeq ($(IMAGE_PROFILE),dev)
+export RUSTC_WORKSPACE_WRAPPER := $(shell rustc --print sysroot 2>/dev/null)/bin/clippy-driver
+export CLIPPY_ARGS := -Dwarnings
+AGENT_BUILD := $(BUILD)
+AGENT := target/debug/scs-edge-agent
+else
+AGENT_BUILD := $(CARGO) build --profile $(IMAGE_PROFILE) --locked -p scs-edge-agent --bin scs-edge-agent
+AGENT := target/$(IMAGE_PROFILE)/scs-edge-agent
+endif
+IMAGE := env SCS_EDGE_AGENT=$(AGENT) scripts/build-image.sh
+PHASE := scripts/phase.sh run
+
+.PHONY: help test deps lint lint-fast build deny-advisories unit integration dev bench image lab clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-test: deps lint ## everything CI checks: lints, unit tests, real-daemon integration tests, the image booted in QEMU
-	$(CARGO) build --workspace --bins --locked
-	scripts/build-image.sh
-	$(CARGO) nextest run --workspace --profile ci --locked
+test: ## everything CI checks: lints, unit tests, real-daemon integration tests, the image booted in QEMU
+	@scripts/phase.sh begin
+	@$(PHASE) deps scripts/install-deps.sh
+	@$(PHASE) lint $(MAKE) --no-print-directory lint-fast
+	@$(PHASE) build $(BUILD)
+	@$(PHASE) image $(IMAGE)
+	@$(PHASE) tests $(CARGO) nextest run --workspace --profile ci --locked
+	@scripts/phase.sh report
 
-deps: ## install Debian packages and cargo-nextest (idempotent; needs root)
+deps: ## install what the tests, the lab and the benchmarks call, and check it is all there (needs root)
 	scripts/install-deps.sh
 
-lint: ## cargo fmt --check, clippy -D warnings, cargo deny (licenses, bans, sources)
+lint: lint-fast build ## cargo fmt --check, cargo deny (licenses, bans, sources), clippy -D warnings on every target
+
+lint-fast:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) deny --log-level error check licenses bans sources
+
+build: deps ## compile every target of the workspace once, clippy-linted (-D warnings)
+	$(BUILD)
 
 deny-advisories: ## RustSec advisories (needs network access to github.com)
 	$(CARGO) deny check advisories
@@ -31,24 +60,21 @@ deny-advisories: ## RustSec advisories (needs network access to github.com)
 unit: ## the fast unit tests only (no root, no daemons)
 	$(CARGO) nextest run --workspace --locked -E 'kind(lib) | kind(bin)'
 
-integration: deps ## the integration tests only (libvirtd + QEMU, OVN, the image in QEMU)
-	$(CARGO) build --workspace --bins --locked
-	scripts/build-image.sh
+integration: build image ## the integration tests only (libvirtd + QEMU, OVN, the image in QEMU)
 	$(CARGO) nextest run --workspace --locked -E 'package(scs-edge-tests) & kind(test)'
 
-dev: deps ## run the agent in the foreground against local libvirt (state in target/dev)
-	$(CARGO) build --workspace --bins --locked
+dev: build ## run the agent in the foreground against local libvirt (state in target/dev)
 	scripts/dev.sh
 
 bench: deps ## benchmarks against a baseline in the same run → target/bench/results.jsonl, docs/benchmarks.md
-	$(CARGO) build --release --workspace --bins --locked
+	env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS $(CARGO) build --release --workspace --bins --locked
 	target/release/scs-edge-bench
 
-image: deps ## build the node image (mkosi; only when an input changed) → target/image/scs-edge_<version>.raw
-	scripts/build-image.sh
+image: deps ## build the node image (mkosi; only when an input changed; IMAGE_PROFILE=release for a fleet) → target/image/scs-edge_<version>.raw
+	$(AGENT_BUILD)
+	$(IMAGE)
 
 lab: image ## start a local region and boot one site from the image in QEMU that joins it; prints `ready: <clouds.yaml>`
-	$(CARGO) build --locked -p scs-edge-lab -p scs-edge-region
 	target/debug/scs-edge-lab
 
 clean: ## remove build output

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Builds the SCS Edge node image with mkosi (image/README.md): stages the release agent, the signing
+# Builds the SCS Edge node image with mkosi (image/README.md): stages the agent, the signing
 # certificate (the root of trust baked into /usr) and, when present, k3s; then runs mkosi — only when
 # an input changed since the last build. Prints the image path last.
 #
@@ -9,6 +9,9 @@
 #       once and reused — fine for labs and CI, never for a fleet.
 #   SCS_EDGE_ARTIFACTS  directory with binaries that cannot be downloaded here (k3s); default
 #       target/image/artifacts.
+#   SCS_EDGE_AGENT  the agent binary to ship; default target/debug/scs-edge-agent, the one `make build`
+#       and `make test` compile anyway (decision 0012). `make image PROFILE=release` builds and passes
+#       the release binary, for a fleet. This script compiles nothing: make does, first.
 #   SCS_EDGE_IMAGE_FORCE=1  rebuild even when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +21,11 @@ keys=$out/keys
 artifacts=${SCS_EDGE_ARTIFACTS:-$out/artifacts}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
-cargo build --release --locked -p scs-edge-agent --bin scs-edge-agent
+agent=${SCS_EDGE_AGENT:-target/debug/scs-edge-agent}
+if [ ! -x "$agent" ]; then
+    echo "build-image: no agent binary at $agent: \`make image\` builds it first" >&2
+    exit 1
+fi
 
 mkdir -p "$keys"
 key=${SCS_EDGE_SIGNING_KEY:-$keys/signing.key}
@@ -30,7 +37,7 @@ if [ ! -e "$key" ]; then
 fi
 
 rm -rf "$stage"
-install -D -s -m 0755 target/release/scs-edge-agent "$stage/usr/bin/scs-edge-agent"
+install -D -s -m 0755 "$agent" "$stage/usr/bin/scs-edge-agent"
 # Userspace verity signature checks (systemd-dissect, sysext) and the update bundle root of trust.
 install -D -m 0644 "$cert" "$stage/usr/lib/verity.d/scs-edge.crt"
 install -D -m 0644 "$cert" "$stage/usr/share/scs-edge/update-signing.crt"

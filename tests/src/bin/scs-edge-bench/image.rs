@@ -94,6 +94,10 @@ fn build(workspace: &Path) -> f64 {
     let started = Instant::now();
     let status = Command::new(workspace.join("scripts/build-image.sh"))
         .env("SCS_EDGE_IMAGE_FORCE", "1")
+        .env(
+            "SCS_EDGE_AGENT",
+            workspace.join("target/release/scs-edge-agent"),
+        )
         .stdout(std::process::Stdio::null())
         .status()
         .expect("scripts/build-image.sh");
