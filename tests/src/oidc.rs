@@ -7,12 +7,12 @@
 //! `tests/oidc-idp/idp-config.json` (and its README); `POST {issuer}/test/mint` signs arbitrary claims
 //! for negative tests.
 
-use crate::{RunLock, free_port, scratch_dir, wait};
+use crate::{free_port, scratch_dir, wait};
 use serde_json::Value;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// The `aud` of tokens for the region's API (resource `urn:scs-edge:region`, the default resource).
 pub const AUDIENCE: &str = "scs-edge-region";
@@ -47,47 +47,12 @@ pub struct OidcProvider {
     _dir: tempfile::TempDir,
 }
 
-/// Where the provider's sources and `node_modules` live.
-fn idp_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("oidc-idp")
-}
-
-/// Runs `npm ci` unless `node_modules` is complete and not older than `package-lock.json`. npm writes
-/// `node_modules/.package-lock.json` last, so its presence means an install that finished. Locked,
-/// because nextest starts many test processes at once and two `npm ci` in one directory break both.
-fn ensure_installed(dir: &Path) {
-    let _lock = RunLock::acquire("oidc-idp-npm");
-    let modified = |path: &Path| {
-        std::fs::metadata(path)
-            .and_then(|meta| meta.modified())
-            .ok()
-    };
-    let lock_time = modified(&dir.join("package-lock.json")).expect("oidc-idp/package-lock.json");
-    let installed: Option<SystemTime> = modified(&dir.join("node_modules/.package-lock.json"));
-    if installed.is_some_and(|installed| installed >= lock_time) {
-        return;
-    }
-    let output = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(dir)
-        .output()
-        .expect("run npm (Node.js ≥ 20.18 and npm are installed by scripts/install-deps.sh)");
-    assert!(
-        output.status.success(),
-        "npm ci in {} failed: {}\n{}",
-        dir.display(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 impl OidcProvider {
     /// Installs the provider's packages if needed, starts it on a free port and waits until its
     /// discovery document answers. Panics with the provider's log if it exits or does not answer.
     pub fn start(options: OidcOptions) -> Self {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let dir = idp_dir();
-        ensure_installed(&dir);
+        let dir = crate::npm::installed("oidc-idp");
 
         let scratch = scratch_dir("oidc-idp");
         let mut config: Value = serde_json::from_slice(

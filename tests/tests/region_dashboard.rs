@@ -8,7 +8,7 @@ use base64::Engine as _;
 use scs_edge_proto::{Capacity, ComponentHealth, HealthState, Report, ResourceCounts, Versions};
 use scs_edge_tests::oidc::{AUDIENCE, DASHBOARD_CLIENT, OPERATOR_GROUP, OidcOptions, OidcProvider};
 use scs_edge_tests::region::{RegionOptions, RegionProcess, SimulatedNode};
-use scs_edge_tests::{RunLock, postgres, target_dir};
+use scs_edge_tests::{postgres, target_dir};
 use std::process::Command;
 
 /// The resource indicator the dashboard asks for: the IdP then issues tokens for the region's audience.
@@ -194,18 +194,7 @@ fn dashboard_in_a_browser(database_url: &str, engine: &str) {
         );
     }
 
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dashboard");
-    {
-        let _lock = RunLock::acquire("dashboard-npm");
-        if !dir.join("node_modules/playwright-core").exists() {
-            let status = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir)
-                .status()
-                .expect("npm");
-            assert!(status.success(), "npm ci for playwright-core");
-        }
-    }
+    let dir = scs_edge_tests::npm::installed("dashboard");
     let shots = target_dir().join("scs-edge-tests/artifacts").join(engine);
     let run = |user: &str, password: &str| -> serde_json::Value {
         let output = Command::new("node")
