@@ -52,13 +52,19 @@ overlay() { # overlay SOURCE TARGET
     mount -t overlay overlay -o "lowerdir=$1,upperdir=$work/overlay/$name/upper,workdir=$work/overlay/$name/work" "$2"
     mounts+=("$2")
 }
-in_root() { chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+# The machine's environment for its TLS trust and package clients (CA bundle paths, pip settings),
+# as such a machine sets it; nothing else of this shell's.
+machine_env=()
+while IFS= read -r var; do
+    machine_env+=("$var=${!var}")
+done < <(compgen -e | grep -E '^(SSL_CERT_(FILE|DIR)|CURL_CA_BUNDLE|REQUESTS_CA_BUNDLE|NODE_EXTRA_CA_CERTS|GIT_SSL_CAINFO|PIP_[A-Z_]+)$' || true)
+in_root() { chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 "${machine_env[@]}" \
     PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
 
 mirror=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources)
 echo "fresh-machine-check: debootstrap bookworm from $mirror into $root"
 # A run that died may have left its mounts: never let rm reach the host's /dev through them.
-findmnt -rn -o TARGET | grep -F "$work/" | sort -r | xargs -r -n1 umount -l
+{ findmnt -rn -o TARGET | grep -F "$work/" || true; } | sort -r | xargs -r -n1 umount -l
 rm -rf --one-file-system "$root" "$work/overlay"
 mkdir -p "$root" "$debs"
 debootstrap --variant=minbase --cache-dir="$debs" bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 \
@@ -71,11 +77,22 @@ awk 'BEGIN{RS="";ORS="\n\n"} NR==1' /etc/apt/sources.list.d/debian.sources \
 printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
 chmod +x "$root/usr/sbin/policy-rc.d"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# What such a machine ships besides packages: the certificate authorities its network needs (the
+# registries are reached through them), its pip and npm settings, and the wheels directory pip is
+# pointed at.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    mkdir -p "$root/usr/local/share/ca-certificates"
+    cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+fi
+for file in /etc/pip.conf /root/.npmrc; do
+    if [ -e "$file" ]; then install -D -m 0644 "$file" "$root$file"; fi
+done
 bind /proc "$root/proc"
 bind /sys "$root/sys"
 bind /dev "$root/dev"
 bind /dev/pts "$root/dev/pts"
 bind "$debs" "$root/var/cache/apt/archives"
+if [ -d /opt/wheels ]; then bind /opt/wheels "$root/opt/wheels"; fi
 
 echo "fresh-machine-check: installing the machine's packages ($packages)"
 in_root apt-get update -q >"$work/apt.log" 2>&1
@@ -96,14 +113,18 @@ while IFS=$'\t' read -r name version; do
 done < "$packages"
 in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${requested[@]}" \
     >>"$work/apt.log" 2>&1 || { tail -30 "$work/apt.log"; exit 1; }
+in_root update-ca-certificates >>"$work/apt.log" 2>&1
 [ ${#skipped[@]} -eq 0 ] || echo "fresh-machine-check: not in Debian's archive, left out: ${skipped[*]}"
 
 if [ -n "$nodejs_version" ]; then
     if [ "$(dpkg-query -W -f='${Version}' nodejs 2>/dev/null)" = "$nodejs_version" ]; then
-        (cd "$work" && rm -f nodejs_*.deb && dpkg-repack nodejs >/dev/null)
+        (cd "$work" && rm -f nodejs_*.deb && dpkg-repack nodejs >/dev/null 2>&1)
         cp "$work"/nodejs_*.deb "$root/tmp/"
         in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q /tmp/"$(basename "$work"/nodejs_*.deb)" \
             >>"$work/apt.log" 2>&1 || { tail -30 "$work/apt.log"; exit 1; }
+        # Such a machine upgrades its global npm when it starts; the package's own files are gone.
+        rm -rf "$root/usr/lib/node_modules/npm"
+        cp -a /usr/lib/node_modules/npm "$root/usr/lib/node_modules/npm"
     else
         echo "fresh-machine-check: this host has no nodejs $nodejs_version to repack: the root goes without" >&2
     fi
