@@ -15,6 +15,8 @@
 //! `tests/compat/` holds messages exactly as version 1 wrote them and messages from a future version
 //! with extra fields; the tests parse both with today's types.
 
+pub mod release;
+
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

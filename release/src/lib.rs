@@ -1,0 +1,121 @@
+//! Signed OS releases of the SCS Edge node image (decision 0013).
+//!
+//! A release is the split artifacts `make image` writes (the `/usr` squashfs, its verity hash tree and
+//! signature, the UKI) plus a [`ReleaseManifest`](scs_edge_proto::release::ReleaseManifest), all of
+//! them targets of a TUF repository made and read with the `tough` crate — no TUF of our own. This
+//! crate is both ends of that format, so they cannot drift apart:
+//!
+//! * producing: [`keys`] (role keys, the root of trust, cross-signed root rotation), [`repository`]
+//!   (publishing a release, refreshing the timestamp) and [`bundle::export`] (the air-gap file);
+//! * consuming: [`bundle::extract`] (a bundle into a staging directory, refusing anything that could
+//!   escape it), [`verify`] (TUF verification against the root baked into the image, with the role
+//!   versions and the last known time persisted across reboots) and [`policy`] (which verified release
+//!   a node may take).
+//!
+//! The binary `scs-edge-release` is the release manager's tool over the producing half; the agent's
+//! update domain calls the consuming half.
+
+pub mod bundle;
+pub mod keys;
+pub mod policy;
+pub mod repository;
+pub mod verify;
+
+use std::path::PathBuf;
+
+/// The metadata folder of a repository (and of a bundle).
+pub const METADATA_DIR: &str = "metadata";
+/// The targets folder of a repository (and of a bundle).
+pub const TARGETS_DIR: &str = "targets";
+
+/// What went wrong, with the file or role it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// TUF refused or failed: a signature, a hash, a version, an expiry, a limit.
+    #[error("{context}: {source}")]
+    Tuf {
+        /// What was being done.
+        context: String,
+        /// tough's error, which names the role or target.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A key file is missing, unreadable or not a key tough can sign with.
+    #[error("key {}: {reason}", path.display())]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The image build output does not hold what a release needs.
+    #[error("image output {}: {reason}", dir.display())]
+    ImageOutput {
+        /// The directory.
+        dir: PathBuf,
+        /// What is missing or wrong.
+        reason: String,
+    },
+    /// A bundle is malformed: truncated, an entry outside its folders, too large.
+    #[error("bundle {}: {reason}", path.display())]
+    Bundle {
+        /// The bundle file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The repository's targets do not form a valid release (a missing artifact, a manifest that
+    /// does not match its targets, no release of the asked version).
+    #[error("release: {0}")]
+    Release(String),
+}
+
+impl ReleaseError {
+    fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { path, source }
+    }
+
+    fn tuf<E: std::error::Error + Send + Sync + 'static>(
+        context: impl Into<String>,
+    ) -> impl FnOnce(E) -> Self {
+        let context = context.into();
+        move |source| Self::Tuf {
+            context,
+            source: Box::new(source),
+        }
+    }
+}
+
+/// Lifetimes of the four roles' metadata: long for the offline-signed roles, short for the timestamp
+/// the region re-signs, so that a frozen mirror is noticed within days (the TUF freeze attack).
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    /// `root.json`.
+    pub root: jiff::SignedDuration,
+    /// `targets.json`.
+    pub targets: jiff::SignedDuration,
+    /// `snapshot.json`.
+    pub snapshot: jiff::SignedDuration,
+    /// `timestamp.json`.
+    pub timestamp: jiff::SignedDuration,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        let day = jiff::SignedDuration::from_hours(24);
+        Self {
+            root: day * 365,
+            targets: day * 180,
+            snapshot: day * 180,
+            timestamp: day * 7,
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The release repository a release manager keeps (and, later, the region serves): a TUF repository
+//! with consistent snapshots, `metadata/` and `targets/`. Publishing adds one release — its manifest
+//! and its four artifacts — and signs new targets, snapshot and timestamp metadata; refreshing the
+//! timestamp re-signs only `timestamp.json`, the job of the online key.
+
+use crate::keys::{KeySet, expires, latest_root};
+use crate::{Lifetimes, METADATA_DIR, ReleaseError, TARGETS_DIR};
+use scs_edge_proto::release::{
+    Artifact, ArtifactKind, MANIFEST_SCHEMA, ReleaseManifest, manifest_target,
+};
+use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
+use tough::editor::RepositoryEditor;
+use tough::editor::signed::{PathExists, SignedRole};
+use tough::schema::{KeyHolder, RoleType, Root, Signed, Target, Timestamp};
+use tough::{ExpirationEnforcement, FilesystemTransport, RepositoryLoader, TargetName};
+
+/// What a release is made of and who may take it.
+#[derive(Debug, Clone)]
+pub struct NewRelease {
+    /// `make image`'s output directory (`target/image`), holding `scs-edge_<version>.usr.raw` & co.
+    pub image_dir: PathBuf,
+    /// The image version.
+    pub version: semver::Version,
+    /// The oldest version that may update to it directly.
+    pub min_from_version: semver::Version,
+    /// The regret ceiling, when this release pulls the fleet back down.
+    pub max_version: Option<semver::Version>,
+}
+
+/// A release repository on disk.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    dir: PathBuf,
+}
+
+impl Repository {
+    /// The repository in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// Its `metadata/` folder.
+    pub fn metadata_dir(&self) -> PathBuf {
+        self.dir.join(METADATA_DIR)
+    }
+
+    /// Its `targets/` folder.
+    pub fn targets_dir(&self) -> PathBuf {
+        self.dir.join(TARGETS_DIR)
+    }
+
+    /// Whether anything was ever published (a `timestamp.json` exists).
+    fn is_published(&self) -> bool {
+        self.metadata_dir().join("timestamp.json").is_file()
+    }
+
+    /// The repository as it stands, read with tough from the newest root it holds. The release
+    /// manager's own view: expiry is not enforced here (re-signing an expired timestamp is exactly
+    /// what [`Self::refresh_timestamp`] is for); nodes always enforce it when they discover.
+    async fn load(&self) -> Result<tough::Repository, ReleaseError> {
+        let (_, root_path) = latest_root(&self.metadata_dir())?;
+        let root = std::fs::read(&root_path).map_err(ReleaseError::io(&root_path))?;
+        RepositoryLoader::new(
+            &root,
+            dir_url(&self.metadata_dir())?,
+            dir_url(&self.targets_dir())?,
+        )
+        .transport(FilesystemTransport)
+        .expiration_enforcement(ExpirationEnforcement::Unsafe)
+        .load()
+        .await
+        .map_err(ReleaseError::tuf(format!("reading {}", self.dir.display())))
+    }
+
+    /// Adds `release` and signs targets, snapshot and timestamp one version up. Targets already in
+    /// the repository stay, so older releases remain installable (and `max_version` can point at
+    /// one). Refuses a version that is already published.
+    pub async fn publish(
+        &self,
+        keys: &KeySet,
+        release: &NewRelease,
+        lifetimes: &Lifetimes,
+        now: jiff::Timestamp,
+    ) -> Result<ReleaseManifest, ReleaseError> {
+        let (_, root_path) = latest_root(&self.metadata_dir())?;
+        let (mut editor, next) = if self.is_published() {
+            let current = self.load().await?;
+            let manifest_name = target_name(&manifest_target(&release.version))?;
+            if current
+                .targets()
+                .signed
+                .targets
+                .contains_key(&manifest_name)
+            {
+                return Err(ReleaseError::Release(format!(
+                    "version {} is already published",
+                    release.version
+                )));
+            }
+            let next = current.targets().signed.version.get() + 1;
+            let editor = RepositoryEditor::from_repo(&root_path, current)
+                .await
+                .map_err(ReleaseError::tuf("opening the repository for editing"))?;
+            (editor, next)
+        } else {
+            let editor = RepositoryEditor::new(&root_path)
+                .await
+                .map_err(ReleaseError::tuf("opening the new repository"))?;
+            (editor, 1)
+        };
+
+        let mut files = Vec::new();
+        let mut artifacts = Vec::new();
+        for kind in ArtifactKind::REQUIRED {
+            let suffix = kind.file_suffix().unwrap_or_default();
+            let name = format!("scs-edge_{}{suffix}", release.version);
+            let path = release.image_dir.join(&name);
+            if !path.is_file() {
+                return Err(ReleaseError::ImageOutput {
+                    dir: release.image_dir.clone(),
+                    reason: format!(
+                        "no {name} (built with --image-version={}?)",
+                        release.version
+                    ),
+                });
+            }
+            let target = Target::from_path(&path)
+                .await
+                .map_err(ReleaseError::tuf(format!("hashing {}", path.display())))?;
+            artifacts.push(Artifact {
+                kind,
+                target: name.clone(),
+                sha256: hex(&target.hashes.sha256),
+                length: target.length,
+            });
+            editor
+                .add_target(name.as_str(), target)
+                .map_err(ReleaseError::tuf(format!("adding {name}")))?;
+            files.push((name, path));
+        }
+        let manifest = ReleaseManifest {
+            schema: MANIFEST_SCHEMA,
+            version: release.version.clone(),
+            min_from_version: release.min_from_version.clone(),
+            max_version: release.max_version.clone(),
+            artifacts,
+        };
+
+        // The manifest is a target like the images: written beside the repository, hashed, signed.
+        let incoming = self.dir.join("incoming");
+        std::fs::create_dir_all(&incoming).map_err(ReleaseError::io(&incoming))?;
+        let manifest_name = manifest_target(&release.version);
+        let manifest_path = incoming.join(&manifest_name);
+        let mut bytes = serde_json::to_vec_pretty(&manifest)
+            .map_err(|err| ReleaseError::Release(format!("serialising the manifest: {err}")))?;
+        bytes.push(b'\n');
+        std::fs::write(&manifest_path, bytes).map_err(ReleaseError::io(&manifest_path))?;
+        let target = Target::from_path(&manifest_path)
+            .await
+            .map_err(ReleaseError::tuf("hashing the manifest"))?;
+        editor
+            .add_target(manifest_name.as_str(), target)
+            .map_err(ReleaseError::tuf("adding the manifest"))?;
+        files.push((manifest_name, manifest_path.clone()));
+
+        let version = NonZeroU64::new(next).unwrap_or(NonZeroU64::MIN);
+        editor
+            .targets_version(version)
+            .map_err(ReleaseError::tuf("targets version"))?
+            .targets_expires(expires(now, lifetimes.targets)?)
+            .map_err(ReleaseError::tuf("targets expiry"))?
+            .snapshot_version(version)
+            .snapshot_expires(expires(now, lifetimes.snapshot)?)
+            .timestamp_version(self.next_timestamp_version()?)
+            .timestamp_expires(expires(now, lifetimes.timestamp)?);
+        let signed = editor
+            .sign(&keys.sources(&[RoleType::Targets, RoleType::Snapshot, RoleType::Timestamp])?)
+            .await
+            .map_err(ReleaseError::tuf("signing the release"))?;
+
+        // Targets first, metadata last: a reader never sees metadata naming a file not yet there.
+        let targets_dir = self.targets_dir();
+        std::fs::create_dir_all(&targets_dir).map_err(ReleaseError::io(&targets_dir))?;
+        for (name, path) in &files {
+            let name = target_name(name)?;
+            signed
+                .copy_target(path, &targets_dir, PathExists::Skip, Some(&name))
+                .await
+                .map_err(ReleaseError::tuf(format!("copying {}", name.raw())))?;
+        }
+        signed
+            .write(self.metadata_dir())
+            .await
+            .map_err(ReleaseError::tuf("writing the metadata"))?;
+        std::fs::remove_file(&manifest_path).map_err(ReleaseError::io(&manifest_path))?;
+        Ok(manifest)
+    }
+
+    /// The version the next `timestamp.json` carries: one above the current one, whichever role
+    /// signed last.
+    fn next_timestamp_version(&self) -> Result<NonZeroU64, ReleaseError> {
+        let current = if self.is_published() {
+            self.current_timestamp()?.signed.version.get()
+        } else {
+            0
+        };
+        Ok(NonZeroU64::new(current + 1).unwrap_or(NonZeroU64::MAX))
+    }
+
+    fn current_timestamp(&self) -> Result<Signed<Timestamp>, ReleaseError> {
+        let path = self.metadata_dir().join("timestamp.json");
+        let bytes = std::fs::read(&path).map_err(ReleaseError::io(&path))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|err| ReleaseError::Release(format!("{}: {err}", path.display())))
+    }
+
+    /// Re-signs `timestamp.json` one version up with a new expiry, pointing at the same snapshot:
+    /// what keeps nodes that only ever see bundles able to discover a release (a node refuses a
+    /// stale timestamp when it discovers).
+    pub async fn refresh_timestamp(
+        &self,
+        keys: &KeySet,
+        lifetimes: &Lifetimes,
+        now: jiff::Timestamp,
+    ) -> Result<u64, ReleaseError> {
+        let mut timestamp = self.current_timestamp()?.signed;
+        timestamp.version = self.next_timestamp_version()?;
+        timestamp.expires = expires(now, lifetimes.timestamp)?;
+        let (_, root_path) = latest_root(&self.metadata_dir())?;
+        let root_bytes = std::fs::read(&root_path).map_err(ReleaseError::io(&root_path))?;
+        let root: Signed<Root> = serde_json::from_slice(&root_bytes)
+            .map_err(|err| ReleaseError::Release(format!("{}: {err}", root_path.display())))?;
+        let version = timestamp.version.get();
+        let signed = SignedRole::new(
+            timestamp,
+            &KeyHolder::Root(root.signed),
+            &keys.sources(&[RoleType::Timestamp])?,
+            &aws_lc_rs::rand::SystemRandom::new(),
+        )
+        .await
+        .map_err(ReleaseError::tuf("signing the timestamp"))?;
+        signed
+            .write(self.metadata_dir(), true)
+            .await
+            .map_err(ReleaseError::tuf("writing timestamp.json"))?;
+        Ok(version)
+    }
+}
+
+/// A `file://` URL for a directory (tough joins metadata and target names onto it).
+pub(crate) fn dir_url(dir: &Path) -> Result<url::Url, ReleaseError> {
+    let absolute = std::path::absolute(dir).map_err(ReleaseError::io(dir))?;
+    url::Url::from_directory_path(&absolute)
+        .map_err(|()| ReleaseError::Release(format!("{} is not a usable path", dir.display())))
+}
+
+pub(crate) fn target_name(name: &str) -> Result<TargetName, ReleaseError> {
+    TargetName::new(name).map_err(ReleaseError::tuf(format!("target name {name:?}")))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut out, byte| {
+        let _ = write!(out, "{byte:02x}");
+        out
+    })
+}

@@ -1,0 +1,188 @@
+//! A node's side: verify a repository (an extracted bundle, later a mirror) against the root of trust
+//! in the image, read the releases it offers and stage one.
+//!
+//! tough does the TUF work: signatures and thresholds, the root chain, role versions that must never
+//! go backwards and the last known time (both kept in a datastore on the data partition, so they
+//! survive reboots and updates), expiry, size limits, target hashes and lengths, target paths. This
+//! module adds what TUF leaves to the application: each manifest must agree with the targets
+//! metadata it sits in, and artifacts are written only where the caller says.
+
+use crate::repository::{dir_url, hex, target_name};
+use crate::{METADATA_DIR, ReleaseError, TARGETS_DIR};
+use scs_edge_proto::release::ReleaseManifest;
+use std::path::{Path, PathBuf};
+use tough::{
+    ExpirationEnforcement, FilesystemTransport, IntoVec as _, Limits, Prefix, RepositoryLoader,
+};
+
+/// A manifest above this is refused before it is read.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
+/// What a node trusts and what it remembers between verifications.
+#[derive(Debug, Clone)]
+pub struct Trust<'a> {
+    /// The root of trust, `root.json` as baked into `/usr`.
+    pub root: &'a [u8],
+    /// tough's datastore: the newest timestamp, snapshot and targets metadata seen and the latest
+    /// known time. On persistent storage, created if missing.
+    pub datastore: &'a Path,
+    /// Metadata size limits (endless-data attacks).
+    pub limits: Limits,
+}
+
+/// A repository whose metadata verified; its targets are verified as they are read.
+#[derive(Debug)]
+pub struct VerifiedRepository {
+    repo: tough::Repository,
+    targets_dir: PathBuf,
+}
+
+/// A release whose artifacts are written, verified, into a directory.
+#[derive(Debug, Clone)]
+pub struct StagedRelease {
+    /// Its manifest.
+    pub manifest: ReleaseManifest,
+    /// Where the artifacts are, under their target names.
+    pub dir: PathBuf,
+}
+
+/// Verifies the repository laid out in `dir` (`metadata/`, `targets/`) against `trust`, enforcing
+/// expiry: this is discovery, the moment a stale or frozen repository must be noticed.
+pub async fn discover(dir: &Path, trust: &Trust<'_>) -> Result<VerifiedRepository, ReleaseError> {
+    std::fs::create_dir_all(trust.datastore).map_err(ReleaseError::io(trust.datastore))?;
+    let repo = RepositoryLoader::new(
+        &trust.root,
+        dir_url(&dir.join(METADATA_DIR))?,
+        dir_url(&dir.join(TARGETS_DIR))?,
+    )
+    .transport(FilesystemTransport)
+    .limits(trust.limits)
+    .datastore(trust.datastore)
+    .expiration_enforcement(ExpirationEnforcement::Safe)
+    .load()
+    .await
+    .map_err(ReleaseError::tuf(format!("verifying {}", dir.display())))?;
+    Ok(VerifiedRepository {
+        repo,
+        targets_dir: dir.join(TARGETS_DIR),
+    })
+}
+
+impl VerifiedRepository {
+    /// The releases whose manifests this copy of the repository carries (a bundle carries one,
+    /// while its metadata lists every release ever published), each read through TUF and checked
+    /// against the targets metadata: its version matches its name, and every artifact it lists is a
+    /// target with the same hash and length.
+    pub async fn offered(&self) -> Result<Vec<ReleaseManifest>, ReleaseError> {
+        let mut names: Vec<_> = self
+            .repo
+            .targets()
+            .signed
+            .targets
+            .iter()
+            .filter(|(name, target)| {
+                let raw = name.raw();
+                raw.starts_with("scs-edge_")
+                    && raw.ends_with(".manifest.json")
+                    && self
+                        .targets_dir
+                        .join(format!("{}.{raw}", hex(&target.hashes.sha256)))
+                        .is_file()
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort_by(|a, b| a.raw().cmp(b.raw()));
+        let mut manifests = Vec::with_capacity(names.len());
+        for name in names {
+            manifests.push(self.manifest(&name).await?);
+        }
+        Ok(manifests)
+    }
+
+    async fn manifest(&self, name: &tough::TargetName) -> Result<ReleaseManifest, ReleaseError> {
+        let targets = &self.repo.targets().signed.targets;
+        let length = targets.get(name).map_or(0, |target| target.length);
+        if length > MAX_MANIFEST_BYTES {
+            return Err(ReleaseError::Release(format!(
+                "{} is {length} bytes, above the {MAX_MANIFEST_BYTES}-byte limit",
+                name.raw()
+            )));
+        }
+        let stream = self
+            .repo
+            .read_target(name)
+            .await
+            .map_err(ReleaseError::tuf(format!("reading {}", name.raw())))?
+            .ok_or_else(|| ReleaseError::Release(format!("{} is not a target", name.raw())))?;
+        let bytes = stream
+            .into_vec()
+            .await
+            .map_err(ReleaseError::tuf(format!("reading {}", name.raw())))?;
+        let manifest: ReleaseManifest = serde_json::from_slice(&bytes)
+            .map_err(|err| ReleaseError::Release(format!("{}: {err}", name.raw())))?;
+        let expected = scs_edge_proto::release::manifest_target(&manifest.version);
+        if expected != name.raw() {
+            return Err(ReleaseError::Release(format!(
+                "{} describes version {}",
+                name.raw(),
+                manifest.version
+            )));
+        }
+        for artifact in &manifest.artifacts {
+            let listed = target_name(&artifact.target)
+                .ok()
+                .and_then(|target| targets.get(&target));
+            let agrees = listed.is_some_and(|target| {
+                target.length == artifact.length && hex(&target.hashes.sha256) == artifact.sha256
+            });
+            let named = artifact.kind.file_suffix().is_some_and(|suffix| {
+                artifact.target == format!("scs-edge_{}{suffix}", manifest.version)
+            });
+            if !agrees || !named {
+                return Err(ReleaseError::Release(format!(
+                    "{}: artifact {} does not match the signed targets",
+                    name.raw(),
+                    artifact.target
+                )));
+            }
+        }
+        Ok(manifest)
+    }
+
+    /// Writes `manifest`'s artifacts into `dir` under their target names; tough checks each one's
+    /// length and SHA-256 against the signed targets as it streams. On any error `dir` is removed,
+    /// so a half-staged release is never mistaken for a whole one.
+    pub async fn stage(
+        &self,
+        manifest: &ReleaseManifest,
+        dir: &Path,
+    ) -> Result<StagedRelease, ReleaseError> {
+        let result = self.stage_into(manifest, dir).await;
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        result
+    }
+
+    async fn stage_into(
+        &self,
+        manifest: &ReleaseManifest,
+        dir: &Path,
+    ) -> Result<StagedRelease, ReleaseError> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(ReleaseError::io(dir))?;
+        }
+        std::fs::create_dir_all(dir).map_err(ReleaseError::io(dir))?;
+        for artifact in &manifest.artifacts {
+            let name = target_name(&artifact.target)?;
+            self.repo
+                .save_target(&name, dir, Prefix::None)
+                .await
+                .map_err(ReleaseError::tuf(format!("staging {}", artifact.target)))?;
+        }
+        Ok(StagedRelease {
+            manifest: manifest.clone(),
+            dir: dir.to_path_buf(),
+        })
+    }
+}
