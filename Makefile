@@ -22,7 +22,7 @@ export CLIPPY_ARGS := -Dwarnings
 AGENT_BUILD := $(BUILD)
 AGENT := target/debug/scs-edge-agent
 else
-AGENT_BUILD := $(CARGO) build --profile $(IMAGE_PROFILE) --locked -p scs-edge-agent --bin scs-edge-agent
+AGENT_BUILD := $(CARGO) build --profile $(IMAGE_PROFILE) --locked -p scs-edge-agent -p scs-edge-release --bins
 AGENT := target/$(IMAGE_PROFILE)/scs-edge-agent
 endif
 IMAGE := env SCS_EDGE_AGENT=$(AGENT) scripts/build-image.sh

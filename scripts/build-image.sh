@@ -1,6 +1,6 @@
 #!/bin/bash
-# Builds the SCS Edge node image with mkosi (image/README.md): stages the agent, the signing
-# certificate (the root of trust baked into /usr) and, when present, k3s; then runs mkosi — only when
+# Builds the SCS Edge node image with mkosi (image/README.md): stages the agent, the verity signing
+# certificate, the release root of trust (root.json) and, when present, k3s; then runs mkosi — only when
 # an input changed since the last build. Prints the image path last.
 #
 # Environment:
@@ -38,9 +38,17 @@ fi
 
 rm -rf "$stage"
 install -D -s -m 0755 "$agent" "$stage/usr/bin/scs-edge-agent"
-# Userspace verity signature checks (systemd-dissect, sysext) and the update bundle root of trust.
+# Userspace verity signature checks (systemd-dissect, sysext).
 install -D -m 0644 "$cert" "$stage/usr/lib/verity.d/scs-edge.crt"
-install -D -m 0644 "$cert" "$stage/usr/share/scs-edge/update-signing.crt"
+# The update root of trust: the release repository's newest root (nodes follow later rotations).
+release_repo=${SCS_EDGE_RELEASE_REPO:-$out/releases}
+release_keys=${SCS_EDGE_RELEASE_KEYS:-$keys/release}
+if ! compgen -G "$release_repo/metadata/*.root.json" >/dev/null; then
+    echo "build-image: making a development release repository in $release_repo (set SCS_EDGE_RELEASE_REPO for a fleet)"
+    "$(dirname "$agent")/scs-edge-release" --keys "$release_keys" --repo "$release_repo" init
+fi
+root_of_trust=$(find "$release_repo/metadata" -name '*.root.json' | sort -V | tail -1)
+install -D -m 0644 "$root_of_trust" "$stage/usr/share/scs-edge/update/root.json"
 if [ -x "$artifacts/k3s" ]; then
     install -D -m 0755 "$artifacts/k3s" "$stage/usr/bin/k3s"
     echo "build-image: k3s included from $artifacts/k3s"

@@ -191,6 +191,25 @@ fn image_boots_to_a_ready_agent_on_a_verity_protected_read_only_usr() {
         "the node carries a compiler or package-manager state"
     );
 
+    // The update root of trust is the release repository's newest root, byte for byte.
+    let metadata = image().with_file_name("releases").join("metadata");
+    let newest_root = std::fs::read_dir(&metadata)
+        .expect("the release repository build-image made")
+        .map(|entry| entry.expect("entry").path())
+        .filter_map(|path| {
+            let version = path.file_name()?.to_str()?.strip_suffix(".root.json")?;
+            Some((version.parse::<u64>().ok()?, path))
+        })
+        .max()
+        .expect("a root in the release repository")
+        .1;
+    let expected = sha256_hex(&std::fs::read(&newest_root).expect("read root"));
+    let baked = sh(
+        &node,
+        "sha256sum /usr/share/scs-edge/update/root.json | cut -d' ' -f1",
+    );
+    assert_eq!(baked, expected, "{}", newest_root.display());
+
     // What provisioning wrote; the API answers through the management NIC.
     assert!(sh(&node, "cat /etc/scs-edge/agent.toml").contains("physnet1"));
     let stamp: serde_json::Value =
@@ -295,6 +314,17 @@ fn a_first_boot_without_site_configuration_waits_and_provisions_from_a_usb_stick
         .expect("provisioned from the stick");
     wait_agent_active(&node);
     assert!(sh(&node, "cat /etc/scs-edge/site.toml").contains("ci-usb"));
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    use std::fmt::Write as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .fold(String::new(), |mut hex, byte| {
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
 }
 
 /// Finds the byte offset of the partition labelled `label` with `sfdisk --json`.
