@@ -51,7 +51,6 @@ apt_update() {
 if [ ! -e /etc/apt/sources.list.d/bookworm-backports.sources ]; then
   awk 'BEGIN{RS="";ORS="\n\n"} NR==1' /etc/apt/sources.list.d/debian.sources \
     | sed 's/^Suites:.*/Suites: bookworm-backports/' > /etc/apt/sources.list.d/bookworm-backports.sources
-  updated=false
 fi
 
 # QEMU: every package from the suite that holds the host suites' newest qemu-system-x86 (bookworm,
