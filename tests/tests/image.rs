@@ -220,6 +220,25 @@ fn image_boots_to_a_ready_agent_on_a_verity_protected_read_only_usr() {
     assert_eq!(versions["version"]["id"], "v3.14", "{versions}");
 }
 
+/// Waits until a provisioning message is on the console whole — its headline, then every line up to
+/// the closing "Nothing has been written." — and returns it from the headline on. The console carries
+/// the message in pieces: checking it as soon as the headline shows races the rest of it.
+fn provisioning_message(node: &LabNode, headline: &str) -> String {
+    scs_edge_tests::wait::within(BOOT, || {
+        let text = node.console.text();
+        let message = &text[text.find(headline)?..];
+        message
+            .contains("Nothing has been written.")
+            .then(|| message.to_owned())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{headline:?} not printed whole within {BOOT:?}:\n{}",
+            node.console.tail(40)
+        )
+    })
+}
+
 #[test]
 fn a_first_boot_without_site_configuration_waits_and_provisions_from_a_usb_stick() {
     let work = scratch_dir("image-first-boot");
@@ -230,10 +249,7 @@ fn a_first_boot_without_site_configuration_waits_and_provisions_from_a_usb_stick
         SiteDelivery::Nothing,
     );
     let node = LabNode::boot(&options).expect("boot the image");
-    node.console
-        .wait_for("SCS Edge: waiting for site configuration", BOOT)
-        .expect("the waiting message on the console");
-    let message = node.console.text();
+    let message = provisioning_message(&node, "SCS Edge: waiting for site configuration");
     for source in ["scs_edge.", "fw_cfg", "SCSEDGE"] {
         assert!(
             message.contains(source),
@@ -280,13 +296,7 @@ fn a_first_boot_without_site_configuration_waits_and_provisions_from_a_usb_stick
     let bad = work.path().join("bad-stick.img");
     make_site_stick(&bad, &site_toml("ci-site", "http://region.example.net")).expect("stick");
     node.plug_usb_stick("stick0", &bad).expect("plug");
-    node.console
-        .wait_for("SCS Edge: site configuration invalid", BOOT)
-        .expect("the invalid-configuration message");
-    let text = node.console.text();
-    let invalid = &text[text
-        .find("SCS Edge: site configuration invalid")
-        .expect("message")..];
+    let invalid = provisioning_message(&node, "SCS Edge: site configuration invalid");
     assert!(invalid.contains("site.region_url"), "{invalid}");
     assert!(invalid.contains("https://"), "{invalid}");
     assert!(!invalid.contains("ci-join-token"), "the token is a secret");
