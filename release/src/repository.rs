@@ -84,7 +84,7 @@ impl Repository {
         now: jiff::Timestamp,
     ) -> Result<ReleaseManifest, ReleaseError> {
         let (_, root_path) = latest_root(&self.metadata_dir())?;
-        let (mut editor, next) = if self.is_published() {
+        let (mut editor, next, next_timestamp) = if self.is_published() {
             let current = self.load().await?;
             let manifest_name = target_name(&manifest_target(&release.version))?;
             if current
@@ -99,15 +99,16 @@ impl Repository {
                 )));
             }
             let next = current.targets().signed.version.get() + 1;
+            let next_timestamp = current.timestamp().signed.version.get() + 1;
             let editor = RepositoryEditor::from_repo(&root_path, current)
                 .await
                 .map_err(ReleaseError::tuf("opening the repository for editing"))?;
-            (editor, next)
+            (editor, next, next_timestamp)
         } else {
             let editor = RepositoryEditor::new(&root_path)
                 .await
                 .map_err(ReleaseError::tuf("opening the new repository"))?;
-            (editor, 1)
+            (editor, 1, 1)
         };
 
         let mut files = Vec::new();
@@ -172,7 +173,7 @@ impl Repository {
             .map_err(ReleaseError::tuf("targets expiry"))?
             .snapshot_version(version)
             .snapshot_expires(expires(now, lifetimes.snapshot)?)
-            .timestamp_version(self.next_timestamp_version()?)
+            .timestamp_version(NonZeroU64::new(next_timestamp).unwrap_or(NonZeroU64::MAX))
             .timestamp_expires(expires(now, lifetimes.timestamp)?);
         let signed = editor
             .sign(&keys.sources(&[RoleType::Targets, RoleType::Snapshot, RoleType::Timestamp])?)
@@ -197,17 +198,6 @@ impl Repository {
         Ok(manifest)
     }
 
-    /// The version the next `timestamp.json` carries: one above the current one, whichever role
-    /// signed last.
-    fn next_timestamp_version(&self) -> Result<NonZeroU64, ReleaseError> {
-        let current = if self.is_published() {
-            self.current_timestamp()?.signed.version.get()
-        } else {
-            0
-        };
-        Ok(NonZeroU64::new(current + 1).unwrap_or(NonZeroU64::MAX))
-    }
-
     fn current_timestamp(&self) -> Result<Signed<Timestamp>, ReleaseError> {
         let path = self.metadata_dir().join("timestamp.json");
         let bytes = std::fs::read(&path).map_err(ReleaseError::io(&path))?;
@@ -225,7 +215,7 @@ impl Repository {
         now: jiff::Timestamp,
     ) -> Result<u64, ReleaseError> {
         let mut timestamp = self.current_timestamp()?.signed;
-        timestamp.version = self.next_timestamp_version()?;
+        timestamp.version = timestamp.version.checked_add(1).unwrap_or(NonZeroU64::MAX);
         timestamp.expires = expires(now, lifetimes.timestamp)?;
         let (_, root_path) = latest_root(&self.metadata_dir())?;
         let root_bytes = std::fs::read(&root_path).map_err(ReleaseError::io(&root_path))?;
