@@ -69,11 +69,31 @@ impl ArtifactKind {
     /// Every kind a release must carry exactly once.
     pub const REQUIRED: [Self; 4] = [Self::Usr, Self::UsrVerity, Self::UsrVeritySig, Self::Uki];
 
-    /// The suffix after `scs-edge_<version>` in the image build output and in the target name.
-    pub fn file_suffix(self) -> Option<&'static str> {
+    /// The suffix after `scs-edge_<version>` in the image build output (`make image`).
+    pub fn image_suffix(self) -> Option<&'static str> {
         match self {
             Self::Usr => Some(".usr.raw"),
             Self::UsrVerity => Some(".usr-verity.raw"),
+            Self::UsrVeritySig => Some(".usr-verity-sig.raw"),
+            Self::Uki => Some(".efi"),
+            Self::Unknown => None,
+        }
+    }
+
+    /// Whether the release carries it gzip-compressed. The partition images are fixed-size slots
+    /// (1.5 GiB for `/usr`) that the data fills only in part: compressed, the zero tail costs
+    /// nothing to ship, hash or store, and `systemd-sysupdate` decompresses while it writes the slot
+    /// (`systemd-import` detects gzip by its magic bytes; Debian 13's build has no zstd there).
+    pub fn compressed(self) -> bool {
+        matches!(self, Self::Usr | Self::UsrVerity)
+    }
+
+    /// The suffix after `scs-edge_<version>` in the target name, which is also the file name
+    /// `systemd-sysupdate`'s transfers match (image/sysupdate.d).
+    pub fn file_suffix(self) -> Option<&'static str> {
+        match self {
+            Self::Usr => Some(".usr.raw.gz"),
+            Self::UsrVerity => Some(".usr-verity.raw.gz"),
             Self::UsrVeritySig => Some(".usr-verity-sig.raw"),
             Self::Uki => Some(".efi"),
             Self::Unknown => None,

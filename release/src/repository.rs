@@ -111,21 +111,39 @@ impl Repository {
             (editor, 1, 1)
         };
 
+        // Compressed targets and the manifest are written beside the repository, hashed, signed.
+        let incoming = self.dir.join("incoming");
+        std::fs::create_dir_all(&incoming).map_err(ReleaseError::io(&incoming))?;
         let mut files = Vec::new();
         let mut artifacts = Vec::new();
         for kind in ArtifactKind::REQUIRED {
-            let suffix = kind.file_suffix().unwrap_or_default();
-            let name = format!("scs-edge_{}{suffix}", release.version);
-            let path = release.image_dir.join(&name);
-            if !path.is_file() {
+            let image_name = format!(
+                "scs-edge_{}{}",
+                release.version,
+                kind.image_suffix().unwrap_or_default()
+            );
+            let image_path = release.image_dir.join(&image_name);
+            if !image_path.is_file() {
                 return Err(ReleaseError::ImageOutput {
                     dir: release.image_dir.clone(),
                     reason: format!(
-                        "no {name} (built with --image-version={}?)",
+                        "no {image_name} (built with --image-version={}?)",
                         release.version
                     ),
                 });
             }
+            let name = format!(
+                "scs-edge_{}{}",
+                release.version,
+                kind.file_suffix().unwrap_or_default()
+            );
+            let path = if kind.compressed() {
+                let compressed = incoming.join(&name);
+                gzip(&image_path, &compressed)?;
+                compressed
+            } else {
+                image_path
+            };
             let target = Target::from_path(&path)
                 .await
                 .map_err(ReleaseError::tuf(format!("hashing {}", path.display())))?;
@@ -148,9 +166,6 @@ impl Repository {
             artifacts,
         };
 
-        // The manifest is a target like the images: written beside the repository, hashed, signed.
-        let incoming = self.dir.join("incoming");
-        std::fs::create_dir_all(&incoming).map_err(ReleaseError::io(&incoming))?;
         let manifest_name = manifest_target(&release.version);
         let manifest_path = incoming.join(&manifest_name);
         let mut bytes = serde_json::to_vec_pretty(&manifest)
@@ -194,7 +209,7 @@ impl Repository {
             .write(self.metadata_dir())
             .await
             .map_err(ReleaseError::tuf("writing the metadata"))?;
-        std::fs::remove_file(&manifest_path).map_err(ReleaseError::io(&manifest_path))?;
+        std::fs::remove_dir_all(&incoming).map_err(ReleaseError::io(&incoming))?;
         Ok(manifest)
     }
 
@@ -239,6 +254,19 @@ impl Repository {
 }
 
 /// A `file://` URL for a directory (tough joins metadata and target names onto it).
+/// Compresses a partition image for shipping. Fast level: the images are squashfs (already
+/// compressed) or hash trees followed by zeros, so only the zero tail shrinks, at any level.
+fn gzip(from: &Path, to: &Path) -> Result<(), ReleaseError> {
+    let mut input = std::fs::File::open(from).map_err(ReleaseError::io(from))?;
+    let output = std::fs::File::create(to).map_err(ReleaseError::io(to))?;
+    let mut encoder =
+        flate2::write::GzEncoder::new(std::io::BufWriter::new(output), flate2::Compression::fast());
+    std::io::copy(&mut input, &mut encoder).map_err(ReleaseError::io(to))?;
+    let mut output = encoder.finish().map_err(ReleaseError::io(to))?;
+    std::io::Write::flush(&mut output).map_err(ReleaseError::io(to))?;
+    Ok(())
+}
+
 pub(crate) fn dir_url(dir: &Path) -> Result<url::Url, ReleaseError> {
     let absolute = std::path::absolute(dir).map_err(ReleaseError::io(dir))?;
     url::Url::from_directory_path(&absolute)

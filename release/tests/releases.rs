@@ -58,7 +58,7 @@ impl Desk {
         let out = self.path("image");
         std::fs::create_dir_all(&out).expect("image dir");
         for kind in ArtifactKind::REQUIRED {
-            let suffix = kind.file_suffix().expect("suffix");
+            let suffix = kind.image_suffix().expect("suffix");
             let bytes: Vec<u8> = format!("{version}{suffix}")
                 .bytes()
                 .cycle()
@@ -164,8 +164,19 @@ async fn a_published_release_travels_as_a_bundle_and_stages_verified() {
         .await
         .expect("stage");
     for artifact in &published.artifacts {
-        let bytes = std::fs::read(staged.dir.join(&artifact.target)).expect("staged file");
-        let original = std::fs::read(desk.path("image").join(&artifact.target)).expect("original");
+        let staged_file = std::fs::File::open(staged.dir.join(&artifact.target)).expect("staged");
+        let mut bytes = Vec::new();
+        if artifact.kind.compressed() {
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(staged_file), &mut bytes)
+        } else {
+            std::io::Read::read_to_end(&mut { staged_file }, &mut bytes)
+        }
+        .expect("read the staged file");
+        let image_name = format!(
+            "scs-edge_1.1.0{}",
+            artifact.kind.image_suffix().expect("suffix")
+        );
+        let original = std::fs::read(desk.path("image").join(image_name)).expect("original");
         assert_eq!(bytes, original, "{}", artifact.target);
     }
     assert!(datastore.join("latest_known_time.json").is_file());
@@ -179,7 +190,7 @@ async fn a_flipped_byte_in_a_target_is_refused_and_nothing_stays_staged() {
     let usr = std::fs::read_dir(staging.join("targets"))
         .expect("targets")
         .map(|e| e.expect("entry").path())
-        .find(|p| p.to_string_lossy().ends_with(".usr.raw"))
+        .find(|p| p.to_string_lossy().ends_with(".usr.raw.gz"))
         .expect("usr target");
     let mut bytes = std::fs::read(&usr).expect("read");
     bytes[100] ^= 0x01;
