@@ -1,9 +1,10 @@
 //! `scs-edge-agent provision`: the command-line adapter over [`super::run`] with the real host.
 
-use super::host::{DevConsole, NoNetworkd, Sleep, StdTerminal, SystemMounter, SystemNetworkd};
+use super::host::{DevConsole, NoNetworkd, Sleep, StdTerminal, SystemNetworkd};
 use super::profile::DEFAULT_PROFILES_DIR;
 use super::{Options, Ports, Provisioner};
 use crate::system::clock::SystemClock;
+use crate::system::mount::SystemMounter;
 use crate::system::notify::SdNotifier;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,22 +1,13 @@
-//! The host side effects of provisioning that are not plain files under the root: mounting the
-//! `SCSEDGE` medium, reloading systemd-networkd, writing to the system console, printing, sleeping.
+//! The host side effects of provisioning that are not plain files under the root: reloading
+//! systemd-networkd, writing to the system console, printing, sleeping (mounting the `SCSEDGE` medium
+//! is [`crate::system::mount`], shared with update sticks).
 //!
 //! Each is a trait with the real implementation and an in-memory fake, so every path through
 //! provisioning — including the wait loop — is unit-tested unprivileged on a temporary root.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
-
-/// Mounts the config medium read-only for the moment it takes to read `site.toml`.
-pub trait Mounter {
-    /// Mounts `device` on the (existing, private) directory `target`: read-only, nodev, nosuid,
-    /// noexec — the stick comes from outside and must not be able to change or run anything.
-    fn mount_read_only(&self, device: &Path, target: &Path) -> Result<(), String>;
-    /// Unmounts `target`.
-    fn unmount(&self, target: &Path) -> Result<(), String>;
-}
 
 /// Asks systemd-networkd to pick up the files just written.
 pub trait Networkd {
@@ -46,52 +37,13 @@ pub trait Pause {
     fn pause(&self, duration: Duration);
 }
 
-fn run_tool(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
-    let output = std::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
-}
-
-/// `mount(8)` and `umount(8)`: they know every filesystem a stick may carry (vfat, ext4, iso9660).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemMounter;
-
-impl Mounter for SystemMounter {
-    fn mount_read_only(&self, device: &Path, target: &Path) -> Result<(), String> {
-        run_tool(
-            "mount",
-            &[
-                "-o".as_ref(),
-                "ro,nodev,nosuid,noexec".as_ref(),
-                device.as_os_str(),
-                target.as_os_str(),
-            ],
-        )
-    }
-
-    fn unmount(&self, target: &Path) -> Result<(), String> {
-        run_tool("umount", &[target.as_os_str()])
-    }
-}
-
 /// `networkctl reload`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemNetworkd;
 
 impl Networkd for SystemNetworkd {
     fn reload(&self) -> Result<(), String> {
-        run_tool("networkctl", &["reload".as_ref()])
+        crate::system::tool::run("networkctl", &["reload".as_ref()]).map(drop)
     }
 }
 
@@ -159,65 +111,6 @@ pub struct Sleep;
 impl Pause for Sleep {
     fn pause(&self, duration: Duration) {
         std::thread::sleep(duration);
-    }
-}
-
-/// A medium "mounted" by copying a directory's files into the mount point; for unit tests.
-#[derive(Debug, Default)]
-pub struct FakeMounter {
-    media: BTreeMap<PathBuf, PathBuf>,
-    log: Mutex<Vec<String>>,
-}
-
-impl FakeMounter {
-    /// Mounting `device` shows the files of `contents`.
-    pub fn with_medium(device: PathBuf, contents: PathBuf) -> Self {
-        Self {
-            media: BTreeMap::from([(device, contents)]),
-            log: Mutex::default(),
-        }
-    }
-
-    /// `mount <device> <target>` / `umount <target>` calls so far.
-    pub fn log(&self) -> Vec<String> {
-        self.log
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    fn record(&self, line: String) {
-        self.log
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(line);
-    }
-}
-
-impl Mounter for FakeMounter {
-    fn mount_read_only(&self, device: &Path, target: &Path) -> Result<(), String> {
-        self.record(format!("mount {} {}", device.display(), target.display()));
-        let contents = self
-            .media
-            .get(device)
-            .ok_or_else(|| format!("{}: no medium", device.display()))?;
-        let entries = std::fs::read_dir(contents).map_err(|e| e.to_string())?;
-        for entry in entries.filter_map(Result::ok) {
-            std::fs::copy(entry.path(), target.join(entry.file_name()))
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    }
-
-    fn unmount(&self, target: &Path) -> Result<(), String> {
-        self.record(format!("umount {}", target.display()));
-        for entry in std::fs::read_dir(target)
-            .map_err(|e| e.to_string())?
-            .filter_map(Result::ok)
-        {
-            std::fs::remove_file(entry.path()).map_err(|e| e.to_string())?;
-        }
-        Ok(())
     }
 }
 

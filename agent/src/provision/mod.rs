@@ -24,9 +24,10 @@ pub mod sources;
 mod tests;
 
 use crate::system::clock::Clock;
+use crate::system::mount::Mounter;
 use crate::system::notify::ServiceNotifier;
 use hardware::{Dmi, HardwareFacts, MismatchError};
-use host::{Console, Mounter, Networkd, Pause, Terminal};
+use host::{Console, Networkd, Pause, Terminal};
 use layout::{LayoutError, Stamp};
 use profile::{HardwareProfile, SelectError};
 use site::SiteError;

@@ -8,8 +8,8 @@
 //! 2. QEMU fw_cfg, then SMBIOS OEM strings — what a hypervisor (or a BMC) hands a machine;
 //! 3. a filesystem labelled `SCSEDGE` — a config partition or a USB stick plugged in on site.
 
-use super::host::Mounter;
 use super::site::{self, Field, MAX_SITE_TOML_BYTES, SiteConfig, SiteError};
+use crate::system::mount::{MountError, Mounter};
 use base64::Engine as _;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -331,37 +331,27 @@ fn from_label(root: &Path, mounter: &dyn Mounter) -> Result<Option<SiteConfig>, 
         what: what.display().to_string(),
         reason,
     };
-    let run = root.join("run");
-    std::fs::create_dir_all(&run).map_err(|e| unreadable(&run, e.to_string()))?;
-    let mount_point = run.join(format!(
-        "scs-edge-provision.{}.{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        // Private (0700) and new: nobody else can see or pre-create what we mount there.
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&mount_point)
-            .map_err(|e| unreadable(&mount_point, e.to_string()))?;
+    let read = crate::system::mount::read_mounted(
+        mounter,
+        &device,
+        &root.join("run"),
+        "scs-edge-provision",
+        |mount_point| read_site_toml_on(mount_point, origin),
+    );
+    match read {
+        Ok(site) => site.map(Some),
+        Err(MountError::MountPoint { path, reason }) => Err(unreadable(&path, reason)),
+        Err(MountError::Mount { reason, .. }) => {
+            Err(unreadable(&device, format!("mount failed: {reason}")))
+        }
+        Err(MountError::Unmount {
+            mount_point,
+            reason,
+        }) => Err(unreadable(
+            &mount_point,
+            format!("unmount failed: {reason}"),
+        )),
     }
-    let result = mounter
-        .mount_read_only(&device, &mount_point)
-        .map_err(|reason| unreadable(&device, format!("mount failed: {reason}")))
-        .and_then(|()| {
-            let text = read_site_toml_on(&mount_point, origin);
-            if let Err(reason) = mounter.unmount(&mount_point) {
-                return Err(unreadable(
-                    &mount_point,
-                    format!("unmount failed: {reason}"),
-                ));
-            }
-            text
-        });
-    // Only an empty directory is removed: a failed unmount leaves the mount visible, not deleted.
-    let _ = std::fs::remove_dir(&mount_point);
-    result.map(Some)
 }
 
 fn read_site_toml_on(mount_point: &Path, origin: SourceKind) -> Result<SiteConfig, SiteError> {

@@ -1,6 +1,6 @@
 //! Provisioning on a temporary root with a fake sysfs, procfs and devfs.
 
-use super::host::{FakeMounter, RecordingHost};
+use super::host::RecordingHost;
 use super::layout::{
     self, AGENT_TOML, JOIN_TOKEN, MANAGEMENT_NETWORK, PROVIDER_NETWORK, SITE_TOML, STAMP,
     WATCHDOG_DROPIN,
@@ -11,6 +11,7 @@ use super::sources::{self, SourceKind};
 use super::*;
 use crate::config::AgentConfig;
 use crate::system::clock::ManualClock;
+use crate::system::mount::FakeMounter;
 use crate::system::notify::RecordingNotifier;
 use base64::Engine as _;
 use std::collections::BTreeMap;
