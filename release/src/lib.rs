@@ -119,3 +119,114 @@ impl Default for Lifetimes {
         }
     }
 }
+
+/// What sort of refusal an error is: the label of the agent's refusal counter and the first word
+/// an operator reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RefusalKind {
+    /// A signature is missing, made with an unknown key, or below the role's threshold.
+    Signature,
+    /// A target's or a metadata file's hash or length differs from what its signer wrote.
+    Hash,
+    /// Metadata older than what this node saw before (a rollback attack).
+    Rollback,
+    /// Metadata whose versions do not fit together (a mix-and-match attack).
+    MixAndMatch,
+    /// Metadata past its expiry when the release was discovered (a freeze attack).
+    Expired,
+    /// The system clock is behind the latest time this node has seen.
+    Clock,
+    /// Metadata or a bundle over a size limit (an endless-data attack).
+    Size,
+    /// A target name or bundle entry that would escape its directory.
+    Path,
+    /// A bundle that is truncated or not a bundle.
+    Bundle,
+    /// A manifest that does not describe its signed targets.
+    Manifest,
+    /// Reading or writing a local file failed.
+    Io,
+    /// Anything else TUF refused.
+    Invalid,
+}
+
+impl RefusalKind {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Signature => "signature",
+            Self::Hash => "hash",
+            Self::Rollback => "rollback",
+            Self::MixAndMatch => "mix_and_match",
+            Self::Expired => "expired",
+            Self::Clock => "clock",
+            Self::Size => "size",
+            Self::Path => "path",
+            Self::Bundle => "bundle",
+            Self::Manifest => "manifest",
+            Self::Io => "io",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
+impl ReleaseError {
+    /// Which refusal this is. tough's error sits somewhere in the source chain (a hash mismatch
+    /// surfaces while a target streams, wrapped in the transport's error); the first one found
+    /// decides.
+    pub fn refusal_kind(&self) -> RefusalKind {
+        match self {
+            Self::Io { .. } | Self::Key { .. } | Self::ImageOutput { .. } => RefusalKind::Io,
+            Self::Bundle { reason, .. } if reason.contains("limit") => RefusalKind::Size,
+            Self::Bundle { reason, .. } if reason.contains("outside") => RefusalKind::Path,
+            Self::Bundle { .. } => RefusalKind::Bundle,
+            Self::Release(_) => RefusalKind::Manifest,
+            Self::Tuf { source, .. } => first_tuf_refusal(source.as_ref()),
+        }
+    }
+}
+
+/// The refusal of the first tough error in `err`'s source chain.
+fn first_tuf_refusal(err: &(dyn std::error::Error + 'static)) -> RefusalKind {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if let Some(tough) = err.downcast_ref::<tough::error::Error>() {
+            return tuf_refusal(tough);
+        }
+        next = err.source();
+    }
+    RefusalKind::Invalid
+}
+
+fn tuf_refusal(err: &tough::error::Error) -> RefusalKind {
+    use tough::error::Error as E;
+    match err {
+        E::VerifyMetadata { .. }
+        | E::VerifyTrustedMetadata { .. }
+        | E::VerifyRoleMetadata { .. }
+        | E::KeyRejected { .. }
+        | E::KeysNotFoundInRoot { .. }
+        | E::NoRoleKeysinRoot { .. } => RefusalKind::Signature,
+        E::HashMismatch { .. } | E::TimestampMetaLength { .. } => RefusalKind::Hash,
+        E::OlderMetadata { .. }
+        | E::OlderSnapshotInTimestamp { .. }
+        | E::SnapshotRoleRollback { .. } => RefusalKind::Rollback,
+        E::VersionMismatch { .. }
+        | E::MetaMissing { .. }
+        | E::MissingSnapshotMeta { .. }
+        | E::SnapshotTargetsMetaMissing { .. }
+        | E::SnapshotRoleMissing { .. } => RefusalKind::MixAndMatch,
+        E::ExpiredMetadata { .. } => RefusalKind::Expired,
+        E::SystemTimeSteppedBackward { .. } => RefusalKind::Clock,
+        E::MaxSizeExceeded { .. } | E::MaxUpdatesExceeded { .. } => RefusalKind::Size,
+        E::UnsafeTargetNameDotDot { .. }
+        | E::UnsafeTargetNameEmpty { .. }
+        | E::UnsafeTargetNameSlash { .. }
+        | E::SaveTargetUnsafePath { .. }
+        | E::InvalidTargetName { .. } => RefusalKind::Path,
+        E::Transport { source, .. } => {
+            std::error::Error::source(source).map_or(RefusalKind::Invalid, first_tuf_refusal)
+        }
+        _ => RefusalKind::Invalid,
+    }
+}

@@ -8,7 +8,7 @@ use scs_edge_release::bundle::{self, ExtractLimits};
 use scs_edge_release::keys::{self, KeySet};
 use scs_edge_release::repository::{NewRelease, Repository};
 use scs_edge_release::verify::{self, Trust};
-use scs_edge_release::{Lifetimes, ReleaseError};
+use scs_edge_release::{Lifetimes, RefusalKind, ReleaseError};
 use std::path::{Path, PathBuf};
 
 fn v(text: &str) -> semver::Version {
@@ -128,11 +128,16 @@ fn assert_bundle_refused(result: &Result<(), ReleaseError>, staging: &Path) {
     assert!(!staging.exists(), "{} stays behind", staging.display());
 }
 
-fn tuf_refusal(result: Result<impl std::fmt::Debug, ReleaseError>) -> String {
+/// The refusal's text, after checking it is a TUF refusal of the `expected` kind.
+fn tuf_refusal(
+    result: Result<impl std::fmt::Debug, ReleaseError>,
+    expected: RefusalKind,
+) -> String {
     match result {
         Err(err @ ReleaseError::Tuf { .. }) => {
             let text = format!("{err}");
             eprintln!("refused: {text}");
+            assert_eq!(err.refusal_kind(), expected, "{text}");
             text
         }
         other => panic!("expected a TUF refusal, got {other:?}"),
@@ -202,7 +207,7 @@ async fn a_flipped_byte_in_a_target_is_refused_and_nothing_stays_staged() {
         .expect("metadata is intact");
     let manifest = repo.offered().await.expect("manifest").remove(0);
     let slot = desk.path("slot");
-    let refusal = tuf_refusal(repo.stage(&manifest, &slot).await);
+    let refusal = tuf_refusal(repo.stage(&manifest, &slot).await, RefusalKind::Hash);
     assert!(refusal.contains("usr.raw"), "{refusal}");
     assert!(!slot.exists(), "a half-staged release is removed");
 }
@@ -220,14 +225,20 @@ async fn metadata_signed_by_another_key_or_missing_its_signatures_is_refused() {
         datastore: &desk.path("ds-other"),
         limits: tough::Limits::default(),
     };
-    let refusal = tuf_refusal(verify::discover(&staging, &trust).await);
+    let refusal = tuf_refusal(
+        verify::discover(&staging, &trust).await,
+        RefusalKind::Signature,
+    );
     assert!(refusal.contains("Signature threshold"), "{refusal}");
 
     // Too few signatures: the timestamp (the one role no other metadata pins by hash) unsigned.
     edit_json(&staging.join("metadata/timestamp.json"), |json| {
         json["signatures"] = serde_json::json!([]);
     });
-    let refusal = tuf_refusal(verify::discover(&staging, &desk.trust(&desk.path("ds"))).await);
+    let refusal = tuf_refusal(
+        verify::discover(&staging, &desk.trust(&desk.path("ds"))).await,
+        RefusalKind::Signature,
+    );
     assert!(
         refusal.contains("threshold of 1 not met for role timestamp"),
         "{refusal}"
@@ -238,7 +249,10 @@ async fn metadata_signed_by_another_key_or_missing_its_signatures_is_refused() {
     edit_json(&staging.join("metadata/1.targets.json"), |json| {
         json["signatures"] = serde_json::json!([]);
     });
-    let refusal = tuf_refusal(verify::discover(&staging, &desk.trust(&desk.path("ds2"))).await);
+    let refusal = tuf_refusal(
+        verify::discover(&staging, &desk.trust(&desk.path("ds2"))).await,
+        RefusalKind::Hash,
+    );
     assert!(refusal.contains("Hash mismatch"), "{refusal}");
 }
 
@@ -257,7 +271,10 @@ async fn older_metadata_after_newer_was_seen_is_a_rollback_and_refused() {
         .await
         .expect("the newer repository");
     let staging = extract(&desk, &old, "old-staging");
-    let refusal = tuf_refusal(verify::discover(&staging, &desk.trust(&datastore)).await);
+    let refusal = tuf_refusal(
+        verify::discover(&staging, &desk.trust(&datastore)).await,
+        RefusalKind::Rollback,
+    );
     assert!(
         refusal.contains("when we had previously fetched version 2"),
         "{refusal}"
@@ -277,7 +294,11 @@ async fn mixing_targets_from_another_snapshot_is_refused() {
         staging.join("metadata/2.targets.json"),
     )
     .expect("copy");
-    let refusal = tuf_refusal(verify::discover(&staging, &desk.trust(&desk.path("ds"))).await);
+    let refusal = tuf_refusal(
+        verify::discover(&staging, &desk.trust(&desk.path("ds"))).await,
+        // The snapshot pins each targets file by hash: a mix shows as a hash mismatch.
+        RefusalKind::Hash,
+    );
     assert!(
         refusal.contains("Hash mismatch") && refusal.contains("2.targets.json"),
         "{refusal}"
@@ -294,7 +315,10 @@ async fn an_expired_timestamp_is_refused_at_discovery_until_it_is_re_signed() {
     desk.publish("1.0.0", None, &stale).await;
     let bundle = desk.bundle("1.0.0", "stale").await;
     let staging = extract(&desk, &bundle, "staging");
-    let refusal = tuf_refusal(verify::discover(&staging, &desk.trust(&desk.path("ds"))).await);
+    let refusal = tuf_refusal(
+        verify::discover(&staging, &desk.trust(&desk.path("ds"))).await,
+        RefusalKind::Expired,
+    );
     assert!(refusal.to_lowercase().contains("expire"), "{refusal}");
 
     desk.repo
@@ -320,7 +344,7 @@ async fn oversized_metadata_is_refused() {
         },
         ..desk.trust(&datastore)
     };
-    let refusal = tuf_refusal(verify::discover(&staging, &trust).await);
+    let refusal = tuf_refusal(verify::discover(&staging, &trust).await, RefusalKind::Size);
     assert!(refusal.contains("max_timestamp_size"), "{refusal}");
 
     let small = ExtractLimits {
@@ -346,7 +370,10 @@ async fn a_clock_stepped_back_behind_the_last_known_time_is_refused() {
         serde_json::to_vec(&future).expect("json"),
     )
     .expect("write");
-    let refusal = tuf_refusal(verify::discover(&staging, &desk.trust(&datastore)).await);
+    let refusal = tuf_refusal(
+        verify::discover(&staging, &desk.trust(&datastore)).await,
+        RefusalKind::Clock,
+    );
     assert!(refusal.contains("stepped backward"), "{refusal}");
 }
 
@@ -383,7 +410,10 @@ async fn a_node_follows_a_cross_signed_root_rotation() {
             .expect("signatures")
             .retain(|sig| sig["keyid"] == keep_new);
     });
-    let refusal = tuf_refusal(verify::discover(&staging, &desk.trust(&desk.path("ds2"))).await);
+    let refusal = tuf_refusal(
+        verify::discover(&staging, &desk.trust(&desk.path("ds2"))).await,
+        RefusalKind::Signature,
+    );
     assert!(refusal.contains("not met for role root"), "{refusal}");
 }
 
