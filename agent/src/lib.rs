@@ -7,7 +7,7 @@
 //! any instant and converges again on restart.
 //!
 //! Layering (dependencies point downwards only):
-//! `daemon`/`cli`/`api`/`federation` (the region link) → domain folders (`compute`, `image`, `network`, `identity`) → `store`,
+//! `daemon`/`cli`/`api`/`federation` (the region link) → domain folders (`compute`, `image`, `network`, `identity`, `update`) → `store`,
 //! `reconcile`, `system`, `health`, `metrics`.
 
 pub mod api;
@@ -26,3 +26,4 @@ pub mod provision;
 pub mod reconcile;
 pub mod store;
 pub mod system;
+pub mod update;

@@ -50,6 +50,20 @@ pub enum Refusal {
     Artifacts(Version),
 }
 
+impl Refusal {
+    /// The refusal counter's label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::AlreadyRunning(_) => "already_running",
+            Self::Downgrade { .. } => "downgrade",
+            Self::TooOld { .. } => "too_old",
+            Self::AboveItsCeiling { .. } => "above_ceiling",
+            Self::FailedBefore(_) => "failed_before",
+            Self::Artifacts(_) => "artifacts",
+        }
+    }
+}
+
 /// Whether a node running `running`, with `failed` versions on record, may take `manifest`.
 pub fn admit(
     running: &Version,

@@ -30,6 +30,18 @@ pub struct Trust<'a> {
     pub limits: Limits,
 }
 
+impl<'a> Trust<'a> {
+    /// `root` and `datastore` with tough's default metadata size limits (root 1 MiB, timestamp
+    /// 1 MiB, targets 10 MiB, 1024 root updates).
+    pub fn new(root: &'a [u8], datastore: &'a Path) -> Self {
+        Self {
+            root,
+            datastore,
+            limits: Limits::default(),
+        }
+    }
+}
+
 /// A repository whose metadata verified; its targets are verified as they are read.
 #[derive(Debug)]
 pub struct VerifiedRepository {

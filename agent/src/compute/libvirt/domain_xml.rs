@@ -21,7 +21,7 @@ pub struct Owner {
 }
 
 fn path_text(path: &std::path::Path) -> String {
-    escape(path.to_string_lossy().as_ref()).into_owned()
+    escape(&*path.to_string_lossy()).into_owned()
 }
 
 /// Renders the domain XML.

@@ -1,0 +1,189 @@
+//! The health gate: after a reboot into a new version, the boot counts as good only when the node
+//! does its job again — not merely when it started. `scs-edge-update-gate.service` runs
+//! `scs-edge-agent update gate`, ordered before `boot-complete.target`; passing lets
+//! `systemd-bless-boot` mark the UKI good, failing marks it bad and reboots into the version the
+//! node came from. The verdict is recorded: a failed version is never taken again on its own.
+//!
+//! What "does its job" means is [`GateProbes`]: the agent READY, libvirt answering, the OVN chassis
+//! registered with `ovn-controller` connected, every server that was ACTIVE before the update
+//! ACTIVE again. Reaching the region is deliberately not part of it: an air-gapped site must be able
+//! to update.
+
+use super::host::{BootEntry, Power};
+use super::record::{Failure, Outcome, Phase};
+use super::{UpdateError, Updater};
+use futures::future::BoxFuture;
+use std::time::Duration;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+/// What the gate looks at.
+pub trait GateProbes: Send + Sync {
+    /// Every reason the node is not healthy right now; empty when it is. `restore` are the
+    /// servers that must be ACTIVE.
+    fn unhealthy(&self, restore: &[Uuid]) -> BoxFuture<'_, Vec<String>>;
+}
+
+/// Time since the machine booted (`CLOCK_BOOTTIME`): the gate's window counts from the boot, so
+/// a slow start of the units before it eats into the window rather than extending it.
+pub trait BootClock: Send + Sync {
+    /// Elapsed since boot.
+    fn since_boot(&self) -> Duration;
+}
+
+/// The kernel's boot clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KernelBootClock;
+
+impl BootClock for KernelBootClock {
+    fn since_boot(&self) -> Duration {
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+            .map(Duration::from)
+            .unwrap_or_default()
+    }
+}
+
+/// How long the gate waits and how often it looks.
+#[derive(Debug, Clone, Copy)]
+pub struct GateSettings {
+    /// From boot until the node must be healthy.
+    pub window: Duration,
+    /// Between two looks.
+    pub poll: Duration,
+}
+
+/// What the gate decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateVerdict {
+    /// Not an update boot: nothing to judge.
+    NothingToVerify,
+    /// The new version is healthy and committed.
+    Committed(semver::Version),
+    /// The new version failed; its entry is marked bad and a reboot into `from` was asked for.
+    RolledBack {
+        /// The failed version.
+        version: semver::Version,
+        /// Why.
+        reason: String,
+    },
+    /// The boot loader already returned to the old version (the new one never reached the gate).
+    ReturnedEarly {
+        /// The version that did not come up.
+        version: semver::Version,
+    },
+}
+
+/// Judges this boot. Holds the record's lock throughout, so no import or install interleaves.
+pub async fn judge(
+    updater: &Updater,
+    probes: &dyn GateProbes,
+    boot_entry: &dyn BootEntry,
+    power: &dyn Power,
+    boot_clock: &dyn BootClock,
+    settings: GateSettings,
+) -> Result<GateVerdict, UpdateError> {
+    let lock = updater.lock_wait()?;
+    let (Phase::Rebooting {
+        version,
+        from,
+        restore,
+        ..
+    }
+    | Phase::Verifying {
+        version,
+        from,
+        restore,
+        ..
+    }) = lock.read()?.phase
+    else {
+        return Ok(GateVerdict::NothingToVerify);
+    };
+    let booted = updater.running().clone();
+    let now = updater.clock.now();
+    if booted != version {
+        // The boot loader chose the old entry: the new one used up its tries before any gate ran.
+        let reason = format!(
+            "version {version} did not come up: the boot loader returned to {booted} after its boot tries"
+        );
+        warn!(%version, %booted, "{reason}");
+        lock.update(|record| {
+            record.failed.insert(
+                version.clone(),
+                Failure {
+                    reason: reason.clone(),
+                    at: now,
+                },
+            );
+            record.last_outcome = Some(Outcome::RolledBack {
+                version: version.clone(),
+                from: booted.clone(),
+                reason,
+                at: now,
+            });
+            record.phase = Phase::Idle;
+        })?;
+        return Ok(GateVerdict::ReturnedEarly { version });
+    }
+    lock.update(|record| {
+        record.phase = Phase::Verifying {
+            version: version.clone(),
+            from: from.clone(),
+            restore: restore.clone(),
+            since: now,
+        };
+    })?;
+    info!(%version, %from, servers = restore.len(), window = ?settings.window, "health gate: checking the new version");
+    let reasons = loop {
+        let reasons = probes.unhealthy(&restore).await;
+        if reasons.is_empty() || boot_clock.since_boot() >= settings.window {
+            break reasons;
+        }
+        tokio::time::sleep(settings.poll).await;
+    };
+    let now = updater.clock.now();
+    if reasons.is_empty() {
+        lock.update(|record| {
+            record.phase = Phase::Idle;
+            record.last_outcome = Some(Outcome::Committed {
+                version: version.clone(),
+                from: from.clone(),
+                at: now,
+            });
+        })?;
+        let _ = std::fs::remove_dir_all(updater.staged_dir(&version));
+        info!(%version, "health gate passed; the new version is committed");
+        return Ok(GateVerdict::Committed(version));
+    }
+    let reason = format!(
+        "health gate failed after {:?}: {}",
+        settings.window,
+        reasons.join("; ")
+    );
+    warn!(%version, %from, "{reason}; rolling back");
+    lock.update(|record| {
+        record.failed.insert(
+            version.clone(),
+            Failure {
+                reason: reason.clone(),
+                at: now,
+            },
+        );
+        record.last_outcome = Some(Outcome::RolledBack {
+            version: version.clone(),
+            from: from.clone(),
+            reason: reason.clone(),
+            at: now,
+        });
+        record.phase = Phase::Idle;
+    })?;
+    drop(lock);
+    boot_entry.mark_bad().map_err(|reason| UpdateError::Host {
+        step: "marking the boot entry bad",
+        reason,
+    })?;
+    power.reboot().await.map_err(|reason| UpdateError::Host {
+        step: "rebooting into the previous version",
+        reason,
+    })?;
+    Ok(GateVerdict::RolledBack { version, reason })
+}

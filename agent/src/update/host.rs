@@ -1,0 +1,153 @@
+//! The host side effects of an update, each behind a trait: writing the inactive slot
+//! (`systemd-sysupdate`), rebooting (systemd over D-Bus), marking a boot entry bad
+//! (`systemd-bless-boot`), stopping workloads before a reboot, and what the health gate looks at.
+
+use futures::future::BoxFuture;
+use semver::Version;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Writes a staged release into the inactive A/B slot.
+pub trait Sysupdate: Send + Sync {
+    /// Installs `version` from the artifacts in `source`; returns once every transfer is written.
+    fn install(&self, source: &Path, version: &Version) -> Result<(), String>;
+}
+
+/// Reboots the node.
+pub trait Power: Send + Sync {
+    /// Asks for a clean reboot (units stopped in order); returns once it is queued.
+    fn reboot(&self) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// The boot loader's view of the running boot entry.
+pub trait BootEntry: Send + Sync {
+    /// Marks the running entry bad, so the boot loader falls back to the previous one.
+    fn mark_bad(&self) -> Result<(), String>;
+}
+
+/// Stops the node's workloads cleanly before a reboot.
+pub trait Drain: Send + Sync {
+    /// Stops every running server (ACPI shutdown; powered off after `timeout`) without changing
+    /// what anyone asked for, and returns the servers that were ACTIVE before.
+    fn stop_workloads(&self, timeout: Duration) -> BoxFuture<'_, Result<Vec<Uuid>, String>>;
+}
+
+/// `systemd-sysupdate` with the image's transfer definitions, fed from a staging directory.
+#[derive(Debug, Clone)]
+pub struct SystemdSysupdate {
+    /// The binary.
+    pub program: PathBuf,
+}
+
+impl Default for SystemdSysupdate {
+    fn default() -> Self {
+        Self {
+            program: PathBuf::from("/usr/lib/systemd/systemd-sysupdate"),
+        }
+    }
+}
+
+impl SystemdSysupdate {
+    fn run(&self, source: &Path, args: &[&str]) -> Result<String, String> {
+        let source = format!("--transfer-source={}", source.display());
+        let mut all: Vec<&std::ffi::OsStr> = vec![source.as_ref(), "--json=short".as_ref()];
+        all.extend(args.iter().map(std::ffi::OsStr::new));
+        crate::system::tool::run(&self.program.to_string_lossy(), &all)
+    }
+}
+
+impl Sysupdate for SystemdSysupdate {
+    fn install(&self, source: &Path, version: &Version) -> Result<(), String> {
+        let version = version.to_string();
+        self.run(source, &["update", &version])?;
+        // `update` says little; `list <version>` says whether every transfer has its instance.
+        let listing = self.run(source, &["list", &version])?;
+        installed_in_listing(&listing, &version)
+    }
+}
+
+/// Whether `systemd-sysupdate --json=short list <version>` shows `version` installed and complete.
+pub fn installed_in_listing(listing: &str, version: &str) -> Result<(), String> {
+    let json: serde_json::Value = serde_json::from_str(listing.trim())
+        .map_err(|err| format!("systemd-sysupdate list printed no JSON ({err}): {listing}"))?;
+    let flag = |name: &str| json.get(name).and_then(serde_json::Value::as_bool);
+    let named = json.get("version").and_then(serde_json::Value::as_str);
+    if named != Some(version) {
+        return Err(format!(
+            "systemd-sysupdate lists another version: {listing}"
+        ));
+    }
+    match (flag("installed"), flag("incomplete")) {
+        (Some(true), Some(false) | None) => Ok(()),
+        _ => Err(format!(
+            "version {version} is not installed completely after the update: {listing}"
+        )),
+    }
+}
+
+/// systemd over the system bus (zbus): `reboot.target` started the way `systemctl reboot` does.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemdPower;
+
+impl Power for SystemdPower {
+    fn reboot(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async {
+            let connection = zbus_systemd::zbus::Connection::system()
+                .await
+                .map_err(|err| format!("connecting to the system bus: {err}"))?;
+            let manager = zbus_systemd::systemd1::ManagerProxy::new(&connection)
+                .await
+                .map_err(|err| format!("systemd's manager object: {err}"))?;
+            manager
+                .start_unit("reboot.target".into(), "replace-irreversibly".into())
+                .await
+                .map(drop)
+                .map_err(|err| format!("starting reboot.target: {err}"))
+        })
+    }
+}
+
+/// `systemd-bless-boot bad`: renames the running UKI's counter to zero tries left.
+#[derive(Debug, Clone)]
+pub struct BlessBoot {
+    /// The binary.
+    pub program: PathBuf,
+}
+
+impl Default for BlessBoot {
+    fn default() -> Self {
+        Self {
+            program: PathBuf::from("/usr/lib/systemd/systemd-bless-boot"),
+        }
+    }
+}
+
+impl BootEntry for BlessBoot {
+    fn mark_bad(&self) -> Result<(), String> {
+        crate::system::tool::run(&self.program.to_string_lossy(), &["bad".as_ref()]).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_counts_only_a_complete_installed_instance_of_the_version() {
+        assert!(
+            installed_in_listing(
+                r#"{"version":"1.1.0","installed":true,"incomplete":false,"available":true}"#,
+                "1.1.0"
+            )
+            .is_ok()
+        );
+        let half = installed_in_listing(
+            r#"{"version":"1.1.0","installed":true,"incomplete":true}"#,
+            "1.1.0",
+        );
+        assert!(half.expect_err("half").contains("not installed completely"));
+        assert!(installed_in_listing(r#"{"version":"1.0.0","installed":true}"#, "1.1.0").is_err());
+        assert!(installed_in_listing("Failed to…", "1.1.0").is_err());
+    }
+}

@@ -1,0 +1,542 @@
+//! Signed OS updates of this node (decision 0013): a release is read from a bundle file, an
+//! `SCSEDGE-UPDATE` stick or (later) the region's repository, verified against the root of trust in
+//! `/usr` with the release crate (TUF through `tough`), staged on the data partition, written into
+//! the inactive A/B slot by `systemd-sysupdate`, and booted; the health gate ([`gate`]) then commits
+//! it or rolls back to the version the node came from.
+//!
+//! The domain decides — which release is admissible, when to reboot, what counts as healthy, what a
+//! failure means — and records every step in the [`record`], so a power cut at any point resumes
+//! where it stopped: an interrupted import is dropped, an interrupted slot write starts over, an
+//! interrupted reboot is judged by the gate on whichever version booted. Host effects come in
+//! through [`host`].
+
+pub mod gate;
+pub mod host;
+pub mod record;
+pub mod window;
+
+use crate::system::clock::Clock;
+use crate::system::mount::Mounter;
+use host::{Drain, Power, Sysupdate};
+use jiff::Timestamp;
+use record::{Phase, RebootWhen, RecordError, RecordFile, RecordLock, Staged, UpdateRecord};
+use scs_edge_release::bundle::{self, ExtractLimits};
+use scs_edge_release::verify::{self, Trust};
+use scs_edge_release::{ReleaseError, policy};
+use semver::Version;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// The label an update stick's filesystem carries.
+pub const STICK_LABEL: &str = "SCSEDGE-UPDATE";
+/// The extension of a bundle file (on a stick, the one file the agent imports).
+pub const BUNDLE_EXTENSION: &str = "bundle";
+
+/// Why an update step did not happen. Refusals ([`UpdateError::Refused`]) are counted by kind.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    /// The release was refused: not genuine, not fresh, not admissible.
+    #[error("refused ({kind}): {reason}")]
+    Refused {
+        /// The refusal kind (the metric label).
+        kind: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The record could not be read or written, or another update operation runs.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// The step does not fit the phase the node is in.
+    #[error("the node is {phase}: {what}")]
+    WrongPhase {
+        /// The current phase.
+        phase: &'static str,
+        /// What cannot be done.
+        what: String,
+    },
+    /// The source could not be read.
+    #[error("{}: {reason}", source_path.display())]
+    Source {
+        /// The file or device.
+        source_path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Writing the slot, stopping workloads or rebooting failed; the running slot is untouched.
+    #[error("{step}: {reason}")]
+    Host {
+        /// The step.
+        step: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl UpdateError {
+    fn refused(err: &ReleaseError) -> Self {
+        Self::Refused {
+            kind: err.refusal_kind().as_str(),
+            reason: err.to_string(),
+        }
+    }
+}
+
+/// Where things are and what runs.
+#[derive(Debug, Clone)]
+pub struct UpdateSettings {
+    /// The update directory on the data partition: record, TUF datastore, staging.
+    pub dir: PathBuf,
+    /// The root of trust baked into `/usr`.
+    pub root_of_trust: PathBuf,
+    /// The version this node runs (`IMAGE_VERSION` of its os-release).
+    pub running: Version,
+    /// Where private mount points for sticks go (`/run`).
+    pub run_dir: PathBuf,
+    /// Bounds on a bundle's contents.
+    pub limits: ExtractLimits,
+}
+
+impl UpdateSettings {
+    /// The settings for a node whose state lives in `state_dir`, running `running`.
+    pub fn for_node(state_dir: &Path, running: Version) -> Self {
+        Self {
+            dir: state_dir.join("update"),
+            root_of_trust: PathBuf::from("/usr/share/scs-edge/update/root.json"),
+            running,
+            run_dir: PathBuf::from("/run"),
+            limits: ExtractLimits::default(),
+        }
+    }
+}
+
+/// The steps of an import, for a progress display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportStep {
+    /// Unpacking the bundle into the staging area.
+    Reading,
+    /// Checking the metadata against the root of trust.
+    Verifying,
+    /// Copying the chosen release's artifacts, each verified as it streams.
+    Staging(Version),
+    /// Writing the inactive slot.
+    Installing(Version),
+}
+
+/// Shows an import's progress; the CLI draws a bar, the daemon logs.
+pub trait ImportProgress: Send + Sync {
+    /// A step begins.
+    fn step(&self, step: &ImportStep);
+}
+
+/// Progress to the log only.
+#[derive(Debug, Default)]
+pub struct LogProgress;
+
+impl ImportProgress for LogProgress {
+    fn step(&self, step: &ImportStep) {
+        info!(?step, "update");
+    }
+}
+
+/// The update domain.
+pub struct Updater {
+    settings: UpdateSettings,
+    record: RecordFile,
+    clock: Arc<dyn Clock>,
+    sysupdate: Arc<dyn Sysupdate>,
+    mounter: Arc<dyn Mounter>,
+}
+
+impl std::fmt::Debug for Updater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Updater")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Updater {
+    /// The domain over `settings` with these host effects.
+    pub fn new(
+        settings: UpdateSettings,
+        clock: Arc<dyn Clock>,
+        sysupdate: Arc<dyn Sysupdate>,
+        mounter: Arc<dyn Mounter>,
+    ) -> Self {
+        let record = RecordFile::new(&settings.dir);
+        Self {
+            settings,
+            record,
+            clock,
+            sysupdate,
+            mounter,
+        }
+    }
+
+    /// The version this node runs.
+    pub fn running(&self) -> &Version {
+        &self.settings.running
+    }
+
+    /// The record as it is now (no lock: for status displays).
+    pub fn record(&self) -> Result<UpdateRecord, UpdateError> {
+        Ok(self.record.read()?)
+    }
+
+    /// The record file, for the health gate.
+    pub fn record_file(&self) -> &RecordFile {
+        &self.record
+    }
+
+    /// Imports the release in `source` — a bundle file, or a block device whose filesystem holds
+    /// one — and stages it: verified, admissible, its artifacts copied into the staging area. A
+    /// refusal is counted and recorded, and leaves the node as it was (a release staged before
+    /// stays staged).
+    pub async fn import(
+        &self,
+        source: &Path,
+        reboot: RebootWhen,
+        progress: &dyn ImportProgress,
+    ) -> Result<Version, UpdateError> {
+        let lock = self.record.try_lock()?;
+        let before = lock.read()?;
+        if !matches!(before.phase, Phase::Idle | Phase::Staged { .. }) {
+            return Err(UpdateError::WrongPhase {
+                phase: before.phase.name(),
+                what: "a new release can be imported once the current update has finished".into(),
+            });
+        }
+        let label = source.display().to_string();
+        let now = self.clock.now();
+        lock.update(|record| {
+            record.phase = Phase::Importing {
+                source: label.clone(),
+                since: now,
+            };
+        })?;
+        let failed: BTreeSet<Version> = before.failed.keys().cloned().collect();
+        let result = self.stage(source, &failed, reboot, progress).await;
+        let now = self.clock.now();
+        match &result {
+            Ok(staged) => {
+                let version = staged.manifest.version.clone();
+                lock.update(|record| {
+                    record.phase = Phase::Staged {
+                        staged: staged.clone(),
+                    };
+                    record.last_error = None;
+                })?;
+                self.remove_other_staged(&version);
+                info!(%version, source = %label, "release verified and staged");
+            }
+            Err(err) => {
+                lock.update(|record| {
+                    record.phase = before.phase.clone();
+                    match err {
+                        UpdateError::Refused { kind, reason } => {
+                            record.refuse(&label, kind, reason, now);
+                        }
+                        other => record.last_error = Some(other.to_string()),
+                    }
+                })?;
+                warn!(source = %label, %err, "release not imported");
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.incoming());
+        result.map(|staged| staged.manifest.version)
+    }
+
+    fn incoming(&self) -> PathBuf {
+        self.settings.dir.join("incoming")
+    }
+
+    fn staged_dir(&self, version: &Version) -> PathBuf {
+        self.settings.dir.join("staged").join(version.to_string())
+    }
+
+    fn remove_other_staged(&self, keep: &Version) {
+        let Ok(entries) = std::fs::read_dir(self.settings.dir.join("staged")) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            if entry.file_name().to_string_lossy() != keep.to_string() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+
+    async fn stage(
+        &self,
+        source: &Path,
+        failed: &BTreeSet<Version>,
+        reboot: RebootWhen,
+        progress: &dyn ImportProgress,
+    ) -> Result<Staged, UpdateError> {
+        progress.step(&ImportStep::Reading);
+        let incoming = self.incoming();
+        self.extract(source, &incoming).await?;
+
+        progress.step(&ImportStep::Verifying);
+        let root =
+            std::fs::read(&self.settings.root_of_trust).map_err(|err| UpdateError::Host {
+                step: "reading the root of trust",
+                reason: format!("{}: {err}", self.settings.root_of_trust.display()),
+            })?;
+        let datastore = self.settings.dir.join("tuf");
+        let trust = Trust::new(&root, &datastore);
+        let repo = verify::discover(&incoming, &trust)
+            .await
+            .map_err(|err| UpdateError::refused(&err))?;
+        let offered = repo
+            .offered()
+            .await
+            .map_err(|err| UpdateError::refused(&err))?;
+        let running = &self.settings.running;
+        let Some(manifest) = policy::choose(running, &offered, failed) else {
+            return Err(match offered.as_slice() {
+                [] => UpdateError::Refused {
+                    kind: "manifest",
+                    reason: "the source carries no release".into(),
+                },
+                [only] => {
+                    let refusal = policy::admit(running, only, failed)
+                        .err()
+                        .unwrap_or(policy::Refusal::AlreadyRunning(only.version.clone()));
+                    UpdateError::Refused {
+                        kind: refusal.label(),
+                        reason: refusal.to_string(),
+                    }
+                }
+                several => UpdateError::Refused {
+                    kind: "downgrade",
+                    reason: format!(
+                        "none of the {} releases offered is admissible on {running}",
+                        several.len()
+                    ),
+                },
+            });
+        };
+        let version = manifest.version.clone();
+        progress.step(&ImportStep::Staging(version.clone()));
+        let staged = repo
+            .stage(manifest, &self.staged_dir(&version))
+            .await
+            .map_err(|err| UpdateError::refused(&err))?;
+        Ok(Staged {
+            manifest: staged.manifest,
+            dir: staged.dir,
+            staged_at: self.clock.now(),
+            reboot,
+        })
+    }
+
+    /// Unpacks the bundle at `source` (a file, or the one bundle on the filesystem of a block
+    /// device) into `incoming`.
+    async fn extract(&self, source: &Path, incoming: &Path) -> Result<(), UpdateError> {
+        let meta = std::fs::metadata(source).map_err(|err| UpdateError::Source {
+            source_path: source.to_path_buf(),
+            reason: err.to_string(),
+        })?;
+        let limits = self.settings.limits;
+        let (source, incoming) = (source.to_path_buf(), incoming.to_path_buf());
+        let device = std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type());
+        let mounter = self.mounter.clone();
+        let run_dir = self.settings.run_dir.clone();
+        let work = move || -> Result<(), UpdateError> {
+            if device {
+                crate::system::mount::read_mounted(
+                    mounter.as_ref(),
+                    &source,
+                    &run_dir,
+                    "scs-edge-update",
+                    |mount_point| {
+                        let bundle = bundle_on_medium(mount_point).map_err(|reason| {
+                            UpdateError::Source {
+                                source_path: source.clone(),
+                                reason,
+                            }
+                        })?;
+                        bundle::extract(&bundle, &incoming, &limits)
+                            .map_err(|err| UpdateError::refused(&err))
+                    },
+                )
+                .map_err(|err| UpdateError::Source {
+                    source_path: source.clone(),
+                    reason: err.to_string(),
+                })?
+            } else {
+                bundle::extract(&source, &incoming, &limits)
+                    .map_err(|err| UpdateError::refused(&err))
+            }
+        };
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|err| UpdateError::Host {
+                step: "reading the bundle",
+                reason: err.to_string(),
+            })?
+    }
+
+    /// Writes the staged release into the inactive slot. An install interrupted by a power cut
+    /// (the record says installing, nobody holds the lock) starts over. Returns the version
+    /// installed, or `None` when nothing was staged.
+    pub fn install_staged(
+        &self,
+        progress: &dyn ImportProgress,
+    ) -> Result<Option<Version>, UpdateError> {
+        let lock = self.record.try_lock()?;
+        let (Phase::Staged { staged } | Phase::Installing { staged, .. }) = lock.read()?.phase
+        else {
+            return Ok(None);
+        };
+        let version = staged.manifest.version.clone();
+        progress.step(&ImportStep::Installing(version.clone()));
+        let since = self.clock.now();
+        lock.update(|record| {
+            record.phase = Phase::Installing {
+                staged: staged.clone(),
+                since,
+            };
+        })?;
+        match self.sysupdate.install(&staged.dir, &version) {
+            Ok(()) => {
+                let at = self.clock.now();
+                lock.update(|record| {
+                    record.phase = Phase::Installed { staged, at };
+                    record.last_error = None;
+                })?;
+                info!(%version, "release written into the inactive slot");
+                Ok(Some(version))
+            }
+            Err(reason) => {
+                lock.update(|record| {
+                    record.phase = Phase::Staged { staged };
+                    record.last_error = Some(format!("writing the slot: {reason}"));
+                })?;
+                Err(UpdateError::Host {
+                    step: "writing the inactive slot",
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// The installed release when a reboot into it is due at `now`: asked for now, or the
+    /// maintenance window (if the site has one) is open.
+    pub fn reboot_due(
+        &self,
+        window: Option<&window::MaintenanceWindow>,
+        now: Timestamp,
+    ) -> Result<Option<Version>, UpdateError> {
+        Ok(match self.record.read()?.phase {
+            Phase::Installed { staged, .. }
+                if staged.reboot == RebootWhen::Now
+                    || window.is_none_or(|window| window.contains(now)) =>
+            {
+                Some(staged.manifest.version)
+            }
+            _ => None,
+        })
+    }
+
+    /// Stops the workloads and reboots into the installed release. The servers that were ACTIVE
+    /// are recorded first, so the gate after the boot knows what must come back.
+    pub async fn reboot_into_installed(
+        &self,
+        drain: &dyn Drain,
+        power: &dyn Power,
+        stop_timeout: Duration,
+    ) -> Result<(), UpdateError> {
+        let lock = self.record.try_lock()?;
+        let Phase::Installed { staged, .. } = lock.read()?.phase else {
+            return Ok(());
+        };
+        let version = staged.manifest.version.clone();
+        let restore =
+            drain
+                .stop_workloads(stop_timeout)
+                .await
+                .map_err(|reason| UpdateError::Host {
+                    step: "stopping the servers",
+                    reason,
+                })?;
+        let at = self.clock.now();
+        lock.update(|record| {
+            record.phase = Phase::Rebooting {
+                version: version.clone(),
+                from: self.settings.running.clone(),
+                restore: restore.clone(),
+                at,
+            };
+        })?;
+        info!(%version, servers = restore.len(), "rebooting into the new version");
+        power.reboot().await.map_err(|reason| UpdateError::Host {
+            step: "rebooting",
+            reason,
+        })
+    }
+
+    /// Clears `version`'s failure so it may be imported again (the explicit retry).
+    pub fn retry(&self, version: &Version) -> Result<bool, UpdateError> {
+        let lock = self.record.try_lock()?;
+        Ok(lock.update(|record| record.failed.remove(version).is_some())?)
+    }
+
+    /// Drops what a killed process left behind: an import that never finished (its partial
+    /// staging area goes, the phase returns to idle). Called when the daemon starts.
+    pub fn recover(&self) -> Result<(), UpdateError> {
+        let lock = match self.record.try_lock() {
+            Ok(lock) => lock,
+            // Someone is working on it right now: nothing was abandoned.
+            Err(RecordError::Busy { .. }) => return Ok(()),
+            Err(err) => return Err(err.into()),
+        };
+        if let Phase::Importing { source, .. } = lock.read()?.phase {
+            warn!(%source, "an import was interrupted; dropping it");
+            let _ = std::fs::remove_dir_all(self.incoming());
+            lock.update(|record| record.phase = Phase::Idle)?;
+        }
+        Ok(())
+    }
+
+    /// The lock, for the gate (which runs in its own process at boot).
+    pub fn lock_wait(&self) -> Result<RecordLock, UpdateError> {
+        Ok(self.record.lock_wait()?)
+    }
+}
+
+/// The one bundle file in a stick's top directory.
+fn bundle_on_medium(mount_point: &Path) -> Result<PathBuf, String> {
+    let entries = std::fs::read_dir(mount_point).map_err(|err| err.to_string())?;
+    let bundles: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.extension().is_some_and(|ext| ext == BUNDLE_EXTENSION)
+                && std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file())
+        })
+        .collect();
+    match bundles.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(format!(
+            "the {STICK_LABEL} filesystem has no *.{BUNDLE_EXTENSION} file in its top directory"
+        )),
+        _ => Err(format!(
+            "the {STICK_LABEL} filesystem has {} *.{BUNDLE_EXTENSION} files; it must carry exactly one",
+            bundles.len()
+        )),
+    }
+}
+
+/// `IMAGE_VERSION` of the running OS as a version.
+pub fn running_version(os_release: &str) -> Option<Version> {
+    crate::federation::report::image_version(os_release)?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests;

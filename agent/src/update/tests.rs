@@ -1,0 +1,465 @@
+//! The update domain over real TUF repositories (made with the release crate in temporary
+//! directories) and fake host effects: what is staged, written, recorded and counted at each step.
+
+use super::gate::{self, BootClock, GateProbes, GateSettings, GateVerdict};
+use super::host::{BootEntry, Drain, Power, Sysupdate};
+use super::record::{Outcome, Phase, RebootWhen};
+use super::*;
+use crate::system::clock::ManualClock;
+use crate::system::mount::FakeMounter;
+use futures::future::BoxFuture;
+use scs_edge_proto::release::ArtifactKind;
+use scs_edge_release::keys::{self, KeySet};
+use scs_edge_release::repository::{NewRelease, Repository};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use uuid::Uuid;
+
+fn v(text: &str) -> Version {
+    text.parse().expect("version")
+}
+
+/// A release manager's repository and a node's update directory, side by side.
+struct Site {
+    dir: tempfile::TempDir,
+    keys: KeySet,
+    repo: Repository,
+    sysupdate: Arc<FakeSysupdate>,
+    clock: Arc<ManualClock>,
+}
+
+impl Site {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = KeySet::new(dir.path().join("keys"));
+        let repo = Repository::new(dir.path().join("repository"));
+        let root = keys::init(
+            &keys,
+            &repo.metadata_dir(),
+            &scs_edge_release::Lifetimes::default(),
+            Timestamp::now(),
+        )
+        .await
+        .expect("init");
+        std::fs::copy(root, dir.path().join("root.json")).expect("root of trust");
+        Self {
+            dir,
+            keys,
+            repo,
+            sysupdate: Arc::new(FakeSysupdate::default()),
+            clock: Arc::new(ManualClock::new(Timestamp::now())),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Publishes `version` (artifacts with distinct bytes) and exports its bundle.
+    async fn release(&self, version: &str) -> PathBuf {
+        let image = self.path("image");
+        std::fs::create_dir_all(&image).expect("image dir");
+        for kind in ArtifactKind::REQUIRED {
+            let suffix = kind.image_suffix().expect("suffix");
+            let bytes: Vec<u8> = format!("{version}{suffix}")
+                .bytes()
+                .cycle()
+                .take(32 * 1024)
+                .collect();
+            std::fs::write(image.join(format!("scs-edge_{version}{suffix}")), bytes)
+                .expect("artifact");
+        }
+        let release = NewRelease {
+            image_dir: image,
+            version: v(version),
+            min_from_version: v("0.0.0"),
+            max_version: None,
+        };
+        self.repo
+            .publish(
+                &self.keys,
+                &release,
+                &scs_edge_release::Lifetimes::default(),
+                Timestamp::now(),
+            )
+            .await
+            .expect("publish");
+        let bundle = self.path(&format!("{version}.bundle"));
+        bundle::export(&self.repo, &v(version), &bundle)
+            .await
+            .expect("bundle");
+        bundle
+    }
+
+    /// The node running `running`.
+    fn node(&self, running: &str) -> Updater {
+        let settings = UpdateSettings {
+            dir: self.path("state/update"),
+            root_of_trust: self.path("root.json"),
+            running: v(running),
+            run_dir: self.path("run"),
+            limits: ExtractLimits::default(),
+        };
+        Updater::new(
+            settings,
+            self.clock.clone(),
+            self.sysupdate.clone(),
+            Arc::new(FakeMounter::default()),
+        )
+    }
+}
+
+#[derive(Default)]
+struct FakeSysupdate {
+    installed: Mutex<Vec<(PathBuf, Version)>>,
+    fail_next: AtomicBool,
+}
+
+impl Sysupdate for FakeSysupdate {
+    fn install(&self, source: &Path, version: &Version) -> Result<(), String> {
+        if self.fail_next.swap(false, Ordering::SeqCst) {
+            return Err("No space left on device".into());
+        }
+        for kind in ArtifactKind::REQUIRED {
+            let file = source.join(format!(
+                "scs-edge_{version}{}",
+                kind.file_suffix().expect("suffix")
+            ));
+            if !file.is_file() {
+                return Err(format!("{} missing", file.display()));
+            }
+        }
+        self.installed
+            .lock()
+            .expect("lock")
+            .push((source.to_path_buf(), version.clone()));
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct FakeHost {
+    reboots: AtomicU32,
+    marked_bad: AtomicU32,
+    unhealthy: Mutex<Vec<String>>,
+    probed_with: Mutex<Vec<Vec<Uuid>>>,
+    active: Vec<Uuid>,
+    booted_for: Mutex<std::time::Duration>,
+}
+
+impl Power for FakeHost {
+    fn reboot(&self) -> BoxFuture<'_, Result<(), String>> {
+        self.reboots.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl BootEntry for FakeHost {
+    fn mark_bad(&self) -> Result<(), String> {
+        self.marked_bad.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl Drain for FakeHost {
+    fn stop_workloads(&self, _timeout: Duration) -> BoxFuture<'_, Result<Vec<Uuid>, String>> {
+        Box::pin(async { Ok(self.active.clone()) })
+    }
+}
+
+impl GateProbes for FakeHost {
+    fn unhealthy(&self, restore: &[Uuid]) -> BoxFuture<'_, Vec<String>> {
+        self.probed_with
+            .lock()
+            .expect("lock")
+            .push(restore.to_vec());
+        // Each look advances the boot clock by a poll, as real time would.
+        *self.booted_for.lock().expect("lock") += Duration::from_secs(5);
+        let reasons = self.unhealthy.lock().expect("lock").clone();
+        Box::pin(async move { reasons })
+    }
+}
+
+impl BootClock for FakeHost {
+    fn since_boot(&self) -> Duration {
+        *self.booted_for.lock().expect("lock")
+    }
+}
+
+const GATE: GateSettings = GateSettings {
+    window: Duration::from_mins(1),
+    poll: Duration::ZERO,
+};
+
+/// Imports, installs and reboots `bundle` on `node`, returning the host's record of it.
+async fn update_to(node: &Updater, bundle: &Path, host: &FakeHost) -> Version {
+    let version = node
+        .import(bundle, RebootWhen::Now, &LogProgress)
+        .await
+        .expect("import");
+    assert_eq!(
+        node.install_staged(&LogProgress).expect("install"),
+        Some(version.clone())
+    );
+    assert_eq!(
+        node.reboot_due(None, node.clock.now()).expect("due"),
+        Some(version.clone())
+    );
+    node.reboot_into_installed(host, host, Duration::from_secs(1))
+        .await
+        .expect("reboot");
+    version
+}
+
+#[tokio::test]
+async fn a_bundle_is_verified_staged_written_and_committed_once_the_new_boot_is_healthy() {
+    let site = Site::new().await;
+    let bundle = site.release("1.1.0").await;
+    let node = site.node("1.0.0");
+    let server = Uuid::new_v4();
+    let host = FakeHost {
+        active: vec![server],
+        ..FakeHost::default()
+    };
+
+    let version = update_to(&node, &bundle, &host).await;
+    assert_eq!(version, v("1.1.0"));
+    let installed = site.sysupdate.installed.lock().expect("lock").clone();
+    assert_eq!(installed.len(), 1);
+    assert!(installed[0].0.ends_with("staged/1.1.0"));
+    assert_eq!(host.reboots.load(Ordering::SeqCst), 1);
+    match node.record().expect("record").phase {
+        Phase::Rebooting {
+            version,
+            from,
+            restore,
+            ..
+        } => {
+            assert_eq!((version, from), (v("1.1.0"), v("1.0.0")));
+            assert_eq!(restore, vec![server]);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // The new boot: the same state directory, the new version running.
+    let booted = site.node("1.1.0");
+    let verdict = gate::judge(&booted, &host, &host, &host, &host, GATE)
+        .await
+        .expect("gate");
+    assert_eq!(verdict, GateVerdict::Committed(v("1.1.0")));
+    assert_eq!(host.probed_with.lock().expect("lock")[0], vec![server]);
+    let record = booted.record().expect("record");
+    assert_eq!(record.phase, Phase::Idle);
+    assert!(matches!(
+        record.last_outcome,
+        Some(Outcome::Committed { ref version, .. }) if *version == v("1.1.0")
+    ));
+    assert!(
+        !site.path("state/update/staged/1.1.0").exists(),
+        "staging cleaned up"
+    );
+    assert_eq!(host.marked_bad.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_failed_gate_rolls_back_records_the_version_and_refuses_it_until_an_explicit_retry() {
+    let site = Site::new().await;
+    let bundle = site.release("1.2.0").await;
+    let host = FakeHost::default();
+    update_to(&site.node("1.1.0"), &bundle, &host).await;
+
+    *host.unhealthy.lock().expect("lock") = vec!["ovn-controller is not connected".into()];
+    let booted = site.node("1.2.0");
+    let verdict = gate::judge(&booted, &host, &host, &host, &host, GATE)
+        .await
+        .expect("gate");
+    let GateVerdict::RolledBack { version, reason } = verdict else {
+        panic!("{verdict:?}");
+    };
+    assert_eq!(version, v("1.2.0"));
+    assert!(
+        reason.contains("ovn-controller is not connected"),
+        "{reason}"
+    );
+    assert!(
+        host.probed_with.lock().expect("lock").len() >= 12,
+        "looked until the window closed"
+    );
+    assert_eq!(host.marked_bad.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        host.reboots.load(Ordering::SeqCst),
+        2,
+        "the update's and the rollback's"
+    );
+
+    // Back on 1.1.0: the failure is on record and the same release is refused, and counted.
+    let back = site.node("1.1.0");
+    let verdict = gate::judge(&back, &host, &host, &host, &host, GATE)
+        .await
+        .expect("gate");
+    assert_eq!(verdict, GateVerdict::NothingToVerify);
+    let err = back
+        .import(&bundle, RebootWhen::Now, &LogProgress)
+        .await
+        .expect_err("failed before");
+    assert!(
+        err.to_string().contains("failed on this node before"),
+        "{err}"
+    );
+    let record = back.record().expect("record");
+    assert!(record.failed.contains_key(&v("1.2.0")));
+    assert_eq!(record.refused["failed_before"], 1);
+    assert!(matches!(
+        record.last_outcome,
+        Some(Outcome::RolledBack { .. })
+    ));
+
+    assert!(back.retry(&v("1.2.0")).expect("retry"));
+    assert_eq!(
+        back.import(&bundle, RebootWhen::Now, &LogProgress)
+            .await
+            .expect("an explicit retry imports it again"),
+        v("1.2.0")
+    );
+}
+
+#[tokio::test]
+async fn a_new_version_that_never_reached_its_gate_is_recorded_as_failed() {
+    let site = Site::new().await;
+    let bundle = site.release("1.2.0").await;
+    let host = FakeHost::default();
+    update_to(&site.node("1.1.0"), &bundle, &host).await;
+    // systemd-boot used up the new entry's tries and booted 1.1.0 again.
+    let back = site.node("1.1.0");
+    let verdict = gate::judge(&back, &host, &host, &host, &host, GATE)
+        .await
+        .expect("gate");
+    assert_eq!(
+        verdict,
+        GateVerdict::ReturnedEarly {
+            version: v("1.2.0")
+        }
+    );
+    let record = back.record().expect("record");
+    assert!(
+        record.failed[&v("1.2.0")]
+            .reason
+            .contains("did not come up")
+    );
+    assert_eq!(record.phase, Phase::Idle);
+}
+
+#[tokio::test]
+async fn a_tampered_bundle_is_refused_counted_and_changes_nothing() {
+    let site = Site::new().await;
+    let good = site.release("1.1.0").await;
+    let node = site.node("1.0.0");
+    node.import(&good, RebootWhen::Window, &LogProgress)
+        .await
+        .expect("stage a good release first");
+    let staged_before = node.record().expect("record").phase;
+
+    let bytes = std::fs::read(&good).expect("bundle");
+    let tampered = site.path("tampered.bundle");
+    // The last target's bytes sit just before the tar trailer (two 512-byte zero blocks).
+    let mut flipped = bytes.clone();
+    let at = bytes.len() - 1024 - 4096;
+    flipped[at] ^= 0x01;
+    std::fs::write(&tampered, flipped).expect("write");
+    let err = node
+        .import(&tampered, RebootWhen::Now, &LogProgress)
+        .await
+        .expect_err("tampered");
+    assert!(matches!(err, UpdateError::Refused { .. }), "{err}");
+    let record = node.record().expect("record");
+    assert_eq!(
+        record.phase, staged_before,
+        "the staged release stays staged"
+    );
+    assert_eq!(record.refused.values().sum::<u64>(), 1);
+    assert!(
+        record.last_refusal.expect("last").reason.contains("ash"),
+        "a hash refusal"
+    );
+    assert!(!site.path("state/update/incoming").exists());
+
+    let downgrade = site.node("1.5.0");
+    let err = downgrade
+        .import(&good, RebootWhen::Now, &LogProgress)
+        .await
+        .expect_err("downgrade");
+    assert!(
+        matches!(
+            err,
+            UpdateError::Refused {
+                kind: "downgrade",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_slot_write_keeps_the_release_staged_and_the_next_attempt_starts_over() {
+    let site = Site::new().await;
+    let bundle = site.release("1.1.0").await;
+    let node = site.node("1.0.0");
+    node.import(&bundle, RebootWhen::Now, &LogProgress)
+        .await
+        .expect("import");
+    site.sysupdate.fail_next.store(true, Ordering::SeqCst);
+    let err = node.install_staged(&LogProgress).expect_err("disk full");
+    assert!(err.to_string().contains("No space left"), "{err}");
+    let record = node.record().expect("record");
+    assert_eq!(record.phase.name(), "staged");
+    assert!(record.last_error.expect("error").contains("No space left"));
+    assert_eq!(
+        node.install_staged(&LogProgress).expect("second attempt"),
+        Some(v("1.1.0"))
+    );
+}
+
+#[tokio::test]
+async fn an_import_killed_midway_is_dropped_when_the_agent_starts() {
+    let site = Site::new().await;
+    let node = site.node("1.0.0");
+    let file = node.record_file().clone();
+    file.try_lock()
+        .expect("lock")
+        .update(|record| {
+            record.phase = Phase::Importing {
+                source: "/dev/sdb".into(),
+                since: Timestamp::now(),
+            };
+        })
+        .expect("write");
+    std::fs::create_dir_all(site.path("state/update/incoming/metadata")).expect("partial");
+    node.recover().expect("recover");
+    assert_eq!(node.record().expect("record").phase, Phase::Idle);
+    assert!(!site.path("state/update/incoming").exists());
+}
+
+#[tokio::test]
+async fn a_reboot_waits_for_the_maintenance_window_unless_asked_for_now() {
+    let site = Site::new().await;
+    let bundle = site.release("1.1.0").await;
+    let node = site.node("1.0.0");
+    node.import(&bundle, RebootWhen::Window, &LogProgress)
+        .await
+        .expect("import");
+    node.install_staged(&LogProgress).expect("install");
+    let window = window::MaintenanceWindow::parse("02:00-04:00").expect("window");
+    let noon: Timestamp = "2026-12-07T12:00:00Z".parse().expect("time");
+    let night: Timestamp = "2026-12-08T02:30:00Z".parse().expect("time");
+    assert_eq!(node.reboot_due(Some(&window), noon).expect("due"), None);
+    assert_eq!(
+        node.reboot_due(Some(&window), night).expect("due"),
+        Some(v("1.1.0"))
+    );
+    assert_eq!(
+        node.reboot_due(None, noon).expect("due"),
+        Some(v("1.1.0")),
+        "a site without a window reboots at once"
+    );
+}
