@@ -37,6 +37,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Update(command) => {
+            ExitCode::from(scs_edge_agent::cli::update::run(command, &config))
+        }
         Command::CheckConfig => {
             println!("{}", toml::to_string_pretty(&config).unwrap_or_default());
             ExitCode::SUCCESS

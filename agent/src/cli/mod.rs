@@ -9,6 +9,7 @@
 pub mod host_network;
 pub mod identity;
 pub mod network;
+pub mod update;
 
 use crate::compute::{
     ComputeService, NetworkRequest, NewFlavor, NewServer, RebootKind, ServerStatus,
@@ -86,6 +87,9 @@ pub enum Command {
     HostNetwork(host_network::HostNetworkCommand),
     /// First boot: find the site configuration and hardware profile, write the node's files.
     Provision(crate::provision::command::ProvisionArgs),
+    /// Signed OS updates: import a release, show the update state, retry a failed version.
+    #[command(subcommand)]
+    Update(update::UpdateCommand),
 }
 
 /// `flavor …`
@@ -332,7 +336,7 @@ pub struct AdminServices {
 pub fn run_admin(command: Command, services: &AdminServices) -> Result<(), CliFailure> {
     let (images, compute) = (services.images.as_ref(), services.compute.as_ref());
     match command {
-        Command::Run | Command::CheckConfig | Command::Provision(_) => {
+        Command::Run | Command::CheckConfig | Command::Provision(_) | Command::Update(_) => {
             Err(CliFailure::other("not an admin command".into()))
         }
         Command::Network(cmd) => network::network(cmd, &services.network),

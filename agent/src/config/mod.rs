@@ -67,6 +67,41 @@ pub struct AgentConfig {
     pub identity: IdentityConfig,
     /// `[region]`: the link to the central region service.
     pub region: RegionConfig,
+    /// `[update]`: signed OS updates of this node.
+    pub update: UpdateConfig,
+}
+
+/// `[update]`
+/// How this node takes new OS versions (decision 0013): when it may reboot into one and how long
+/// a new version has to prove itself healthy before it is rolled back.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpdateConfig {
+    /// `update.maintenance_window` — when the node may reboot into an installed release, in UTC:
+    /// `"02:00-04:00"` (daily) or `"sat,sun 22:00-02:00"`. Default: none, meaning at once. An
+    /// import with `--reboot now` ignores it.
+    pub maintenance_window: Option<crate::update::window::MaintenanceWindow>,
+    /// `update.gate_window_secs` — from boot, how long a new version has to become healthy (agent
+    /// READY, libvirt, OVN, its servers ACTIVE again) before it is rolled back (60-86400). Default
+    /// 600.
+    pub gate_window_secs: u64,
+    /// `update.stick_poll_secs` — how often the agent looks for an `SCSEDGE-UPDATE` stick (1-3600).
+    /// Default 5.
+    pub stick_poll_secs: u64,
+    /// `update.root_of_trust` — the TUF root the image was built with. Default
+    /// `/usr/share/scs-edge/update/root.json`.
+    pub root_of_trust: PathBuf,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        Self {
+            maintenance_window: None,
+            gate_window_secs: 600,
+            stick_poll_secs: 5,
+            root_of_trust: PathBuf::from("/usr/share/scs-edge/update/root.json"),
+        }
+    }
 }
 
 /// `[node]`
@@ -615,6 +650,18 @@ impl AgentConfig {
         }
         self.validate_network(path)?;
         self.validate_identity(path)?;
+        if !(60..=86_400).contains(&self.update.gate_window_secs) {
+            return Err(invalid(
+                "update.gate_window_secs",
+                "must be between 60 and 86400".into(),
+            ));
+        }
+        if !(1..=3_600).contains(&self.update.stick_poll_secs) {
+            return Err(invalid(
+                "update.stick_poll_secs",
+                "must be between 1 and 3600".into(),
+            ));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return Err(invalid(
                 "log.filter",

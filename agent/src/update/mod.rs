@@ -12,6 +12,7 @@
 
 pub mod gate;
 pub mod host;
+pub mod probes;
 pub mod record;
 pub mod window;
 
@@ -100,11 +101,11 @@ pub struct UpdateSettings {
 }
 
 impl UpdateSettings {
-    /// The settings for a node whose state lives in `state_dir`, running `running`.
-    pub fn for_node(state_dir: &Path, running: Version) -> Self {
+    /// The settings of the node `config` describes, running `running`.
+    pub fn from_config(config: &crate::config::AgentConfig, running: Version) -> Self {
         Self {
-            dir: state_dir.join("update"),
-            root_of_trust: PathBuf::from("/usr/share/scs-edge/update/root.json"),
+            dir: config.node.state_dir.join("update"),
+            root_of_trust: config.update.root_of_trust.clone(),
             running,
             run_dir: PathBuf::from("/run"),
             limits: ExtractLimits::default(),
