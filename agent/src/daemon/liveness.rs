@@ -18,9 +18,16 @@ use tracing::warn;
 #[derive(Debug, Default)]
 pub struct LivenessState {
     loops_answered: AtomicBool,
+    draining: AtomicBool,
 }
 
 impl LivenessState {
+    /// The loops were stopped on purpose (the node drains for a reboot): their silence is no
+    /// reason to have systemd restart the agent, which would start them again.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
     /// Whether the loops answered the last probe.
     pub fn loops_answered(&self) -> bool {
         self.loops_answered.load(Ordering::Acquire)
@@ -56,14 +63,16 @@ impl Liveness {
                 () = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
             }
-            let answered = self.loops.probe(every).await;
+            let answered =
+                self.state.draining.load(Ordering::Acquire) || self.loops.probe(every).await;
             self.state.loops_answered.store(answered, Ordering::Release);
             let store_answers = self.store_answers.clone();
             let store_ok = tokio::task::spawn_blocking(move || store_answers())
                 .await
                 .unwrap_or(false);
             let health = self.loops.health();
-            if answered && store_ok && health.stalled.is_empty() {
+            let draining = self.state.draining.load(Ordering::Acquire);
+            if answered && store_ok && (draining || health.stalled.is_empty()) {
                 self.notifier.watchdog();
             } else {
                 warn!(answered, store_ok, stalled = ?health.stalled, "liveness check failed; withholding watchdog ping");

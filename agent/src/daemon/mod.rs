@@ -4,6 +4,7 @@
 //! Host side effects come in through [`HostPorts`], so the same assembly runs with libvirt in the
 //! daemon and in benchmarks, and with fakes in unit tests.
 
+mod drain;
 mod liveness;
 
 use crate::api::{self, ApiState};
@@ -91,6 +92,33 @@ pub struct HostPorts {
     pub ovn: Option<OvnPorts>,
     /// Plugs server NICs into the integration bridge.
     pub vifs: Arc<dyn VifPlugger>,
+    /// Signed OS updates, when the agent runs from the node image (its os-release names a version).
+    pub updates: Option<UpdatePorts>,
+}
+
+/// What OS updates use of the host.
+pub struct UpdatePorts {
+    /// The image version running.
+    pub running: semver::Version,
+    /// Writes the inactive slot.
+    pub sysupdate: Arc<dyn crate::update::host::Sysupdate>,
+    /// Reboots.
+    pub power: Arc<dyn crate::update::host::Power>,
+    /// Mounts update sticks.
+    pub mounter: Arc<dyn crate::system::mount::Mounter>,
+}
+
+impl UpdatePorts {
+    /// The real host's, when `/usr/lib/os-release` carries an `IMAGE_VERSION`.
+    pub fn real() -> Option<Self> {
+        let os_release = std::fs::read_to_string("/usr/lib/os-release").ok()?;
+        Some(Self {
+            running: crate::update::running_version(&os_release)?,
+            sysupdate: Arc::new(crate::update::host::SystemdSysupdate::default()),
+            power: Arc::new(crate::update::host::SystemdPower),
+            mounter: Arc::new(crate::system::mount::SystemMounter),
+        })
+    }
 }
 
 /// The OVSDB databases networking programs.
@@ -126,6 +154,7 @@ impl HostPorts {
             clock: Arc::new(SystemClock),
             ovn: None,
             vifs: Arc::new(NoVifs),
+            updates: UpdatePorts::real(),
         }
         .with_network(config, runtime)
     }
@@ -309,6 +338,12 @@ pub struct Agent {
     region: Option<Arc<LinkStatus>>,
     host: Arc<dyn HostInventory>,
     clock: Arc<dyn Clock>,
+    hypervisor: Arc<dyn Hypervisor>,
+    /// Signed OS updates and the reboots they need, when running from the node image.
+    updates: Option<(
+        Arc<crate::update::Updater>,
+        Arc<dyn crate::update::host::Power>,
+    )>,
 }
 
 impl Agent {
@@ -321,6 +356,18 @@ impl Agent {
         ports: &HostPorts,
     ) -> Self {
         let mut registry = Metrics::registry();
+        let updates = ports.updates.as_ref().map(|update_ports| {
+            let updater = Arc::new(crate::update::Updater::new(
+                crate::update::UpdateSettings::from_config(&config, update_ports.running.clone()),
+                ports.clock.clone(),
+                update_ports.sysupdate.clone(),
+                update_ports.mounter.clone(),
+            ));
+            registry.register_collector(Box::new(crate::update::status::UpdateCollector(
+                updater.clone(),
+            )));
+            (updater, update_ports.power.clone())
+        });
         let region = config.region.enabled().then(|| {
             let status = Arc::new(LinkStatus::new(&config.region.site));
             status.register(&mut registry);
@@ -449,6 +496,13 @@ impl Agent {
             let status = status.clone();
             health.add("region", Box::new(move || status.health()));
         }
+        if let Some((updater, _)) = &updates {
+            let updater = updater.clone();
+            health.add(
+                "update",
+                Box::new(move || crate::update::status::health(&updater)),
+            );
+        }
         for (kind, name) in kinds {
             let loops_check = loops.clone();
             health.add(
@@ -481,6 +535,8 @@ impl Agent {
             region,
             host: ports.host.clone(),
             clock: ports.clock.clone(),
+            hypervisor: ports.hypervisor.clone(),
+            updates,
         }
     }
 
@@ -559,7 +615,36 @@ impl Agent {
         let region_task = self
             .region_link()
             .map(|link| tokio::spawn(link.run(shutdown.clone())));
-        let loops_task = tokio::spawn(self.controller.run(shutdown.clone()));
+        // The loops stop with the agent, or earlier when the node drains for an OS update.
+        let loops_stop = shutdown.child_token();
+        let (loops_done, loops_stopped) = tokio::sync::watch::channel(false);
+        let controller = self.controller;
+        let loops_task = tokio::spawn({
+            let loops_stop = loops_stop.clone();
+            async move {
+                controller.run(loops_stop).await;
+                let _ = loops_done.send(true);
+            }
+        });
+        let update_task = self.updates.as_ref().map(|(updater, power)| {
+            let watcher = crate::update::watcher::UpdateWatcher {
+                updater: updater.clone(),
+                drain: Arc::new(drain::ServerDrain {
+                    loops_stop: loops_stop.clone(),
+                    loops_stopped,
+                    liveness: self.liveness.clone(),
+                    compute: self.compute.clone(),
+                    hypervisor: self.hypervisor.clone(),
+                }),
+                power: power.clone(),
+                window: self.config.update.maintenance_window.clone(),
+                stop_timeout: Duration::from_secs(self.config.compute.shutdown_timeout_secs),
+                poll: Duration::from_secs(self.config.update.stick_poll_secs),
+                stick: crate::update::watcher::STICK_DEVICE.into(),
+                clock: self.clock.clone(),
+            };
+            tokio::spawn(watcher.run(shutdown.clone()))
+        });
         if let Some((northbound, local_switch)) = &self.ovn {
             let loops = self.loops.clone();
             northbound.on_change(
@@ -603,6 +688,9 @@ impl Agent {
         shutdown.cancelled().await;
         notifier.stopping();
         let _ = loops_task.await;
+        if let Some(task) = update_task {
+            let _ = task.await;
+        }
         let _ = liveness_task.await;
         let _ = api_task.await;
         if let Some(task) = region_task {
@@ -698,6 +786,7 @@ mod tests {
             )),
             ovn: None,
             vifs: Arc::new(NoVifs),
+            updates: None,
         };
         Agent::assemble(
             config,

@@ -14,6 +14,8 @@ pub mod gate;
 pub mod host;
 pub mod probes;
 pub mod record;
+pub mod status;
+pub mod watcher;
 pub mod window;
 
 use crate::system::clock::Clock;

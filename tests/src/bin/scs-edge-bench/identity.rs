@@ -494,6 +494,7 @@ fn servers_detail() -> Vec<Record> {
         .expect("runtime");
     let (store, node_id) = daemon::open_store(&config).expect("store");
     let ports = HostPorts {
+        updates: None,
         hypervisor: Arc::new(FakeHypervisor::new(&node_id)),
         server_files: Arc::new(FakeServerFiles::default()),
         image_files: Arc::new(FakeImageFiles::default()),

@@ -1,0 +1,110 @@
+//! The daemon's part of updates: pick up an `SCSEDGE-UPDATE` stick, write a staged release into the
+//! inactive slot, and reboot into an installed one when it is due — after stopping the servers.
+//! Each look is one short step under the record's lock, so the CLI can import at any time and the
+//! two never interleave (whoever holds the lock goes first; the other tries again next round).
+
+use super::host::{Drain, Power};
+use super::record::{Phase, RebootWhen, RecordError};
+use super::window::MaintenanceWindow;
+use super::{LogProgress, UpdateError, Updater};
+use crate::system::clock::Clock;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// The device path udev gives a stick labelled [`super::STICK_LABEL`].
+pub const STICK_DEVICE: &str = "/dev/disk/by-label/SCSEDGE-UPDATE";
+
+/// The update task of the daemon.
+pub struct UpdateWatcher {
+    /// The domain.
+    pub updater: Arc<Updater>,
+    /// Stops the servers before a reboot.
+    pub drain: Arc<dyn Drain>,
+    /// Reboots.
+    pub power: Arc<dyn Power>,
+    /// The site's maintenance window, if any.
+    pub window: Option<MaintenanceWindow>,
+    /// How long servers get to shut down before they are powered off.
+    pub stop_timeout: Duration,
+    /// How often to look.
+    pub poll: Duration,
+    /// Where a stick appears.
+    pub stick: PathBuf,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl UpdateWatcher {
+    /// Runs until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        if let Err(err) = self.updater.recover() {
+            warn!(%err, "cannot check the update record");
+        }
+        let mut seen_stick: Option<PathBuf> = None;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.poll) => {}
+            }
+            self.look(&mut seen_stick).await;
+        }
+    }
+
+    async fn look(&self, seen_stick: &mut Option<PathBuf>) {
+        // A stick is imported once per insertion: it stays plugged while the node reboots.
+        match std::fs::canonicalize(&self.stick) {
+            Ok(device) if seen_stick.as_ref() != Some(&device) => {
+                *seen_stick = Some(device.clone());
+                info!(device = %device.display(), "update stick found");
+                // Refusals are counted and logged by the domain.
+                let _ = self
+                    .updater
+                    .import(&device, RebootWhen::Window, &LogProgress)
+                    .await;
+            }
+            Ok(_) => {}
+            Err(_) => *seen_stick = None,
+        }
+        let phase = match self.updater.record() {
+            Ok(record) => record.phase,
+            Err(err) => {
+                warn!(%err, "cannot read the update record");
+                return;
+            }
+        };
+        if matches!(phase, Phase::Staged { .. } | Phase::Installing { .. }) {
+            let updater = self.updater.clone();
+            let installed =
+                tokio::task::spawn_blocking(move || updater.install_staged(&LogProgress)).await;
+            match installed {
+                Ok(Ok(_) | Err(UpdateError::Record(RecordError::Busy { .. }))) => {}
+                Ok(Err(err)) => warn!(%err, "writing the inactive slot failed; trying again"),
+                Err(err) => warn!(%err, "the slot writer panicked"),
+            }
+        }
+        match self
+            .updater
+            .reboot_due(self.window.as_ref(), self.clock.now())
+        {
+            Ok(Some(version)) => {
+                info!(%version, "reboot into the installed release is due");
+                if let Err(err) = self
+                    .updater
+                    .reboot_into_installed(
+                        self.drain.as_ref(),
+                        self.power.as_ref(),
+                        self.stop_timeout,
+                    )
+                    .await
+                {
+                    warn!(%err, "rebooting into the new version failed");
+                }
+            }
+            Ok(None) | Err(UpdateError::Record(RecordError::Busy { .. })) => {}
+            Err(err) => warn!(%err, "cannot decide on a reboot"),
+        }
+    }
+}
