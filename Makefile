@@ -26,6 +26,8 @@ AGENT_BUILD := $(CARGO) build --profile $(IMAGE_PROFILE) --locked -p scs-edge-ag
 AGENT := target/$(IMAGE_PROFILE)/scs-edge-agent
 endif
 IMAGE := env SCS_EDGE_AGENT=$(AGENT) scripts/build-image.sh
+# Versions N+1 and N+2 of the same inputs, for the OS-update tests (tests/tests/update.rs).
+UPDATE_TEST_IMAGES := env SCS_EDGE_AGENT=$(AGENT) scripts/build-update-test-images.sh
 PHASE := scripts/phase.sh run
 
 .PHONY: help test deps lint lint-fast build deny-advisories unit integration dev bench image lab clean
@@ -39,6 +41,7 @@ test: ## everything CI checks: lints, unit tests, real-daemon integration tests,
 	@$(PHASE) lint $(MAKE) --no-print-directory lint-fast
 	@$(PHASE) build $(BUILD)
 	@$(PHASE) image $(IMAGE)
+	@$(PHASE) test-images $(UPDATE_TEST_IMAGES)
 	@$(PHASE) tests $(CARGO) nextest run --workspace --profile ci --locked
 	@scripts/phase.sh report
 
@@ -61,6 +64,7 @@ unit: ## the fast unit tests only (no root, no daemons)
 	$(CARGO) nextest run --workspace --locked -E 'kind(lib) | kind(bin)'
 
 integration: build image ## the integration tests only (libvirtd + QEMU, OVN, the image in QEMU)
+	$(UPDATE_TEST_IMAGES)
 	$(CARGO) nextest run --workspace --locked -E 'package(scs-edge-tests) & kind(test)'
 
 dev: build ## run the agent in the foreground against local libvirt (state in target/dev)

@@ -207,6 +207,64 @@ pub struct Report {
     pub capacity: Capacity,
     /// Resource counts.
     pub resources: ResourceCounts,
+    /// Where the node is in taking an OS update; absent from agents before it, and on nodes not
+    /// running from the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateReport>,
+}
+
+/// A node's OS update state, as the region's site page and (later) rollouts read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateReport {
+    /// The phase.
+    pub phase: UpdatePhase,
+    /// The version being staged, written, booted or verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Versions that failed their health gate on this node (never retried automatically).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
+    /// How the last update ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_outcome: Option<UpdateOutcome>,
+    /// Releases refused so far (any reason).
+    #[serde(default)]
+    pub refused: u64,
+}
+
+/// Where a node is in an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdatePhase {
+    /// Nothing in progress.
+    Idle,
+    /// Reading and verifying a release.
+    Importing,
+    /// Verified, waiting to be written.
+    Staged,
+    /// Writing the inactive slot.
+    Installing,
+    /// Written, waiting for the reboot (maintenance window).
+    Installed,
+    /// Rebooting into it.
+    Rebooting,
+    /// The health gate checks the new version.
+    Verifying,
+    /// A phase a newer agent knows.
+    #[serde(other)]
+    Unknown,
+}
+
+/// How an update ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateOutcome {
+    /// `committed` or `rolled_back` (open set).
+    pub result: String,
+    /// The version updated to.
+    pub version: String,
+    /// Why it was rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Largest number of health entries a report may carry.
@@ -224,9 +282,29 @@ impl Report {
         if self.health.len() > MAX_HEALTH_ENTRIES {
             return Err(format!("more than {MAX_HEALTH_ENTRIES} health entries"));
         }
+        if self
+            .update
+            .as_ref()
+            .is_some_and(|update| update.failed.len() > MAX_HEALTH_ENTRIES)
+        {
+            return Err(format!("more than {MAX_HEALTH_ENTRIES} failed versions"));
+        }
+        let update = self.update.as_ref();
         let strings = [&self.versions.agent, &self.versions.os]
             .into_iter()
             .chain(self.versions.k3s.as_ref())
+            .chain(update.and_then(|u| u.target.as_ref()))
+            .chain(update.into_iter().flat_map(|u| u.failed.iter()))
+            .chain(
+                update
+                    .and_then(|u| u.last_outcome.as_ref())
+                    .into_iter()
+                    .flat_map(|o| {
+                        std::iter::once(&o.result)
+                            .chain(std::iter::once(&o.version))
+                            .chain(o.reason.as_ref())
+                    }),
+            )
             .chain(self.health.iter().map(|h| &h.component))
             .chain(self.health.iter().filter_map(|h| h.detail.as_ref()));
         for s in strings {
@@ -339,6 +417,7 @@ mod tests {
             }],
             capacity: Capacity::default(),
             resources: ResourceCounts::default(),
+            update: None,
         }
     }
 
@@ -370,6 +449,33 @@ mod tests {
         let mut empty = report(1);
         empty.health[0].component.clear();
         assert!(empty.validate().is_err());
+
+        let update = UpdateReport {
+            phase: UpdatePhase::Idle,
+            target: None,
+            failed: vec!["1.0.0".into(); MAX_HEALTH_ENTRIES + 1],
+            last_outcome: None,
+            refused: 0,
+        };
+        let mut failing = report(1);
+        failing.update = Some(update.clone());
+        assert!(
+            failing
+                .validate()
+                .expect_err("refused")
+                .contains("failed versions")
+        );
+        let mut reason = report(1);
+        reason.update = Some(UpdateReport {
+            failed: Vec::new(),
+            last_outcome: Some(UpdateOutcome {
+                result: "rolled_back".into(),
+                version: "1.0.0".into(),
+                reason: Some("x".repeat(MAX_FIELD_CHARS + 1)),
+            }),
+            ..update
+        });
+        assert!(reason.validate().expect_err("refused").contains("longer"));
     }
 
     #[test]

@@ -46,6 +46,25 @@ pub struct Artifact {
     pub sha256: String,
     /// Its length in bytes.
     pub length: u64,
+    /// For a partition image: the GPT partition UUID its slot must carry. The initrd finds `/usr`
+    /// and its hash tree by partition UUIDs derived from the verity root hash (`usrhash=`), so the
+    /// written slot takes the built partition's UUID; it is also part of the target name
+    /// ([`target_name`]), where `systemd-sysupdate` reads it (`@u`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_uuid: Option<uuid::Uuid>,
+}
+
+/// The target name of a release artifact: `scs-edge_<version>[_<partition uuid>]<suffix>`.
+pub fn target_name(
+    version: &semver::Version,
+    kind: ArtifactKind,
+    partition_uuid: Option<uuid::Uuid>,
+) -> Option<String> {
+    let suffix = kind.file_suffix()?;
+    Some(match partition_uuid {
+        Some(uuid) => format!("scs-edge_{version}_{uuid}{suffix}"),
+        None => format!("scs-edge_{version}{suffix}"),
+    })
 }
 
 /// The parts of an A/B slot (decision 0010).
@@ -80,6 +99,16 @@ impl ArtifactKind {
         }
     }
 
+    /// The GPT partition label of this kind's slot in the image build (`None` for the UKI, a file).
+    pub fn partition_label(self, version: &semver::Version) -> Option<String> {
+        match self {
+            Self::Usr => Some(format!("scs-edge_{version}")),
+            Self::UsrVerity => Some(format!("scs-edge_{version}_verity")),
+            Self::UsrVeritySig => Some(format!("scs-edge_{version}_verity_sig")),
+            Self::Uki | Self::Unknown => None,
+        }
+    }
+
     /// Whether the release carries it gzip-compressed. The partition images are fixed-size slots
     /// (1.5 GiB for `/usr`) that the data fills only in part: compressed, the zero tail costs
     /// nothing to ship, hash or store, and `systemd-sysupdate` decompresses while it writes the slot
@@ -88,7 +117,7 @@ impl ArtifactKind {
         matches!(self, Self::Usr | Self::UsrVerity)
     }
 
-    /// The suffix after `scs-edge_<version>` in the target name, which is also the file name
+    /// The suffix of the target name ([`target_name`]), which is also the file name
     /// `systemd-sysupdate`'s transfers match (image/sysupdate.d).
     pub fn file_suffix(self) -> Option<&'static str> {
         match self {

@@ -5,7 +5,7 @@
 
 use scs_edge_proto::{
     DesiredState, Enrollment, ErrorBody, ErrorCode, HealthState, JoinRequest, ReportAck,
-    ReportBatch,
+    ReportBatch, UpdatePhase,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -62,6 +62,13 @@ fn messages_from_a_newer_peer_parse_with_unknowns_ignored() {
         "a new health state maps to Unknown"
     );
     assert_eq!(report.capacity.vcpus, 4);
+    let update = report.update.as_ref().expect("update state");
+    assert_eq!(
+        update.phase,
+        UpdatePhase::Unknown,
+        "a new update phase maps to Unknown"
+    );
+    assert_eq!(update.target.as_deref(), Some("2027.4.0"));
     assert!(
         report.validate().is_ok(),
         "a newer report is still acceptable"
@@ -85,4 +92,5 @@ fn fields_added_after_version_1_may_be_missing() {
     assert_eq!(report.versions.os, "");
     assert_eq!(report.capacity.disk_free_gib, 0);
     assert_eq!(report.resources.projects, 0);
+    assert_eq!(report.update, None, "agents before OS updates send none");
 }

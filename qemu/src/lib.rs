@@ -120,16 +120,15 @@ pub struct LabNode {
 }
 
 impl LabNode {
-    /// Starts QEMU and connects to its serial console.
+    /// Starts QEMU on a new disk (an overlay of the image) and connects to its serial console.
     pub fn boot(options: &LabOptions) -> Result<Self, LabError> {
         let work = &options.work_dir;
         std::fs::create_dir_all(work).map_err(|e| fail("creating the lab directory", e))?;
         let disk = work.join("disk.qcow2");
         let vars = work.join("ovmf-vars.fd");
-        let console_sock = work.join("console.sock");
-        let qmp = work.join("qmp.sock");
         stop_stale_qemu(work);
-        for stale in [&disk, &console_sock, &qmp] {
+        // A new node: its console log starts empty (power cycles append to it).
+        for stale in [&disk, &work.join("console.log")] {
             let _ = std::fs::remove_file(stale);
         }
         std::fs::copy(OVMF_VARS, &vars).map_err(|e| fail("copying the OVMF variable store", e))?;
@@ -148,6 +147,27 @@ impl LabNode {
             &format!("{}G", options.disk_gib),
         ]))?;
 
+        Self::start(options)
+    }
+
+    /// Pulls the power and switches the node on again: QEMU is killed — nothing in the guest gets
+    /// to flush or finish — and started anew on the same disk and firmware variables.
+    pub fn power_cycle(&mut self, options: &LabOptions) -> Result<(), LabError> {
+        self.kill();
+        *self = Self::start(options)?;
+        Ok(())
+    }
+
+    /// Starts QEMU on the disk and firmware variables already in the work directory.
+    fn start(options: &LabOptions) -> Result<Self, LabError> {
+        let work = &options.work_dir;
+        let disk = work.join("disk.qcow2");
+        let vars = work.join("ovmf-vars.fd");
+        let console_sock = work.join("console.sock");
+        let qmp = work.join("qmp.sock");
+        for stale in [&console_sock, &qmp] {
+            let _ = std::fs::remove_file(stale);
+        }
         let accel = accelerator();
         let mut args: Vec<String> = vec![
             "-name".into(),
@@ -192,7 +212,7 @@ impl LabNode {
             "qemu-xhci,id=xhci".into(),
             "-chardev".into(),
             format!(
-                "socket,id=ser0,path={},server=on,wait=off,logfile={}",
+                "socket,id=ser0,path={},server=on,wait=off,logfile={},logappend=on",
                 console_sock.display(),
                 work.join("console.log").display()
             ),
@@ -489,6 +509,40 @@ impl Console {
                     self.tail(40)
                 ))
             })
+    }
+
+    /// How much has been printed so far: a position to wait from with [`Console::wait_for_since`].
+    pub fn position(&self) -> usize {
+        self.text().len()
+    }
+
+    /// Waits until `needle` is printed after `position` (text printed before it does not count:
+    /// a second boot prints what the first did).
+    pub fn wait_for_since(
+        &self,
+        position: usize,
+        needle: &str,
+        timeout: Duration,
+    ) -> Result<Duration, LabError> {
+        let started = Instant::now();
+        poll_until(timeout, || {
+            let text = self.text();
+            text.get(position.min(text.len())..)?
+                .contains(needle)
+                .then_some(())
+        })
+        .map(|()| started.elapsed())
+        .ok_or_else(|| {
+            LabError(format!(
+                "{needle:?} not printed within {timeout:?}; console tail:\n{}",
+                self.tail(40)
+            ))
+        })
+    }
+
+    /// After the node rebooted, the next [`Console::shell`] prepares the new login shell again.
+    pub fn new_session(&self) {
+        *self.next_marker.lock().expect("marker") = 0;
     }
 
     /// Types a line.

@@ -19,6 +19,8 @@ pub mod bundle;
 pub mod keys;
 pub mod policy;
 pub mod repository;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 pub mod verify;
 
 use std::path::PathBuf;

@@ -163,6 +163,7 @@ mod tests {
                     ),
                     sha256: "00".repeat(32),
                     length: 1,
+                    partition_uuid: None,
                 })
                 .collect(),
         }

@@ -7,6 +7,7 @@ use crate::keys::{KeySet, expires, latest_root};
 use crate::{Lifetimes, METADATA_DIR, ReleaseError, TARGETS_DIR};
 use scs_edge_proto::release::{
     Artifact, ArtifactKind, MANIFEST_SCHEMA, ReleaseManifest, manifest_target,
+    target_name as release_target_name,
 };
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
@@ -114,6 +115,7 @@ impl Repository {
         // Compressed targets and the manifest are written beside the repository, hashed, signed.
         let incoming = self.dir.join("incoming");
         std::fs::create_dir_all(&incoming).map_err(ReleaseError::io(&incoming))?;
+        let partitions = partition_uuids(&release.image_dir, &release.version)?;
         let mut files = Vec::new();
         let mut artifacts = Vec::new();
         for kind in ArtifactKind::REQUIRED {
@@ -132,11 +134,20 @@ impl Repository {
                     ),
                 });
             }
-            let name = format!(
-                "scs-edge_{}{}",
-                release.version,
-                kind.file_suffix().unwrap_or_default()
-            );
+            let partition_uuid = match kind.partition_label(&release.version) {
+                Some(label) => Some(*partitions.get(&label).ok_or_else(|| {
+                    ReleaseError::ImageOutput {
+                        dir: release.image_dir.clone(),
+                        reason: format!(
+                            "the disk image scs-edge_{}.raw has no partition labelled {label}",
+                            release.version
+                        ),
+                    }
+                })?),
+                None => None,
+            };
+            let name =
+                release_target_name(&release.version, kind, partition_uuid).unwrap_or_default();
             let path = if kind.compressed() {
                 let compressed = incoming.join(&name);
                 gzip(&image_path, &compressed)?;
@@ -152,6 +163,7 @@ impl Repository {
                 target: name.clone(),
                 sha256: hex(&target.hashes.sha256),
                 length: target.length,
+                partition_uuid,
             });
             editor
                 .add_target(name.as_str(), target)
@@ -254,6 +266,34 @@ impl Repository {
 }
 
 /// A `file://` URL for a directory (tough joins metadata and target names onto it).
+/// The GPT partition UUIDs of the whole-disk image `make image` wrote beside the split artifacts,
+/// by partition label. The initrd finds a slot by UUIDs derived from its verity root hash, so a
+/// release must carry them to the slot it is written into.
+fn partition_uuids(
+    image_dir: &Path,
+    version: &semver::Version,
+) -> Result<std::collections::BTreeMap<String, uuid::Uuid>, ReleaseError> {
+    let disk_path = image_dir.join(format!("scs-edge_{version}.raw"));
+    let unreadable = |reason: String| ReleaseError::ImageOutput {
+        dir: image_dir.to_path_buf(),
+        reason: format!("{}: {reason}", disk_path.display()),
+    };
+    if !disk_path.is_file() {
+        return Err(unreadable(format!(
+            "missing (built with --image-version={version}?)"
+        )));
+    }
+    let disk = gpt::GptConfig::new()
+        .writable(false)
+        .open(&disk_path)
+        .map_err(|err| unreadable(format!("no readable GPT: {err}")))?;
+    Ok(disk
+        .partitions()
+        .values()
+        .map(|partition| (partition.name.clone(), partition.part_guid))
+        .collect())
+}
+
 /// Compresses a partition image for shipping. Fast level: the images are squashfs (already
 /// compressed) or hash trees followed by zeros, so only the zero tail shrinks, at any level.
 fn gzip(from: &Path, to: &Path) -> Result<(), ReleaseError> {

@@ -147,9 +147,16 @@ impl VerifiedRepository {
             let agrees = listed.is_some_and(|target| {
                 target.length == artifact.length && hex(&target.hashes.sha256) == artifact.sha256
             });
-            let named = artifact.kind.file_suffix().is_some_and(|suffix| {
-                artifact.target == format!("scs-edge_{}{suffix}", manifest.version)
-            });
+            // Partition images name their slot's UUID, the UKI none.
+            let uuid_fits = artifact.partition_uuid.is_some()
+                == artifact.kind.partition_label(&manifest.version).is_some();
+            let named = uuid_fits
+                && scs_edge_proto::release::target_name(
+                    &manifest.version,
+                    artifact.kind,
+                    artifact.partition_uuid,
+                )
+                .is_some_and(|name| name == artifact.target);
             if !agrees || !named {
                 return Err(ReleaseError::Release(format!(
                     "{}: artifact {} does not match the signed targets",

@@ -3,7 +3,7 @@
 //! and loaded by tough's client with a persistent datastore. Every refusal the node relies on is
 //! provoked here with a repository that really is tampered, stale, rolled back or oversized.
 
-use scs_edge_proto::release::{ArtifactKind, ReleaseManifest};
+use scs_edge_proto::release::ReleaseManifest;
 use scs_edge_release::bundle::{self, ExtractLimits};
 use scs_edge_release::keys::{self, KeySet};
 use scs_edge_release::repository::{NewRelease, Repository};
@@ -53,20 +53,9 @@ impl Desk {
         self.dir.path().join(name)
     }
 
-    /// Writes the four artifacts `make image --image-version=<version>` would, with distinct bytes.
+    /// Writes the output `make image --image-version=<version>` would.
     fn image(&self, version: &str) -> PathBuf {
-        let out = self.path("image");
-        std::fs::create_dir_all(&out).expect("image dir");
-        for kind in ArtifactKind::REQUIRED {
-            let suffix = kind.image_suffix().expect("suffix");
-            let bytes: Vec<u8> = format!("{version}{suffix}")
-                .bytes()
-                .cycle()
-                .take(64 * 1024)
-                .collect();
-            std::fs::write(out.join(format!("scs-edge_{version}{suffix}")), bytes).expect("write");
-        }
-        out
+        scs_edge_release::test_support::image_output(&self.path("image"), version)
     }
 
     async fn publish(

@@ -304,6 +304,7 @@ fn report(seq: u64) -> Report {
             disk_free_gib: 10,
         },
         resources: ResourceCounts::default(),
+        update: None,
     }
 }
 

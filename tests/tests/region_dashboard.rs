@@ -79,6 +79,7 @@ fn report(seq: u64, state: HealthState) -> Report {
             images: 1,
             projects: 1,
         },
+        update: None,
     }
 }
 

@@ -713,6 +713,7 @@ impl Agent {
             host: self.host.clone(),
             system: Arc::new(LocalSystem),
             state_dir: self.config.node.state_dir.clone(),
+            updates: self.updates.as_ref().map(|(updater, _)| updater.clone()),
         };
         info!(url = %region.url, site = %region.site, "region link configured");
         Some(Link::new(

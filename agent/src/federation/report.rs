@@ -14,7 +14,8 @@ use crate::image::ImageService;
 use crate::network::NetworkService;
 use jiff::Timestamp;
 use scs_edge_proto::{
-    Capacity, ComponentHealth, HealthState, MAX_FIELD_CHARS, Report, ResourceCounts, Versions,
+    Capacity, ComponentHealth, HealthState, MAX_FIELD_CHARS, MAX_HEALTH_ENTRIES, Report,
+    ResourceCounts, UpdateReport, Versions,
 };
 use std::io;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,8 @@ pub struct Observation {
     pub resources: ResourceCounts,
     /// `IMAGE_VERSION` of the OS image; empty outside the image.
     pub os_version: String,
+    /// The OS update state, on nodes that run from the image.
+    pub update: Option<UpdateReport>,
 }
 
 /// Gathers an [`Observation`]; blocks briefly (health checks, store queries).
@@ -104,6 +107,8 @@ pub struct AgentObserver {
     pub system: Arc<dyn HostSystem>,
     /// Where VM disks and images live.
     pub state_dir: PathBuf,
+    /// OS updates, when the node runs from the image.
+    pub updates: Option<Arc<crate::update::Updater>>,
 }
 
 impl AgentObserver {
@@ -169,6 +174,10 @@ impl SiteObserver for AgentObserver {
                 .os_release()
                 .and_then(|text| image_version(&text))
                 .unwrap_or_default(),
+            update: self
+                .updates
+                .as_ref()
+                .and_then(|updater| crate::update::status::report(updater)),
         }
     }
 }
@@ -186,6 +195,7 @@ pub fn build(seq: u64, sent_at: Timestamp, observation: &Observation) -> Report 
         health: components(&observation.health),
         capacity: observation.capacity,
         resources: observation.resources,
+        update: observation.update.as_ref().map(bounded_update),
     }
 }
 
@@ -258,6 +268,30 @@ fn component(
 }
 
 /// At most [`MAX_FIELD_CHARS`] characters: a longer field would make the region refuse the report.
+/// The update state within the region's limits: the newest failed versions, every text cut.
+fn bounded_update(update: &UpdateReport) -> UpdateReport {
+    let skip = update.failed.len().saturating_sub(MAX_HEALTH_ENTRIES);
+    UpdateReport {
+        phase: update.phase,
+        target: update.target.as_deref().map(bounded),
+        failed: update
+            .failed
+            .iter()
+            .skip(skip)
+            .map(|v| bounded(v))
+            .collect(),
+        last_outcome: update
+            .last_outcome
+            .as_ref()
+            .map(|outcome| scs_edge_proto::UpdateOutcome {
+                result: bounded(&outcome.result),
+                version: bounded(&outcome.version),
+                reason: outcome.reason.as_deref().map(bounded),
+            }),
+        refused: update.refused,
+    }
+}
+
 fn bounded(text: &str) -> String {
     if text.chars().count() <= MAX_FIELD_CHARS {
         return text.to_owned();

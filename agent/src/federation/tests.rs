@@ -48,6 +48,7 @@ fn observation() -> Observation {
             projects: 2,
         },
         os_version: "26.11.0".into(),
+        update: None,
     }
 }
 
@@ -1084,6 +1085,7 @@ fn the_agent_observer_counts_from_the_store_and_reads_the_host() {
         host,
         system: Arc::new(FixedSystem),
         state_dir: dir.path().to_owned(),
+        updates: None,
     };
     let seen = observer.observe();
     assert_eq!(

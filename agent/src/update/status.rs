@@ -2,7 +2,7 @@
 //! from the record at request time (the CLI and the gate change it from other processes).
 
 use super::Updater;
-use super::record::{Phase, UpdateRecord};
+use super::record::{Outcome, Phase, UpdateRecord};
 use crate::health::SubsystemHealth;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
 use prometheus_client::metrics::MetricType;
@@ -18,7 +18,56 @@ pub fn health(updater: &Updater) -> SubsystemHealth {
 }
 
 fn detail(updater: &Updater, record: &UpdateRecord) -> serde_json::Value {
-    let target = match &record.phase {
+    serde_json::json!({
+        "running": updater.running().to_string(),
+        "phase": record.phase.name(),
+        "target": target(&record.phase),
+        "failed_versions": record.failed,
+        "last_outcome": record.last_outcome,
+        "last_refusal": record.last_refusal,
+        "refused": record.refused,
+        "last_error": record.last_error,
+    })
+}
+
+/// The heartbeat's view of the record; `None` when it cannot be read (the report goes out anyway).
+pub fn report(updater: &Updater) -> Option<scs_edge_proto::UpdateReport> {
+    use scs_edge_proto::{UpdateOutcome, UpdatePhase, UpdateReport};
+    let record = updater.record().ok()?;
+    let phase = match record.phase {
+        Phase::Idle => UpdatePhase::Idle,
+        Phase::Importing { .. } => UpdatePhase::Importing,
+        Phase::Staged { .. } => UpdatePhase::Staged,
+        Phase::Installing { .. } => UpdatePhase::Installing,
+        Phase::Installed { .. } => UpdatePhase::Installed,
+        Phase::Rebooting { .. } => UpdatePhase::Rebooting,
+        Phase::Verifying { .. } => UpdatePhase::Verifying,
+    };
+    let last_outcome = record.last_outcome.as_ref().map(|outcome| match outcome {
+        Outcome::Committed { version, .. } => UpdateOutcome {
+            result: "committed".into(),
+            version: version.to_string(),
+            reason: None,
+        },
+        Outcome::RolledBack {
+            version, reason, ..
+        } => UpdateOutcome {
+            result: "rolled_back".into(),
+            version: version.to_string(),
+            reason: Some(reason.clone()),
+        },
+    });
+    Some(UpdateReport {
+        phase,
+        target: target(&record.phase),
+        failed: record.failed.keys().map(ToString::to_string).collect(),
+        last_outcome,
+        refused: record.refused.values().sum(),
+    })
+}
+
+fn target(phase: &Phase) -> Option<String> {
+    match phase {
         Phase::Staged { staged }
         | Phase::Installing { staged, .. }
         | Phase::Installed { staged, .. } => Some(staged.manifest.version.to_string()),
@@ -26,17 +75,7 @@ fn detail(updater: &Updater, record: &UpdateRecord) -> serde_json::Value {
             Some(version.to_string())
         }
         Phase::Idle | Phase::Importing { .. } => None,
-    };
-    serde_json::json!({
-        "running": updater.running().to_string(),
-        "phase": record.phase.name(),
-        "target": target,
-        "failed_versions": record.failed,
-        "last_outcome": record.last_outcome,
-        "last_refusal": record.last_refusal,
-        "refused": record.refused,
-        "last_error": record.last_error,
-    })
+    }
 }
 
 /// Prometheus: the phase (one gauge per phase, 1 for the current), refusals by kind, failed

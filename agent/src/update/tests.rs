@@ -57,18 +57,7 @@ impl Site {
 
     /// Publishes `version` (artifacts with distinct bytes) and exports its bundle.
     async fn release(&self, version: &str) -> PathBuf {
-        let image = self.path("image");
-        std::fs::create_dir_all(&image).expect("image dir");
-        for kind in ArtifactKind::REQUIRED {
-            let suffix = kind.image_suffix().expect("suffix");
-            let bytes: Vec<u8> = format!("{version}{suffix}")
-                .bytes()
-                .cycle()
-                .take(32 * 1024)
-                .collect();
-            std::fs::write(image.join(format!("scs-edge_{version}{suffix}")), bytes)
-                .expect("artifact");
-        }
+        let image = scs_edge_release::test_support::image_output(&self.path("image"), version);
         let release = NewRelease {
             image_dir: image,
             version: v(version),
@@ -120,13 +109,20 @@ impl Sysupdate for FakeSysupdate {
         if self.fail_next.swap(false, Ordering::SeqCst) {
             return Err("No space left on device".into());
         }
+        // What the transfers match: each kind once, named with the version (and slot UUID).
+        let names: Vec<String> = std::fs::read_dir(source)
+            .map_err(|err| err.to_string())?
+            .filter_map(Result::ok)
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
         for kind in ArtifactKind::REQUIRED {
-            let file = source.join(format!(
-                "scs-edge_{version}{}",
-                kind.file_suffix().expect("suffix")
-            ));
-            if !file.is_file() {
-                return Err(format!("{} missing", file.display()));
+            let suffix = kind.file_suffix().expect("suffix");
+            let prefix = format!("scs-edge_{version}");
+            if !names
+                .iter()
+                .any(|name| name.starts_with(&prefix) && name.ends_with(suffix))
+            {
+                return Err(format!("no {prefix}…{suffix} in {}", source.display()));
             }
         }
         self.installed

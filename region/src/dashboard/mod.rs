@@ -93,6 +93,44 @@ fn ago(now: Timestamp, then: Timestamp) -> String {
     }
 }
 
+/// One line on a site's OS update: phase and target, how the last one ended, what failed, what was
+/// refused.
+fn update_summary(update: &scs_edge_proto::UpdateReport) -> String {
+    use scs_edge_proto::UpdatePhase;
+    let phase = match update.phase {
+        UpdatePhase::Idle => "idle",
+        UpdatePhase::Importing => "importing",
+        UpdatePhase::Staged => "staged",
+        UpdatePhase::Installing => "installing",
+        UpdatePhase::Installed => "installed, waiting to reboot",
+        UpdatePhase::Rebooting => "rebooting",
+        UpdatePhase::Verifying => "verifying",
+        UpdatePhase::Unknown => "unknown",
+    };
+    let mut line = phase.to_owned();
+    if let Some(target) = &update.target {
+        let _ = write!(line, " {target}");
+    }
+    if let Some(outcome) = &update.last_outcome {
+        let verdict = if outcome.result == "rolled_back" {
+            "rolled back"
+        } else {
+            outcome.result.as_str()
+        };
+        let _ = write!(line, " · last: {} {verdict}", outcome.version);
+        if let Some(reason) = &outcome.reason {
+            let _ = write!(line, " ({reason})");
+        }
+    }
+    if !update.failed.is_empty() {
+        let _ = write!(line, " · failed: {}", update.failed.join(", "));
+    }
+    if update.refused > 0 {
+        let _ = write!(line, " · {} refused", update.refused);
+    }
+    line
+}
+
 fn when(t: Timestamp) -> String {
     t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
@@ -183,6 +221,9 @@ pub fn site_page(ctx: &PageContext<'_>, detail: &SiteDetail) -> String {
                 &report.versions.os
             }),
         );
+        if let Some(update) = &report.update {
+            field("OS update", "os-update", escape(&update_summary(update)));
+        }
         field(
             "Capacity",
             "capacity",

@@ -39,6 +39,7 @@ fn report(seq: u64, sent: i64, state: HealthState) -> Report {
             servers: 3,
             ..ResourceCounts::default()
         },
+        update: None,
     }
 }
 
@@ -157,4 +158,45 @@ fn a_pause_in_taken_reports_is_a_gap() {
     );
     assert_eq!(html.matches("data-testid=\"gap\"").count(), 1, "{html}");
     assert!(html.contains("(280 s)"));
+}
+
+#[test]
+fn the_site_page_shows_the_os_update_state_from_the_last_report() {
+    let mut updated = site("factory-2", Some(100), HealthState::Healthy);
+    let without = site_page(
+        &ctx(105),
+        &SiteDetail {
+            site: updated.clone(),
+            history: Vec::new(),
+        },
+    );
+    assert!(
+        !without.contains("data-testid=\"os-update\""),
+        "an agent that reports no update state shows none"
+    );
+    if let Some(report) = &mut updated.last_report {
+        report.update = Some(scs_edge_proto::UpdateReport {
+            phase: scs_edge_proto::UpdatePhase::Idle,
+            target: None,
+            failed: vec!["0.1.2".into()],
+            last_outcome: Some(scs_edge_proto::UpdateOutcome {
+                result: "rolled_back".into(),
+                version: "0.1.2".into(),
+                reason: Some("ovn-controller <down>".into()),
+            }),
+            refused: 2,
+        });
+    }
+    let html = site_page(
+        &ctx(105),
+        &SiteDetail {
+            site: updated,
+            history: Vec::new(),
+        },
+    );
+    assert!(html.contains("data-testid=\"os-update\""), "{html}");
+    assert!(
+        html.contains("idle · last: 0.1.2 rolled back (ovn-controller &lt;down&gt;) · failed: 0.1.2 · 2 refused"),
+        "{html}"
+    );
 }

@@ -84,6 +84,7 @@ fn report(seq: u64) -> Report {
         health: vec![],
         capacity: Capacity::default(),
         resources: ResourceCounts::default(),
+        update: None,
     }
 }
 

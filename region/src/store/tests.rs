@@ -76,6 +76,7 @@ fn report(seq: u64, sent_at: Timestamp) -> Report {
             servers: seq,
             ..ResourceCounts::default()
         },
+        update: None,
     }
 }
 

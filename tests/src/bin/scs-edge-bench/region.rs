@@ -299,6 +299,7 @@ fn heartbeat(seq: u64) -> Vec<u8> {
             images: 4,
             projects: 2,
         },
+        update: None,
     };
     serde_json::to_vec(&ReportBatch {
         reports: vec![report],
