@@ -207,7 +207,7 @@ fn a_node_takes_a_signed_release_from_a_stick_keeps_its_server_and_rolls_back_a_
         free_port(),
         SiteDelivery::FwCfg(site_toml()),
     );
-    let node = LabNode::boot(&options).expect("boot N");
+    let mut node = LabNode::boot(&options).expect("boot N");
     node.console
         .wait_for("root@scs-edge", BOOT)
         .expect("console login");
@@ -245,11 +245,35 @@ fn a_node_takes_a_signed_release_from_a_stick_keeps_its_server_and_rolls_back_a_
     let disk = format!("/var/lib/scs-edge/servers/{server_id}/disk.qcow2");
     let disk_before = sh(&node, &format!("sha256sum {disk} | cut -d' ' -f1"));
 
-    // N+1 from a stick: verified, staged, written into slot B, rebooted into, gate passed.
-    let since = node.console.position();
+    // N+1 from a stick: verified, staged, written into slot B, rebooted into, gate passed — with
+    // the power failing twice on the way.
     node.plug_usb_stick("update1", &next_stick)
         .expect("plug the N+1 stick");
-    let status = wait_judged(&node, since, 1, &next);
+    scs_edge_tests::wait::within(UPDATE, || {
+        (update_status(&node)["record"]["phase"]["phase"] == "installing").then_some(())
+    })
+    .expect("the agent writes the slot");
+    // Power cut while the slot is written: N still runs, the half-written slot is not used.
+    node.power_cycle(&options).expect("power on again");
+    node.console
+        .wait_for(LOGGED_IN, BOOT)
+        .expect("boots after the power cut");
+    node.wait_agent_ready(BOOT)
+        .expect("agent READY after the power cut");
+    assert_eq!(update_status(&node)["running"], n.to_string());
+    assert_eq!(
+        sh(&node, "/usr/lib/systemd/systemd-bless-boot status"),
+        "good",
+        "N's own, blessed entry booted"
+    );
+    // The agent writes the staged release again from the start and reboots into it. Power cut
+    // again, right after the new kernel started: the next boot takes another of its tries.
+    let since = node.console.position();
+    node.console
+        .wait_for_since(since, "EFI stub: Loaded initrd", UPDATE)
+        .expect("the reboot into N+1 started");
+    node.power_cycle(&options).expect("power on again");
+    let status = wait_judged(&node, 0, 1, &next);
     assert_eq!(status["running"], next.to_string(), "{status}");
     assert_eq!(
         status["record"]["last_outcome"]["result"], "committed",
@@ -279,12 +303,11 @@ fn a_node_takes_a_signed_release_from_a_stick_keeps_its_server_and_rolls_back_a_
         disk_before,
         "the server's disk is intact"
     );
-    node.unplug_usb_stick("update1").expect("unplug");
 
     // N+2 cannot pass its gate (its ovn-controller never starts): back on N+1 by itself.
     sh(
         &node,
-        "printf '\\n[update]\\ngate_window_secs = 240\\n' >> /etc/scs-edge/agent.toml",
+        "printf '\\n[update]\\ngate_window_secs = 150\\n' >> /etc/scs-edge/agent.toml",
     );
     let since = node.console.position();
     node.plug_usb_stick("update2", &broken_stick)

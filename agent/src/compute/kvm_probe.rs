@@ -5,7 +5,10 @@
 //! decompressor, and trivial guest code still runs fine (so running code alone is not a proof). The probe
 //! therefore asks, in order: does the CPU expose hardware virtualization (`vmx`/`svm`), is the matching
 //! KVM module (`kvm_intel`/`kvm_amd`) loaded, and does a real-mode vCPU execute
-//! `mov al, 0x2a; out 0x10, al; hlt` within a deadline. KVM is used only if all three hold.
+//! `mov al, 0x2a; out 0x10, al; hlt` within a deadline. KVM is used only if all three hold — and
+//! never on a machine that QEMU itself emulates instruction by instruction (TCG, hypervisor signature
+//! `TCGTCGTCGTCG`, as the lab's nodes are on hosts without KVM): TCG emulates AMD-V well enough for
+//! the probe and for `kvm_amd` to load, but a real guest under it panicked the node's kernel.
 #![allow(unsafe_code)] // KVM's memory-region ioctl hands the kernel a raw host pointer.
 
 use super::hypervisor::VirtType;
@@ -119,6 +122,27 @@ fn run_guest() -> Result<(), String> {
     Err("guest code never halted under KVM".into())
 }
 
+/// The hypervisor signature (CPUID leaf 0x4000_0000) decides first: emulated virtualization is no
+/// virtualization.
+pub fn hypervisor_verdict(signature: &[u8]) -> Result<(), String> {
+    if signature == b"TCGTCGTCGTCG" {
+        return Err(
+            "this machine is emulated by QEMU TCG: its virtualization extensions cannot run guests"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// The hypervisor signature CPUID reports (twelve zero bytes on bare metal).
+fn hypervisor_signature() -> Vec<u8> {
+    let leaf = core::arch::x86_64::__cpuid(0x4000_0000);
+    [leaf.ebx, leaf.ecx, leaf.edx]
+        .iter()
+        .flat_map(|register| register.to_le_bytes())
+        .collect()
+}
+
 /// Hardware virtualization as `/proc/cpuinfo` and the loaded modules show it.
 pub fn hardware_verdict(cpuinfo: &str, loaded_modules: &[String]) -> Result<(), String> {
     let flags: Vec<&str> = cpuinfo
@@ -158,6 +182,9 @@ fn loaded_modules() -> Vec<String> {
 
 impl AcceleratorProbe for DevKvmProbe {
     fn probe(&self) -> KvmVerdict {
+        if let Err(reason) = hypervisor_verdict(&hypervisor_signature()) {
+            return KvmVerdict::Unusable(reason);
+        }
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         if let Err(reason) = hardware_verdict(&cpuinfo, &loaded_modules()) {
             return KvmVerdict::Unusable(reason);
@@ -236,6 +263,17 @@ mod tests {
 
     fn modules(names: &[&str]) -> Vec<String> {
         names.iter().map(|&s| s.to_owned()).collect()
+    }
+
+    #[test]
+    fn a_machine_emulated_by_tcg_never_runs_guests_under_kvm() {
+        let refusal = hypervisor_verdict(b"TCGTCGTCGTCG").expect_err("TCG");
+        assert!(refusal.contains("emulated by QEMU TCG"), "{refusal}");
+        assert!(
+            hypervisor_verdict(b"KVMKVMKVM\0\0\0").is_ok(),
+            "nested under KVM may"
+        );
+        assert!(hypervisor_verdict(&[0; 12]).is_ok(), "bare metal may");
     }
 
     #[test]
