@@ -9,7 +9,7 @@
 //! ACTIVE again. Reaching the region is deliberately not part of it: an air-gapped site must be able
 //! to update.
 
-use super::host::{BootEntry, Power};
+use super::host::{BootEntry, Power, SlotState};
 use super::record::{Failure, Outcome, Phase};
 use super::{UpdateError, Updater};
 use futures::future::BoxFuture;
@@ -66,6 +66,12 @@ pub enum GateVerdict {
         /// Why.
         reason: String,
     },
+    /// The new version never ran (a power cut before the loader counted it): it is booted or
+    /// written again.
+    NotReached {
+        /// The version.
+        version: semver::Version,
+    },
     /// The boot loader already returned to the old version (the new one never reached the gate).
     ReturnedEarly {
         /// The version that did not come up.
@@ -85,12 +91,14 @@ pub async fn judge(
     let lock = updater.lock_wait()?;
     let (Phase::Rebooting {
         version,
+        staged,
         from,
         restore,
         ..
     }
     | Phase::Verifying {
         version,
+        staged,
         from,
         restore,
         ..
@@ -101,7 +109,35 @@ pub async fn judge(
     let booted = updater.running().clone();
     let now = updater.clock.now();
     if booted != version {
-        // The boot loader chose the old entry: the new one used up its tries before any gate ran.
+        // The boot loader chose the old entry. Either the new one used up its tries before any
+        // gate ran — it does not come up — or the power failed before the loader counted a try,
+        // or while it renamed the entry: then the new version never ran, and it is booted (or
+        // written) again rather than condemned.
+        match updater.sysupdate.slot(&version) {
+            Ok(SlotState::Bootable) => {
+                warn!(%version, %booted, "the new version did not boot, but its entry has tries left: rebooting into it again");
+                lock.update(|record| {
+                    record.phase = Phase::Installed {
+                        staged: staged.clone(),
+                        at: now,
+                    };
+                })?;
+                return Ok(GateVerdict::NotReached { version });
+            }
+            Ok(SlotState::Missing) => {
+                warn!(%version, %booted, "the new version's slot or boot entry is not whole: writing it again");
+                lock.update(|record| {
+                    record.phase = Phase::Staged {
+                        staged: staged.clone(),
+                    };
+                })?;
+                return Ok(GateVerdict::NotReached { version });
+            }
+            Ok(SlotState::TriesExhausted) => {}
+            Err(err) => {
+                warn!(%version, %err, "cannot read the slots; counting the update as failed");
+            }
+        }
         let reason = format!(
             "version {version} did not come up: the boot loader returned to {booted} after its boot tries"
         );
@@ -127,6 +163,7 @@ pub async fn judge(
     lock.update(|record| {
         record.phase = Phase::Verifying {
             version: version.clone(),
+            staged: staged.clone(),
             from: from.clone(),
             restore: restore.clone(),
             since: now,

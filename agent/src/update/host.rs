@@ -12,6 +12,19 @@ use uuid::Uuid;
 pub trait Sysupdate: Send + Sync {
     /// Installs `version` from the artifacts in `source`; returns once every transfer is written.
     fn install(&self, source: &Path, version: &Version) -> Result<(), String>;
+    /// What the node holds of `version` now, reading the slots and the boot entries.
+    fn slot(&self, version: &Version) -> Result<SlotState, String>;
+}
+
+/// An installed version as the boot loader will see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotState {
+    /// Every part is there and its boot entry has tries left (or no counter).
+    Bootable,
+    /// Every part is there, but its boot entry used up its tries.
+    TriesExhausted,
+    /// Not there, or not whole (a power cut while the boot loader renamed its entry, say).
+    Missing,
 }
 
 /// Reboots the node.
@@ -65,6 +78,40 @@ impl Sysupdate for SystemdSysupdate {
         let listing = self.run(source, &["list", &version])?;
         installed_in_listing(&listing, &version)
     }
+
+    fn slot(&self, version: &Version) -> Result<SlotState, String> {
+        // The definitions insist on a source; an empty one lists only what is installed.
+        let empty = std::env::temp_dir().join("scs-edge-sysupdate-empty-source");
+        std::fs::create_dir_all(&empty).map_err(|err| err.to_string())?;
+        match self.run(&empty, &["list", &version.to_string()]) {
+            Ok(listing) => slot_in_listing(&listing),
+            Err(err) if err.contains("not found") => Ok(SlotState::Missing),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// The slot state `systemd-sysupdate --json=short list <version>` describes: complete or not, and
+/// the boot entry's `tries-left` when it carries a counter.
+pub fn slot_in_listing(listing: &str) -> Result<SlotState, String> {
+    let json: serde_json::Value = serde_json::from_str(listing.trim())
+        .map_err(|err| format!("systemd-sysupdate list printed no JSON ({err}): {listing}"))?;
+    let flag = |name: &str| json.get(name).and_then(serde_json::Value::as_bool);
+    if flag("installed") != Some(true) || flag("incomplete") == Some(true) {
+        return Ok(SlotState::Missing);
+    }
+    let exhausted = json
+        .get("contents")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item.get("tries-left").and_then(serde_json::Value::as_u64))
+        .any(|tries| tries == 0);
+    Ok(if exhausted {
+        SlotState::TriesExhausted
+    } else {
+        SlotState::Bootable
+    })
 }
 
 /// Whether `systemd-sysupdate --json=short list <version>` shows `version` installed and complete.
@@ -149,5 +196,30 @@ mod tests {
         assert!(half.expect_err("half").contains("not installed completely"));
         assert!(installed_in_listing(r#"{"version":"1.0.0","installed":true}"#, "1.1.0").is_err());
         assert!(installed_in_listing("Failed to…", "1.1.0").is_err());
+    }
+
+    #[test]
+    fn a_slot_is_bootable_until_its_entry_used_up_its_tries() {
+        let listing = |installed: bool, incomplete: bool, tries: &str| {
+            format!(
+                r#"{{"version":"1.1.0","installed":{installed},"incomplete":{incomplete},"contents":[{{"type":"partition","path":"/proc/self/fd/3p5"}},{{"type":"regular-file","path":"/boot/EFI/Linux/scs-edge_1.1.0+2-1.efi"{tries}}}]}}"#
+            )
+        };
+        let state = |text: String| slot_in_listing(&text).expect("listing");
+        assert_eq!(
+            state(listing(true, false, r#","tries-done":1,"tries-left":2"#)),
+            SlotState::Bootable
+        );
+        assert_eq!(
+            state(listing(true, false, "")),
+            SlotState::Bootable,
+            "blessed"
+        );
+        assert_eq!(
+            state(listing(true, false, r#","tries-done":3,"tries-left":0"#)),
+            SlotState::TriesExhausted
+        );
+        assert_eq!(state(listing(true, true, "")), SlotState::Missing);
+        assert_eq!(state(listing(false, false, "")), SlotState::Missing);
     }
 }

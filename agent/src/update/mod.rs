@@ -470,6 +470,7 @@ impl Updater {
         lock.update(|record| {
             record.phase = Phase::Rebooting {
                 version: version.clone(),
+                staged: staged.clone(),
                 from: self.settings.running.clone(),
                 restore: restore.clone(),
                 at,

@@ -83,6 +83,9 @@ pub enum Phase {
     Rebooting {
         /// The version booted into.
         version: Version,
+        /// Its release, kept until the gate commits it: a boot that never reached the new version
+        /// (a power cut before the loader counted it) writes or boots it again from here.
+        staged: Staged,
         /// The version it came from, where a failed gate returns.
         from: Version,
         /// Servers that were ACTIVE before: the gate waits for each to be ACTIVE again.
@@ -94,6 +97,8 @@ pub enum Phase {
     Verifying {
         /// The version under test.
         version: Version,
+        /// Its release.
+        staged: Staged,
         /// Where a failed gate returns.
         from: Version,
         /// Servers that must be ACTIVE again.
@@ -372,6 +377,18 @@ mod tests {
             );
             record.phase = Phase::Rebooting {
                 version: Version::new(1, 2, 0),
+                staged: Staged {
+                    manifest: ReleaseManifest {
+                        schema: 1,
+                        version: Version::new(1, 2, 0),
+                        min_from_version: Version::new(1, 0, 0),
+                        max_version: None,
+                        artifacts: Vec::new(),
+                    },
+                    dir: "/var/lib/scs-edge/update/staged/1.2.0".into(),
+                    staged_at: at,
+                    reboot: RebootWhen::Now,
+                },
                 from: Version::new(1, 1, 0),
                 restore: vec![Uuid::nil()],
                 at,

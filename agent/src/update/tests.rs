@@ -2,7 +2,7 @@
 //! directories) and fake host effects: what is staged, written, recorded and counted at each step.
 
 use super::gate::{self, BootClock, GateProbes, GateSettings, GateVerdict};
-use super::host::{BootEntry, Drain, Power, Sysupdate};
+use super::host::{BootEntry, Drain, Power, SlotState, Sysupdate};
 use super::record::{Outcome, Phase, RebootWhen};
 use super::*;
 use crate::system::clock::ManualClock;
@@ -98,10 +98,20 @@ impl Site {
     }
 }
 
-#[derive(Default)]
 struct FakeSysupdate {
     installed: Mutex<Vec<(PathBuf, Version)>>,
     fail_next: AtomicBool,
+    slot: Mutex<SlotState>,
+}
+
+impl Default for FakeSysupdate {
+    fn default() -> Self {
+        Self {
+            installed: Mutex::default(),
+            fail_next: AtomicBool::default(),
+            slot: Mutex::new(SlotState::TriesExhausted),
+        }
+    }
 }
 
 impl Sysupdate for FakeSysupdate {
@@ -130,6 +140,10 @@ impl Sysupdate for FakeSysupdate {
             .expect("lock")
             .push((source.to_path_buf(), version.clone()));
         Ok(())
+    }
+
+    fn slot(&self, _version: &Version) -> Result<SlotState, String> {
+        Ok(*self.slot.lock().expect("lock"))
     }
 }
 
@@ -457,5 +471,53 @@ async fn a_reboot_waits_for_the_maintenance_window_unless_asked_for_now() {
         node.reboot_due(None, noon).expect("due"),
         Some(v("1.1.0")),
         "a site without a window reboots at once"
+    );
+}
+
+#[tokio::test]
+async fn a_power_cut_before_the_new_version_ran_boots_or_writes_it_again_instead_of_condemning_it()
+{
+    let site = Site::new().await;
+    let bundle = site.release("1.2.0").await;
+    let host = FakeHost::default();
+    update_to(&site.node("1.1.0"), &bundle, &host).await;
+    // The loader booted 1.1.0, but 1.2.0's entry still has tries: the power failed first.
+    *site.sysupdate.slot.lock().expect("lock") = SlotState::Bootable;
+    let back = site.node("1.1.0");
+    let verdict = gate::judge(&back, &host, &host, &host, &host, GATE)
+        .await
+        .expect("gate");
+    assert_eq!(
+        verdict,
+        GateVerdict::NotReached {
+            version: v("1.2.0")
+        }
+    );
+    let record = back.record().expect("record");
+    assert_eq!(record.phase.name(), "installed", "rebooted into again");
+    assert!(record.failed.is_empty());
+    assert_eq!(
+        back.reboot_due(None, back.clock.now()).expect("due"),
+        Some(v("1.2.0"))
+    );
+    back.reboot_into_installed(&host, &host, Duration::from_secs(1))
+        .await
+        .expect("reboot again");
+
+    // This time the entry was lost while the loader renamed it: the slot is written again.
+    *site.sysupdate.slot.lock().expect("lock") = SlotState::Missing;
+    let verdict = gate::judge(&back, &host, &host, &host, &host, GATE)
+        .await
+        .expect("gate");
+    assert_eq!(
+        verdict,
+        GateVerdict::NotReached {
+            version: v("1.2.0")
+        }
+    );
+    assert_eq!(back.record().expect("record").phase.name(), "staged");
+    assert_eq!(
+        back.install_staged(&LogProgress).expect("install"),
+        Some(v("1.2.0"))
     );
 }
