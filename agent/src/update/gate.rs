@@ -17,6 +17,10 @@ use std::time::Duration;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+/// How often a new version may fail to come up for reasons other than itself (a power cut before
+/// the loader counted a try) before it counts as failed anyway.
+pub const MAX_BOOT_ATTEMPTS: u32 = 2;
+
 /// What the gate looks at.
 pub trait GateProbes: Send + Sync {
     /// Every reason the node is not healthy right now; empty when it is. `restore` are the
@@ -113,12 +117,20 @@ pub async fn judge(
         // gate ran — it does not come up — or the power failed before the loader counted a try,
         // or while it renamed the entry: then the new version never ran, and it is booted (or
         // written) again rather than condemned.
-        match updater.sysupdate.slot(&version) {
+        let mut again = staged.clone();
+        again.boot_attempts += 1;
+        let slot = if staged.boot_attempts < MAX_BOOT_ATTEMPTS {
+            updater.sysupdate.slot(&version)
+        } else {
+            // It keeps not coming up although its entry looks fine: the loader skips it.
+            Ok(SlotState::TriesExhausted)
+        };
+        match slot {
             Ok(SlotState::Bootable) => {
                 warn!(%version, %booted, "the new version did not boot, but its entry has tries left: rebooting into it again");
                 lock.update(|record| {
                     record.phase = Phase::Installed {
-                        staged: staged.clone(),
+                        staged: again,
                         at: now,
                     };
                 })?;
@@ -126,11 +138,7 @@ pub async fn judge(
             }
             Ok(SlotState::Missing) => {
                 warn!(%version, %booted, "the new version's slot or boot entry is not whole: writing it again");
-                lock.update(|record| {
-                    record.phase = Phase::Staged {
-                        staged: staged.clone(),
-                    };
-                })?;
+                lock.update(|record| record.phase = Phase::Staged { staged: again })?;
                 return Ok(GateVerdict::NotReached { version });
             }
             Ok(SlotState::TriesExhausted) => {}

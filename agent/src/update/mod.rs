@@ -333,6 +333,7 @@ impl Updater {
             dir: staged.dir,
             staged_at: self.clock.now(),
             reboot,
+            boot_attempts: 0,
         })
     }
 

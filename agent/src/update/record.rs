@@ -39,6 +39,10 @@ pub struct Staged {
     pub staged_at: Timestamp,
     /// When to reboot into it once installed.
     pub reboot: RebootWhen,
+    /// Boots that returned to the old version before this one ran (power cuts, a boot entry the
+    /// loader skipped). Bounded, so a node never reboots in a loop.
+    #[serde(default)]
+    pub boot_attempts: u32,
 }
 
 /// Where the node is in an update.
@@ -388,6 +392,7 @@ mod tests {
                     dir: "/var/lib/scs-edge/update/staged/1.2.0".into(),
                     staged_at: at,
                     reboot: RebootWhen::Now,
+                    boot_attempts: 0,
                 },
                 from: Version::new(1, 1, 0),
                 restore: vec![Uuid::nil()],
