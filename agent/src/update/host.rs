@@ -72,11 +72,30 @@ impl SystemdSysupdate {
 
 impl Sysupdate for SystemdSysupdate {
     fn install(&self, source: &Path, version: &Version) -> Result<(), String> {
+        let staged_uki = source.join(format!("scs-edge_{version}.efi"));
         let version = version.to_string();
-        self.run(source, &["update", &version])?;
-        // `update` says little; `list <version>` says whether every transfer has its instance.
-        let listing = self.run(source, &["list", &version])?;
-        installed_in_listing(&listing, &version)
+        // A power cut during an earlier write can leave the UKI's final name on the ESP (FAT has
+        // no journal) with no bytes behind it; sysupdate then counts it as installed and systemd-boot
+        // skips it. So the entry is compared with the staged file, and a mismatch written again once.
+        for _ in 0..2 {
+            self.run(source, &["update", &version])?;
+            // `update` says little; `list <version>` says whether every transfer has its instance.
+            let listing = self.run(source, &["list", &version])?;
+            installed_in_listing(&listing, &version)?;
+            let Some(entry) = boot_entry_in_listing(&listing) else {
+                return Err(format!(
+                    "systemd-sysupdate lists no boot entry for {version}: {listing}"
+                ));
+            };
+            if same_bytes(&entry, &staged_uki)? {
+                return Ok(());
+            }
+            tracing::warn!(entry = %entry.display(), "the boot entry on the ESP differs from the staged UKI; writing it again");
+            std::fs::remove_file(&entry).map_err(|err| format!("{}: {err}", entry.display()))?;
+        }
+        Err(format!(
+            "the boot entry of {version} on the ESP still differs from the staged UKI after writing it again"
+        ))
     }
 
     fn slot(&self, version: &Version) -> Result<SlotState, String> {
@@ -89,6 +108,36 @@ impl Sysupdate for SystemdSysupdate {
             Err(err) => Err(err),
         }
     }
+}
+
+/// The UKI file a `list <version>` listing names on the ESP.
+pub fn boot_entry_in_listing(listing: &str) -> Option<PathBuf> {
+    let json: serde_json::Value = serde_json::from_str(listing.trim()).ok()?;
+    json.get("contents")?
+        .as_array()?
+        .iter()
+        .filter_map(|item| item.get("path")?.as_str())
+        .map(PathBuf::from)
+        .find(|path| {
+            path.to_string_lossy().contains("/EFI/Linux/")
+                && path
+                    .extension()
+                    .is_some_and(|ext| ext.eq_ignore_ascii_case("efi"))
+        })
+}
+
+/// Whether two files hold the same bytes (SHA-256 of each).
+pub fn same_bytes(a: &Path, b: &Path) -> Result<bool, String> {
+    let digest = |path: &Path| -> Result<Vec<u8>, String> {
+        use sha2::Digest as _;
+        let mut file =
+            std::fs::File::open(path).map_err(|err| format!("{}: {err}", path.display()))?;
+        let mut hasher = sha2::Sha256::new();
+        std::io::copy(&mut file, &mut hasher)
+            .map_err(|err| format!("{}: {err}", path.display()))?;
+        Ok(hasher.finalize().to_vec())
+    };
+    Ok(digest(a)? == digest(b)?)
 }
 
 /// The slot state `systemd-sysupdate --json=short list <version>` describes: complete or not, and
@@ -196,6 +245,23 @@ mod tests {
         assert!(half.expect_err("half").contains("not installed completely"));
         assert!(installed_in_listing(r#"{"version":"1.0.0","installed":true}"#, "1.1.0").is_err());
         assert!(installed_in_listing("Failed to…", "1.1.0").is_err());
+    }
+
+    #[test]
+    fn the_boot_entry_is_found_in_a_listing_and_compared_byte_for_byte() {
+        let listing = r#"{"version":"1.1.0","installed":true,"incomplete":false,"contents":[{"type":"partition","path":"/proc/self/fd/3p5"},{"type":"regular-file","path":"/boot/EFI/Linux/scs-edge_1.1.0+3-0.efi","tries-left":3}]}"#;
+        assert_eq!(
+            boot_entry_in_listing(listing),
+            Some(PathBuf::from("/boot/EFI/Linux/scs-edge_1.1.0+3-0.efi"))
+        );
+        let dir = tempfile::tempdir().expect("dir");
+        let staged = dir.path().join("staged.efi");
+        let written = dir.path().join("written.efi");
+        std::fs::write(&staged, b"MZ the UKI").expect("staged");
+        std::fs::write(&written, b"").expect("empty entry after a power cut");
+        assert!(!same_bytes(&written, &staged).expect("compare"));
+        std::fs::write(&written, b"MZ the UKI").expect("rewritten");
+        assert!(same_bytes(&written, &staged).expect("compare"));
     }
 
     #[test]
