@@ -6,8 +6,6 @@
 use crate::config::ApiConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -78,20 +76,6 @@ fn load(
     Ok((certs, key))
 }
 
-fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(path.parent().unwrap_or(Path::new("/")))?.sync_all()
-}
-
 fn host_name() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -131,13 +115,13 @@ pub fn server_config(
             std::fs::create_dir_all(tls_dir).map_err(|e| create_err(e.to_string()))?;
             // Key first: a crash between the two writes leaves no certificate, so the next start
             // makes a fresh pair instead of loading a certificate without its key.
-            write_atomically(
+            crate::system::file::write_atomic(
                 &key,
                 generated.signing_key.serialize_pem().as_bytes(),
                 0o600,
             )
             .map_err(|e| create_err(e.to_string()))?;
-            write_atomically(&cert, generated.cert.pem().as_bytes(), 0o644)
+            crate::system::file::write_atomic(&cert, generated.cert.pem().as_bytes(), 0o644)
                 .map_err(|e| create_err(e.to_string()))?;
             let (certs, key_der) = load(&cert, &key)?;
             (certs, key_der, CertificateSource::Created(cert))

@@ -84,10 +84,11 @@ impl ImportProgress for Spinner {
 }
 
 fn updater(config: &AgentConfig) -> Result<Updater, String> {
-    let os_release = std::fs::read_to_string("/usr/lib/os-release")
-        .map_err(|err| format!("/usr/lib/os-release: {err}"))?;
-    let running = crate::update::running_version(&os_release)
-        .ok_or("/usr/lib/os-release has no IMAGE_VERSION: updates need the SCS Edge node image")?;
+    use crate::federation::report::HostSystem as _;
+    let running = crate::federation::report::LocalSystem
+        .os_release()
+        .and_then(|text| crate::update::running_version(&text))
+        .ok_or("os-release has no IMAGE_VERSION: updates need the SCS Edge node image")?;
     Ok(Updater::new(
         UpdateSettings::from_config(config, running),
         Arc::new(crate::system::clock::SystemClock),

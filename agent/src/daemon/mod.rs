@@ -111,7 +111,8 @@ pub struct UpdatePorts {
 impl UpdatePorts {
     /// The real host's, when `/usr/lib/os-release` carries an `IMAGE_VERSION`.
     pub fn real() -> Option<Self> {
-        let os_release = std::fs::read_to_string("/usr/lib/os-release").ok()?;
+        use crate::federation::report::HostSystem as _;
+        let os_release = LocalSystem.os_release()?;
         Some(Self {
             running: crate::update::running_version(&os_release)?,
             sysupdate: Arc::new(crate::update::host::SystemdSysupdate::default()),

@@ -10,7 +10,7 @@
 //! to update.
 
 use super::host::{BootEntry, Power, SlotState};
-use super::record::{Failure, Outcome, Phase};
+use super::record::{Outcome, Phase};
 use super::{UpdateError, Updater};
 use futures::future::BoxFuture;
 use std::time::Duration;
@@ -150,22 +150,7 @@ pub async fn judge(
             "version {version} did not come up: the boot loader returned to {booted} after its boot tries"
         );
         warn!(%version, %booted, "{reason}");
-        lock.update(|record| {
-            record.failed.insert(
-                version.clone(),
-                Failure {
-                    reason: reason.clone(),
-                    at: now,
-                },
-            );
-            record.last_outcome = Some(Outcome::RolledBack {
-                version: version.clone(),
-                from: booted.clone(),
-                reason,
-                at: now,
-            });
-            record.phase = Phase::Idle;
-        })?;
+        lock.update(|record| record.roll_back(&version, &booted, &reason, now))?;
         return Ok(GateVerdict::ReturnedEarly { version });
     }
     lock.update(|record| {
@@ -205,22 +190,7 @@ pub async fn judge(
         reasons.join("; ")
     );
     warn!(%version, %from, "{reason}; rolling back");
-    lock.update(|record| {
-        record.failed.insert(
-            version.clone(),
-            Failure {
-                reason: reason.clone(),
-                at: now,
-            },
-        );
-        record.last_outcome = Some(Outcome::RolledBack {
-            version: version.clone(),
-            from: from.clone(),
-            reason: reason.clone(),
-            at: now,
-        });
-        record.phase = Phase::Idle;
-    })?;
+    lock.update(|record| record.roll_back(&version, &from, &reason, now))?;
     drop(lock);
     boot_entry.mark_bad().map_err(|reason| UpdateError::Host {
         step: "marking the boot entry bad",

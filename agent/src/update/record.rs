@@ -12,7 +12,6 @@ use scs_edge_proto::release::ReleaseManifest;
 use semver::Version;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -206,6 +205,25 @@ pub struct UpdateRecord {
 }
 
 impl UpdateRecord {
+    /// Records that `version` failed and the node is back on `from`: on the failed list (never
+    /// taken again on its own), as the last outcome, nothing in flight.
+    pub fn roll_back(&mut self, version: &Version, from: &Version, reason: &str, at: Timestamp) {
+        self.failed.insert(
+            version.clone(),
+            Failure {
+                reason: reason.to_owned(),
+                at,
+            },
+        );
+        self.last_outcome = Some(Outcome::RolledBack {
+            version: version.clone(),
+            from: from.clone(),
+            reason: reason.to_owned(),
+            at,
+        });
+        self.phase = Phase::Idle;
+    }
+
     /// Counts a refusal and keeps it as the last one.
     pub fn refuse(&mut self, source: &str, kind: &str, reason: &str, at: Timestamp) {
         *self.refused.entry(kind.to_owned()).or_default() += 1;
@@ -339,14 +357,7 @@ impl RecordLock {
             reason: err.to_string(),
         })?;
         bytes.push(b'\n');
-        let partial = path.with_extension("json.partial");
-        let mut file = std::fs::File::create(&partial).map_err(io)?;
-        file.write_all(&bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&partial, &path).map_err(io)?;
-        std::fs::File::open(&self.file.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io)
+        crate::system::file::write_atomic(&path, &bytes, 0o644).map_err(io)
     }
 
     /// Reads, changes and writes the record in one step.
