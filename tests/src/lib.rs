@@ -12,6 +12,7 @@ pub mod guest;
 /// The QEMU lab (crate `scs-edge-lab`, folder `qemu/`), for the image tests and benchmark.
 pub use scs_edge_lab as lab;
 pub mod libvirt;
+pub mod node;
 pub mod npm;
 pub mod oidc;
 pub mod ovn;

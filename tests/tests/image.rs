@@ -39,12 +39,7 @@ fn site_toml(name: &str, region_url: &str) -> String {
 
 /// Runs `command` on the console and returns its trimmed output, failing on a non-zero status.
 fn sh(node: &LabNode, command: &str) -> String {
-    let (status, output) = node
-        .console
-        .shell(command, COMMAND)
-        .expect("console command");
-    assert_eq!(status, 0, "`{command}` failed: {output}");
-    output.trim().to_owned()
+    scs_edge_tests::node::sh(node, command, COMMAND)
 }
 
 /// The exit status of `command` on the console.

@@ -47,12 +47,7 @@ fn run(command: &mut Command) {
 
 /// Runs `command` on the console and returns its trimmed output, failing on a non-zero status.
 fn sh(node: &LabNode, command: &str) -> String {
-    let (status, output) = node
-        .console
-        .shell(command, COMMAND)
-        .expect("console command");
-    assert_eq!(status, 0, "`{command}` failed: {output}");
-    output.trim().to_owned()
+    scs_edge_tests::node::sh(node, command, COMMAND)
 }
 
 fn update_status(node: &LabNode) -> serde_json::Value {
