@@ -9,13 +9,15 @@
 //!   (publishing a release, refreshing the timestamp) and [`bundle::export`] (the air-gap file);
 //! * consuming: [`bundle::extract`] (a bundle into a staging directory, refusing anything that could
 //!   escape it), [`verify`] (TUF verification against the root baked into the image, with the role
-//!   versions and the last known time persisted across reboots) and [`policy`] (which verified release
-//!   a node may take).
+//!   versions and the last known time persisted across reboots — of an extracted bundle, or of a
+//!   repository online through [`http_transport`]) and [`policy`] (which verified release a node may
+//!   take).
 //!
 //! The binary `scs-edge-release` is the release manager's tool over the producing half; the agent's
 //! update domain calls the consuming half.
 
 pub mod bundle;
+pub mod http_transport;
 pub mod keys;
 pub mod policy;
 pub mod repository;
@@ -73,6 +75,15 @@ pub enum ReleaseError {
         /// What is wrong.
         reason: String,
     },
+    /// A repository online could not be reached, or did not serve a file its metadata names. Nothing
+    /// was verified, so this is no verdict on the release; the same discovery may succeed later.
+    #[error("{context}: {source}")]
+    Unreachable {
+        /// What was being done.
+        context: String,
+        /// tough's error, with the failed fetch ([`http_transport::FetchError`]) at its root.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The repository's targets do not form a valid release (a missing artifact, a manifest that
     /// does not match its targets, no release of the asked version).
     #[error("release: {0}")]
@@ -85,13 +96,27 @@ impl ReleaseError {
         move |source| Self::Io { path, source }
     }
 
+    /// tough's error as a refusal, unless it only says a fetch failed (then it is
+    /// [`Self::Unreachable`]: the one place that tells the two apart, for every tough call).
     fn tuf<E: std::error::Error + Send + Sync + 'static>(
         context: impl Into<String>,
     ) -> impl FnOnce(E) -> Self {
         let context = context.into();
-        move |source| Self::Tuf {
-            context,
-            source: Box::new(source),
+        move |source| {
+            let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&source);
+            while let Some(err) = next {
+                if err.is::<http_transport::FetchError>() {
+                    return Self::Unreachable {
+                        context,
+                        source: Box::new(source),
+                    };
+                }
+                next = err.source();
+            }
+            Self::Tuf {
+                context,
+                source: Box::new(source),
+            }
         }
     }
 }
@@ -146,7 +171,7 @@ pub enum RefusalKind {
     Bundle,
     /// A manifest that does not describe its signed targets.
     Manifest,
-    /// Reading or writing a local file failed.
+    /// Reading or writing a file failed: a local one, or fetching one from a repository online.
     Io,
     /// Anything else TUF refused.
     Invalid,
@@ -178,7 +203,10 @@ impl ReleaseError {
     /// decides.
     pub fn refusal_kind(&self) -> RefusalKind {
         match self {
-            Self::Io { .. } | Self::Key { .. } | Self::ImageOutput { .. } => RefusalKind::Io,
+            Self::Io { .. }
+            | Self::Unreachable { .. }
+            | Self::Key { .. }
+            | Self::ImageOutput { .. } => RefusalKind::Io,
             Self::Bundle { reason, .. } if reason.contains("limit") => RefusalKind::Size,
             Self::Bundle { reason, .. } if reason.contains("outside") => RefusalKind::Path,
             Self::Bundle { .. } => RefusalKind::Bundle,

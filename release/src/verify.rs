@@ -1,19 +1,23 @@
-//! A node's side: verify a repository (an extracted bundle, later a mirror) against the root of trust
-//! in the image, read the releases it offers and stage one.
+//! A node's side: verify a repository — an extracted bundle, or one served over HTTP(S) — against
+//! the root of trust in the image, read the releases it offers and stage one.
 //!
 //! tough does the TUF work: signatures and thresholds, the root chain, role versions that must never
 //! go backwards and the last known time (both kept in a datastore on the data partition, so they
 //! survive reboots and updates), expiry, size limits, target hashes and lengths, target paths. This
 //! module adds what TUF leaves to the application: each manifest must agree with the targets
-//! metadata it sits in, and artifacts are written only where the caller says.
+//! metadata it sits in, and artifacts are written only where the caller says. Both kinds of source
+//! end in the same [`VerifiedRepository`]; only the transport differs.
 
+use crate::http_transport::HttpClientTransport;
 use crate::repository::{dir_url, hex, target_name};
 use crate::{METADATA_DIR, ReleaseError, TARGETS_DIR};
 use scs_edge_proto::release::ReleaseManifest;
 use std::path::{Path, PathBuf};
 use tough::{
     ExpirationEnforcement, FilesystemTransport, IntoVec as _, Limits, Prefix, RepositoryLoader,
+    Transport,
 };
+use url::Url;
 
 /// A manifest above this is refused before it is read.
 pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
@@ -46,7 +50,16 @@ impl<'a> Trust<'a> {
 #[derive(Debug)]
 pub struct VerifiedRepository {
     repo: tough::Repository,
-    targets_dir: PathBuf,
+    holds: Holdings,
+}
+
+/// Which of the targets its metadata lists a copy of the repository can serve.
+#[derive(Debug)]
+enum Holdings {
+    /// A bundle: the metadata lists every release ever published, the targets folder holds one.
+    Folder(PathBuf),
+    /// The repository itself, online: every target.
+    Everything,
 }
 
 /// A release whose artifacts are written, verified, into a directory.
@@ -61,28 +74,76 @@ pub struct StagedRelease {
 /// Verifies the repository laid out in `dir` (`metadata/`, `targets/`) against `trust`, enforcing
 /// expiry: this is discovery, the moment a stale or frozen repository must be noticed.
 pub async fn discover(dir: &Path, trust: &Trust<'_>) -> Result<VerifiedRepository, ReleaseError> {
-    std::fs::create_dir_all(trust.datastore).map_err(ReleaseError::io(trust.datastore))?;
-    let repo = RepositoryLoader::new(
-        &trust.root,
+    let repo = load(
+        trust,
         dir_url(&dir.join(METADATA_DIR))?,
         dir_url(&dir.join(TARGETS_DIR))?,
+        FilesystemTransport,
+        &dir.display().to_string(),
     )
-    .transport(FilesystemTransport)
-    .limits(trust.limits)
-    .datastore(trust.datastore)
-    .expiration_enforcement(ExpirationEnforcement::Safe)
-    .load()
-    .await
-    .map_err(ReleaseError::tuf(format!("verifying {}", dir.display())))?;
+    .await?;
     Ok(VerifiedRepository {
         repo,
-        targets_dir: dir.join(TARGETS_DIR),
+        holds: Holdings::Folder(dir.join(TARGETS_DIR)),
     })
+}
+
+/// Verifies the repository published at `base` (`<base>/metadata/`, `<base>/targets/`, as the
+/// release tool lays it out) exactly as [`discover`] does, fetching over HTTP(S) with `client` —
+/// built by the caller, so it carries the roots and the client identity the server asks for.
+/// Targets are fetched only when read or staged. A server that cannot be reached, or does not serve
+/// a file, is [`ReleaseError::Unreachable`], not a refusal.
+pub async fn discover_remote(
+    base: &Url,
+    client: reqwest::Client,
+    trust: &Trust<'_>,
+) -> Result<VerifiedRepository, ReleaseError> {
+    let mut base = base.clone();
+    if !base.path().ends_with('/') {
+        let folder = format!("{}/", base.path());
+        base.set_path(&folder);
+    }
+    let join = |dir: &str| {
+        base.join(&format!("{dir}/"))
+            .map_err(|err| ReleaseError::Release(format!("{base}: {err}")))
+    };
+    let repo = load(
+        trust,
+        join(METADATA_DIR)?,
+        join(TARGETS_DIR)?,
+        HttpClientTransport::new(client),
+        base.as_str(),
+    )
+    .await?;
+    Ok(VerifiedRepository {
+        repo,
+        holds: Holdings::Everything,
+    })
+}
+
+/// tough's client over `transport`, with the node's trust and expiry enforced.
+async fn load(
+    trust: &Trust<'_>,
+    metadata: Url,
+    targets: Url,
+    transport: impl Transport + 'static,
+    what: &str,
+) -> Result<tough::Repository, ReleaseError> {
+    std::fs::create_dir_all(trust.datastore).map_err(ReleaseError::io(trust.datastore))?;
+    RepositoryLoader::new(&trust.root, metadata, targets)
+        .transport(transport)
+        .limits(trust.limits)
+        .datastore(trust.datastore)
+        .expiration_enforcement(ExpirationEnforcement::Safe)
+        .load()
+        .await
+        .map_err(ReleaseError::tuf(format!("verifying {what}")))
 }
 
 impl VerifiedRepository {
     /// The releases whose manifests this copy of the repository carries (a bundle carries one,
-    /// while its metadata lists every release ever published), each read through TUF and checked
+    /// while its metadata lists every release ever published; the repository online carries them
+    /// all), each read through TUF and checked
     /// against the targets metadata: its version matches its name, and every artifact it lists is a
     /// target with the same hash and length.
     pub async fn offered(&self) -> Result<Vec<ReleaseManifest>, ReleaseError> {
@@ -96,10 +157,12 @@ impl VerifiedRepository {
                 let raw = name.raw();
                 raw.starts_with("scs-edge_")
                     && raw.ends_with(".manifest.json")
-                    && self
-                        .targets_dir
-                        .join(format!("{}.{raw}", hex(&target.hashes.sha256)))
-                        .is_file()
+                    && match &self.holds {
+                        Holdings::Folder(dir) => dir
+                            .join(format!("{}.{raw}", hex(&target.hashes.sha256)))
+                            .is_file(),
+                        Holdings::Everything => true,
+                    }
             })
             .map(|(name, _)| name.clone())
             .collect();

@@ -1,14 +1,17 @@
 //! Releases made by the release tool's library and verified the way a node verifies them: real TUF
 //! repositories written by `tough::editor` in temporary directories, exported as bundles, extracted
-//! and loaded by tough's client with a persistent datastore. Every refusal the node relies on is
-//! provoked here with a repository that really is tampered, stale, rolled back or oversized.
+//! and loaded by tough's client with a persistent datastore, or served by a real web server and read
+//! over HTTP. Every refusal the node relies on is provoked here with a repository that really is
+//! tampered, stale, rolled back or oversized.
 
 use scs_edge_proto::release::ReleaseManifest;
 use scs_edge_release::bundle::{self, ExtractLimits};
 use scs_edge_release::keys::{self, KeySet};
 use scs_edge_release::repository::{NewRelease, Repository};
+use scs_edge_release::test_support::ServedFolder;
 use scs_edge_release::verify::{self, Trust};
-use scs_edge_release::{Lifetimes, RefusalKind, ReleaseError};
+use scs_edge_release::{Lifetimes, RefusalKind, ReleaseError, policy};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 fn v(text: &str) -> semver::Version {
@@ -117,6 +120,49 @@ fn assert_bundle_refused(result: &Result<(), ReleaseError>, staging: &Path) {
     assert!(!staging.exists(), "{} stays behind", staging.display());
 }
 
+/// Each artifact of `staged`, uncompressed, holds the bytes `make image` wrote for its version.
+fn assert_staged_as_built(desk: &Desk, staged: &verify::StagedRelease) {
+    let version = &staged.manifest.version;
+    for artifact in &staged.manifest.artifacts {
+        let staged_file = std::fs::File::open(staged.dir.join(&artifact.target)).expect("staged");
+        let mut bytes = Vec::new();
+        if artifact.kind.compressed() {
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(staged_file), &mut bytes)
+        } else {
+            std::io::Read::read_to_end(&mut { staged_file }, &mut bytes)
+        }
+        .expect("read the staged file");
+        let image_name = format!(
+            "scs-edge_{version}{}",
+            artifact.kind.image_suffix().expect("suffix")
+        );
+        let original = std::fs::read(desk.path("image").join(image_name)).expect("original");
+        assert_eq!(bytes, original, "{}", artifact.target);
+    }
+}
+
+/// Flips one byte of the `/usr` target in the folder `targets`, as a bad mirror or a bad sector would.
+fn flip_a_byte_of_the_usr_target(targets: &Path) {
+    let usr = std::fs::read_dir(targets)
+        .expect("targets")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.to_string_lossy().ends_with(".usr.raw.gz"))
+        .expect("usr target");
+    let mut bytes = std::fs::read(&usr).expect("read");
+    bytes[100] ^= 0x01;
+    std::fs::write(&usr, bytes).expect("write");
+}
+
+/// Staging the first release `repo` offers is refused as a hash mismatch of its `/usr` target, and
+/// nothing stays staged.
+async fn assert_staging_the_usr_target_is_refused(desk: &Desk, repo: &verify::VerifiedRepository) {
+    let manifest = repo.offered().await.expect("manifest").remove(0);
+    let slot = desk.path("slot");
+    let refusal = tuf_refusal(repo.stage(&manifest, &slot).await, RefusalKind::Hash);
+    assert!(refusal.contains("usr.raw"), "{refusal}");
+    assert!(!slot.exists(), "a half-staged release is removed");
+}
+
 /// The refusal's text, after checking it is a TUF refusal of the `expected` kind.
 fn tuf_refusal(
     result: Result<impl std::fmt::Debug, ReleaseError>,
@@ -157,23 +203,122 @@ async fn a_published_release_travels_as_a_bundle_and_stages_verified() {
         .stage(&offered[0], &desk.path("slot"))
         .await
         .expect("stage");
-    for artifact in &published.artifacts {
-        let staged_file = std::fs::File::open(staged.dir.join(&artifact.target)).expect("staged");
-        let mut bytes = Vec::new();
-        if artifact.kind.compressed() {
-            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(staged_file), &mut bytes)
-        } else {
-            std::io::Read::read_to_end(&mut { staged_file }, &mut bytes)
-        }
-        .expect("read the staged file");
-        let image_name = format!(
-            "scs-edge_1.1.0{}",
-            artifact.kind.image_suffix().expect("suffix")
-        );
-        let original = std::fs::read(desk.path("image").join(image_name)).expect("original");
-        assert_eq!(bytes, original, "{}", artifact.target);
-    }
+    assert_staged_as_built(&desk, &staged);
     assert!(datastore.join("latest_known_time.json").is_file());
+}
+
+/// A plain client, as a node without a site CA builds it (reqwest needs the process's TLS provider
+/// even for `http://`).
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+#[tokio::test]
+async fn a_repository_served_over_http_is_verified_and_its_release_staged_from_it() {
+    let desk = Desk::new().await;
+    let lifetimes = Lifetimes::default();
+    let first = desk.publish("1.0.0", None, &lifetimes).await;
+    let second = desk.publish("1.1.0", None, &lifetimes).await;
+    let served = ServedFolder::new(desk.dir.path());
+    let datastore = desk.path("node-datastore");
+
+    // No trailing slash: the base is a folder all the same.
+    let repo =
+        verify::discover_remote(&served.url("repository"), client(), &desk.trust(&datastore))
+            .await
+            .expect("discover (2.root.json is missing: a 404 ends the root chain)");
+    let offered = repo.offered().await.expect("manifests");
+    assert_eq!(
+        offered,
+        vec![first, second],
+        "online, every release is offered"
+    );
+    let chosen = policy::choose(&v("1.0.0"), &offered, &BTreeSet::new()).expect("1.1.0");
+    let staged = repo.stage(chosen, &desk.path("slot")).await.expect("stage");
+    assert_eq!(staged.manifest.version, v("1.1.0"));
+    assert_staged_as_built(&desk, &staged);
+    assert!(datastore.join("latest_known_time.json").is_file());
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_a_served_target_is_refused_and_nothing_stays_staged() {
+    let desk = Desk::new().await;
+    desk.publish("1.0.0", None, &Lifetimes::default()).await;
+    flip_a_byte_of_the_usr_target(&desk.repo.targets_dir());
+    let served = ServedFolder::new(desk.dir.path());
+
+    let repo = verify::discover_remote(
+        &served.url("repository/"),
+        client(),
+        &desk.trust(&desk.path("ds")),
+    )
+    .await
+    .expect("metadata is intact");
+    assert_staging_the_usr_target_is_refused(&desk, &repo).await;
+}
+
+#[tokio::test]
+async fn a_repository_without_a_timestamp_or_without_a_server_is_unreachable_not_refused() {
+    let desk = Desk::new().await;
+    desk.publish("1.0.0", None, &Lifetimes::default()).await;
+    std::fs::remove_file(desk.repo.metadata_dir().join("timestamp.json")).expect("remove");
+    let served = ServedFolder::new(desk.dir.path());
+    let base = served.url("repository/");
+    let datastore = desk.path("ds");
+
+    let missing = verify::discover_remote(&base, client(), &desk.trust(&datastore)).await;
+    let Err(err @ ReleaseError::Unreachable { .. }) = missing else {
+        panic!("expected an unreachable repository, got {missing:?}");
+    };
+    let text = err.to_string();
+    eprintln!("unreachable: {text}");
+    assert!(
+        text.contains("timestamp.json") && text.contains("404"),
+        "{text}"
+    );
+
+    drop(served);
+    let gone = verify::discover_remote(&base, client(), &desk.trust(&datastore)).await;
+    let Err(err @ ReleaseError::Unreachable { .. }) = gone else {
+        panic!("expected an unreachable repository, got {gone:?}");
+    };
+    eprintln!("unreachable: {err}");
+    assert!(err.to_string().contains("onnect"), "{err}");
+}
+
+#[tokio::test]
+async fn older_metadata_served_after_newer_was_seen_is_a_rollback_and_refused() {
+    let desk = Desk::new().await;
+    let lifetimes = Lifetimes::default();
+    desk.publish("1.0.0", None, &lifetimes).await;
+    // A mirror frozen at the first release.
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(desk.path("repository"))
+        .arg(desk.path("frozen"))
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    desk.publish("1.1.0", None, &lifetimes).await;
+    let served = ServedFolder::new(desk.dir.path());
+
+    let datastore = desk.path("ds");
+    verify::discover_remote(
+        &served.url("repository/"),
+        client(),
+        &desk.trust(&datastore),
+    )
+    .await
+    .expect("the newer repository");
+    let refusal = tuf_refusal(
+        verify::discover_remote(&served.url("frozen/"), client(), &desk.trust(&datastore)).await,
+        RefusalKind::Rollback,
+    );
+    assert!(
+        refusal.contains("when we had previously fetched version 2"),
+        "{refusal}"
+    );
 }
 
 #[tokio::test]
@@ -181,24 +326,13 @@ async fn a_flipped_byte_in_a_target_is_refused_and_nothing_stays_staged() {
     let desk = Desk::new().await;
     desk.publish("1.0.0", None, &Lifetimes::default()).await;
     let staging = extract(&desk, &desk.bundle("1.0.0", "b").await, "staging");
-    let usr = std::fs::read_dir(staging.join("targets"))
-        .expect("targets")
-        .map(|e| e.expect("entry").path())
-        .find(|p| p.to_string_lossy().ends_with(".usr.raw.gz"))
-        .expect("usr target");
-    let mut bytes = std::fs::read(&usr).expect("read");
-    bytes[100] ^= 0x01;
-    std::fs::write(&usr, bytes).expect("write");
+    flip_a_byte_of_the_usr_target(&staging.join("targets"));
 
     let datastore = desk.path("ds");
     let repo = verify::discover(&staging, &desk.trust(&datastore))
         .await
         .expect("metadata is intact");
-    let manifest = repo.offered().await.expect("manifest").remove(0);
-    let slot = desk.path("slot");
-    let refusal = tuf_refusal(repo.stage(&manifest, &slot).await, RefusalKind::Hash);
-    assert!(refusal.contains("usr.raw"), "{refusal}");
-    assert!(!slot.exists(), "a half-staged release is removed");
+    assert_staging_the_usr_target_is_refused(&desk, &repo).await;
 }
 
 #[tokio::test]
@@ -494,4 +628,40 @@ async fn publishing_refuses_a_version_twice_and_an_incomplete_image_output() {
         again_init.is_err(),
         "a second init must not replace the root of trust"
     );
+}
+
+#[tokio::test]
+async fn the_http_transport_streams_files_and_calls_a_missing_one_not_found() {
+    use tough::{IntoVec as _, Transport as _, TransportErrorKind};
+    let desk = Desk::new().await;
+    let served = ServedFolder::new(desk.dir.path());
+    let transport = scs_edge_release::http_transport::HttpClientTransport::new(client());
+
+    let root = transport
+        .fetch(served.url("repository/metadata/1.root.json"))
+        .await
+        .expect("fetch")
+        .into_vec()
+        .await
+        .expect("body");
+    assert_eq!(root, desk.root_of_trust);
+
+    let missing = transport
+        .fetch(served.url("repository/metadata/2.root.json"))
+        .await
+        .map(drop)
+        .expect_err("missing");
+    assert_eq!(
+        missing.kind(),
+        TransportErrorKind::FileNotFound,
+        "{missing}"
+    );
+    assert!(missing.to_string().contains("2.root.json"), "{missing}");
+
+    let other = transport
+        .fetch(url::Url::parse("ftp://127.0.0.1/x").expect("URL"))
+        .await
+        .map(drop)
+        .expect_err("ftp");
+    assert_eq!(other.kind(), TransportErrorKind::UnsupportedUrlScheme);
 }

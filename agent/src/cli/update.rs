@@ -1,5 +1,5 @@
-//! `scs-edge-agent update …`: import a release from a bundle or a stick, show where the node is,
-//! clear a failed version for an explicit retry, and the boot's health gate.
+//! `scs-edge-agent update …`: import a release from a bundle, a stick or a repository URL, show
+//! where the node is, clear a failed version for an explicit retry, and the boot's health gate.
 //!
 //! Import verifies, stages and writes the inactive slot in this process, with a progress display;
 //! the running daemon reboots into it (now, or in the maintenance window) after stopping the
@@ -10,7 +10,7 @@ use crate::update::gate::{self, GateSettings, GateVerdict, KernelBootClock};
 use crate::update::host::{BlessBoot, SystemdPower, SystemdSysupdate};
 use crate::update::probes::{NodeProbes, OvnProbe};
 use crate::update::record::RebootWhen;
-use crate::update::{ImportProgress, ImportStep, UpdateSettings, Updater};
+use crate::update::{ImportProgress, ImportSource, ImportStep, UpdateSettings, Updater};
 use clap::{Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,11 +19,13 @@ use std::time::Duration;
 /// `update …`
 #[derive(Debug, Subcommand)]
 pub enum UpdateCommand {
-    /// Verify a release from a bundle file or a block device (a stick holding one bundle), stage
-    /// it and write it into the inactive slot; the agent then reboots into it.
+    /// Verify a release from a bundle file, a block device (a stick holding one bundle) or a
+    /// release repository online, stage it and write it into the inactive slot; the agent then
+    /// reboots into it.
     Import {
-        /// The bundle file, or the stick's block device.
-        source: PathBuf,
+        /// The bundle file, the stick's block device, or the repository's `https://` (or
+        /// `http://`) base URL, read with the system's roots and `[update] repository_ca_file`.
+        source: String,
         /// When to reboot into it.
         #[arg(long, value_enum, default_value_t = RebootArg::Window)]
         reboot: RebootArg,
@@ -83,6 +85,18 @@ impl ImportProgress for Spinner {
     }
 }
 
+/// The CLI's source argument: a URL when it says `https://` or `http://`, a path otherwise.
+fn import_source(arg: &str, config: &AgentConfig) -> Result<ImportSource, String> {
+    if !arg.starts_with("https://") && !arg.starts_with("http://") {
+        return Ok(ImportSource::local(PathBuf::from(arg)));
+    }
+    crate::config::check_repository_url(arg)?;
+    let url = reqwest::Url::parse(arg).map_err(|err| format!("{arg}: {err}"))?;
+    let client = crate::update::online::client(config.update.repository_ca_file.as_deref())
+        .map_err(|err| err.to_string())?;
+    Ok(ImportSource::Repository { url, client })
+}
+
 fn updater(config: &AgentConfig) -> Result<Updater, String> {
     use crate::federation::report::HostSystem as _;
     let running = crate::federation::report::LocalSystem
@@ -130,6 +144,7 @@ async fn run_async(command: UpdateCommand, config: &AgentConfig) -> Result<u8, S
                 RebootArg::Now => RebootWhen::Now,
                 RebootArg::Window => RebootWhen::Window,
             };
+            let source = import_source(&source, config)?;
             let spinner = Spinner::new();
             let result = updater.import(&source, reboot, &spinner).await;
             let version = match result {
@@ -226,4 +241,34 @@ async fn gate(config: &AgentConfig, updater: &Updater) -> Result<u8, String> {
         GateVerdict::RolledBack { .. } => 1,
         _ => 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_http_or_https_argument_is_a_repository_and_anything_else_a_path() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let config = AgentConfig::default();
+        for url in ["https://releases.example.com/scs-edge/", "http://10.0.0.5/"] {
+            match import_source(url, &config).expect(url) {
+                ImportSource::Repository { url: parsed, .. } => assert_eq!(parsed.as_str(), url),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        match import_source("/root/scs-edge_0.2.0.bundle", &config).expect("path") {
+            ImportSource::Bundle(path) => {
+                assert_eq!(path, PathBuf::from("/root/scs-edge_0.2.0.bundle"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = import_source("https://user@releases.example.com/", &config).expect_err("user");
+        assert!(err.contains("credentials"), "{err}");
+
+        let mut with_ca = AgentConfig::default();
+        with_ca.update.repository_ca_file = Some(PathBuf::from("/nonexistent/ca.pem"));
+        let err = import_source("https://releases.example.com/", &with_ca).expect_err("no CA");
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    }
 }

@@ -91,6 +91,16 @@ pub struct UpdateConfig {
     /// `update.root_of_trust` — the TUF root the image was built with. Default
     /// `/usr/share/scs-edge/update/root.json`.
     pub root_of_trust: PathBuf,
+    /// `update.repository_url` — a release repository online (`<url>/metadata/`,
+    /// `<url>/targets/`, as `scs-edge-release` publishes it), `http://` or `https://`. The agent
+    /// checks it every `check_interval_secs` and stages a new release it may take. Default: none.
+    pub repository_url: Option<String>,
+    /// `update.repository_ca_file` — PEM certificates trusted for the repository's TLS besides the
+    /// system's roots. Default: none.
+    pub repository_ca_file: Option<PathBuf>,
+    /// `update.check_interval_secs` — how often the agent checks `repository_url` (60-86400).
+    /// Default 3600.
+    pub check_interval_secs: u64,
 }
 
 impl Default for UpdateConfig {
@@ -100,6 +110,9 @@ impl Default for UpdateConfig {
             gate_window_secs: 600,
             stick_poll_secs: 5,
             root_of_trust: PathBuf::from("/usr/share/scs-edge/update/root.json"),
+            repository_url: None,
+            repository_ca_file: None,
+            check_interval_secs: 3600,
         }
     }
 }
@@ -662,6 +675,15 @@ impl AgentConfig {
                 "must be between 1 and 3600".into(),
             ));
         }
+        if let Some(url) = &self.update.repository_url {
+            check_repository_url(url).map_err(|reason| invalid("update.repository_url", reason))?;
+        }
+        if !(60..=86_400).contains(&self.update.check_interval_secs) {
+            return Err(invalid(
+                "update.check_interval_secs",
+                "must be between 60 and 86400".into(),
+            ));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return Err(invalid(
                 "log.filter",
@@ -917,6 +939,20 @@ pub fn check_https_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a release repository's base URL: `http://` or `https://` (TUF signs what it serves, so
+/// TLS is not what makes it trusted) with a host and no credentials; the reason names what is wrong.
+pub fn check_repository_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("must be an http:// or https:// URL, got {url:?}"))?;
+    // The same rules as any base URL the node reaches, whatever the scheme.
+    check_https_url(&format!("https://{rest}"))?;
+    reqwest::Url::parse(url)
+        .map(drop)
+        .map_err(|err| format!("not a URL ({err}): {url:?}"))
+}
+
 /// Normalises a CA pin to `sha256:` + 64 lower-case hex digits; colons between digits are allowed
 /// (as `openssl x509 -fingerprint` prints them), so an operator can paste either form.
 pub fn normalise_fingerprint(text: &str) -> Result<String, String> {
@@ -1115,6 +1151,53 @@ mod tests {
             let err = parse(&text).expect_err(key).to_string();
             assert!(err.contains(&format!("key `{key}`")), "{key}: {err}");
             assert!(err.contains(words), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_update_repository_is_an_http_or_https_url_checked_at_a_sane_interval() {
+        let config = parse(
+            "[update]\nrepository_url = \"http://mirror.factory-7.example/scs-edge\"\n\
+             repository_ca_file = \"/etc/scs-edge/mirror-ca.pem\"\ncheck_interval_secs = 600\n",
+        )
+        .expect("valid repository");
+        assert_eq!(
+            config.update.repository_url.as_deref(),
+            Some("http://mirror.factory-7.example/scs-edge")
+        );
+        assert_eq!(config.update.check_interval_secs, 600);
+        for (text, key, words) in [
+            (
+                "repository_url = \"ftp://mirror.example\"",
+                "update.repository_url",
+                "http:// or https://",
+            ),
+            (
+                "repository_url = \"https://\"",
+                "update.repository_url",
+                "host",
+            ),
+            (
+                "repository_url = \"https://user@mirror.example/\"",
+                "update.repository_url",
+                "credentials",
+            ),
+            (
+                "check_interval_secs = 59",
+                "update.check_interval_secs",
+                "60",
+            ),
+            (
+                "check_interval_secs = 86401",
+                "update.check_interval_secs",
+                "86400",
+            ),
+        ] {
+            let err = parse(&format!("[update]\n{text}\n"))
+                .expect_err(text)
+                .to_string();
+            assert!(err.contains(&format!("key `{key}`")), "{text}: {err}");
+            assert!(err.contains(words), "{text}: {err}");
         }
     }
 

@@ -66,6 +66,10 @@ pub enum DaemonError {
     /// An OVSDB connection could not be set up.
     #[error(transparent)]
     Database(#[from] crate::network::database::DatabaseError),
+    /// `[update] repository_url` is set, but no client for it could be built (an unreadable
+    /// `repository_ca_file`, say).
+    #[error("update repository: {0}")]
+    UpdateRepository(crate::update::UpdateError),
     /// The listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -597,6 +601,11 @@ impl Agent {
         let (tls, source) =
             api::tls::server_config(&self.config.api, &self.config.node.state_dir.join("tls"))?;
         info!(?source, "TLS certificate");
+        let repository = match &self.updates {
+            Some(_) => crate::update::online::RepositoryCheck::from_config(&self.config.update)
+                .map_err(DaemonError::UpdateRepository)?,
+            None => None,
+        };
         let addr = self.config.api.listen;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -642,6 +651,7 @@ impl Agent {
                 stop_timeout: Duration::from_secs(self.config.compute.shutdown_timeout_secs),
                 poll: Duration::from_secs(self.config.update.stick_poll_secs),
                 stick: crate::update::watcher::STICK_DEVICE.into(),
+                repository,
                 clock: self.clock.clone(),
             };
             tokio::spawn(watcher.run(shutdown.clone()))

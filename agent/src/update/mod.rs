@@ -1,8 +1,9 @@
 //! Signed OS updates of this node (decision 0013): a release is read from a bundle file, an
-//! `SCSEDGE-UPDATE` stick or (later) the region's repository, verified against the root of trust in
-//! `/usr` with the release crate (TUF through `tough`), staged on the data partition, written into
-//! the inactive A/B slot by `systemd-sysupdate`, and booted; the health gate ([`gate`]) then commits
-//! it or rolls back to the version the node came from.
+//! `SCSEDGE-UPDATE` stick or a release repository online ([`ImportSource`]), verified against the
+//! root of trust in `/usr` with the release crate (TUF through `tough`, one verification path for
+//! all three), staged on the data partition, written into the inactive A/B slot by
+//! `systemd-sysupdate`, and booted; the health gate ([`gate`]) then commits it or rolls back to the
+//! version the node came from.
 //!
 //! The domain decides — which release is admissible, when to reboot, what counts as healthy, what a
 //! failure means — and records every step in the [`record`], so a power cut at any point resumes
@@ -12,6 +13,7 @@
 
 pub mod gate;
 pub mod host;
+pub mod online;
 pub mod probes;
 pub mod record;
 pub mod status;
@@ -23,8 +25,9 @@ use crate::system::mount::Mounter;
 use host::{Drain, Power, Sysupdate};
 use jiff::Timestamp;
 use record::{Phase, RebootWhen, RecordError, RecordFile, RecordLock, Staged, UpdateRecord};
+use scs_edge_proto::release::ReleaseManifest;
 use scs_edge_release::bundle::{self, ExtractLimits};
-use scs_edge_release::verify::{self, Trust};
+use scs_edge_release::verify::{self, Trust, VerifiedRepository};
 use scs_edge_release::{ReleaseError, policy};
 use semver::Version;
 use std::collections::BTreeSet;
@@ -60,11 +63,12 @@ pub enum UpdateError {
         /// What cannot be done.
         what: String,
     },
-    /// The source could not be read.
-    #[error("{}: {reason}", source_path.display())]
+    /// The source could not be read: a missing file, a stick without a bundle, a repository that
+    /// does not answer or does not serve a file. No verdict on the release, so no refusal.
+    #[error("{origin}: {reason}")]
     Source {
-        /// The file or device.
-        source_path: PathBuf,
+        /// The file, device or URL.
+        origin: String,
         /// Why.
         reason: String,
     },
@@ -83,6 +87,61 @@ impl UpdateError {
         Self::Refused {
             kind: err.refusal_kind().as_str(),
             reason: err.to_string(),
+        }
+    }
+
+    /// The release crate's error about `source`: a refusal, unless the repository only could not
+    /// be reached.
+    fn from_release(source: &ImportSource) -> impl FnOnce(ReleaseError) -> Self + '_ {
+        move |err| match err {
+            ReleaseError::Unreachable { .. } => Self::Source {
+                origin: source.to_string(),
+                reason: err.to_string(),
+            },
+            refused => Self::refused(&refused),
+        }
+    }
+}
+
+/// Where a release is read from. The adapters build it — the CLI from its argument, the daemon from
+/// the stick it found and the configured repository — and the domain treats all three alike once
+/// the repository is verified.
+#[derive(Debug, Clone)]
+pub enum ImportSource {
+    /// A bundle file.
+    Bundle(PathBuf),
+    /// A block device (an update stick) whose filesystem holds one bundle in its top directory.
+    Device(PathBuf),
+    /// A release repository online, `<url>/metadata/` and `<url>/targets/` over HTTP(S). Nothing is
+    /// unpacked: targets stream from it, verified, straight into the staging area.
+    Repository {
+        /// Its base URL.
+        url: reqwest::Url,
+        /// The client that reaches it, with the roots (and, towards the region, the client
+        /// identity) it needs.
+        client: reqwest::Client,
+    },
+}
+
+impl ImportSource {
+    /// A local path: a block device is a stick, anything else a bundle file (an unreadable one is
+    /// reported by the import that reads it).
+    pub fn local(path: PathBuf) -> Self {
+        let device = std::fs::metadata(&path)
+            .is_ok_and(|meta| std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()));
+        if device {
+            Self::Device(path)
+        } else {
+            Self::Bundle(path)
+        }
+    }
+}
+
+impl std::fmt::Display for ImportSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bundle(path) | Self::Device(path) => path.display().fmt(f),
+            Self::Repository { url, .. } => url.fmt(f),
         }
     }
 }
@@ -194,16 +253,91 @@ impl Updater {
         &self.record
     }
 
-    /// Imports the release in `source` — a bundle file, or a block device whose filesystem holds
-    /// one — and stages it: verified, admissible, its artifacts copied into the staging area. A
-    /// refusal is counted and recorded, and leaves the node as it was (a release staged before
-    /// stays staged).
+    /// Imports the release in `source` and stages it: verified, admissible, its artifacts copied
+    /// into the staging area. A refusal is counted and recorded, and leaves the node as it was (a
+    /// release staged before stays staged).
     pub async fn import(
         &self,
-        source: &Path,
+        source: &ImportSource,
         reboot: RebootWhen,
         progress: &dyn ImportProgress,
     ) -> Result<Version, UpdateError> {
+        let (lock, before) = self.lock_for_import()?;
+        self.mark_importing(&lock, source)?;
+        let failed: BTreeSet<Version> = before.failed.keys().cloned().collect();
+        let result = async {
+            let repo = self.verified(source, progress).await?;
+            let offered = repo
+                .offered()
+                .await
+                .map_err(UpdateError::from_release(source))?;
+            let manifest = self.choose(&offered, &failed)?;
+            self.stage(&repo, source, manifest, reboot, progress).await
+        }
+        .await;
+        self.finish_import(&lock, &before, source, result)
+    }
+
+    /// The periodic look at a repository online: a release this node may take and has not staged
+    /// yet is imported as by [`Self::import`], to be written in the maintenance window. A
+    /// repository keeps every release ever published, so finding none newer than the running or
+    /// staged one is the normal case: `Ok(None)`, with nothing recorded or counted. Nor is anything
+    /// checked while an update is past staging. Refusals (a forged, stale or rolled-back
+    /// repository) are recorded and counted as on import.
+    pub async fn check(
+        &self,
+        url: &reqwest::Url,
+        client: &reqwest::Client,
+        progress: &dyn ImportProgress,
+    ) -> Result<Option<Version>, UpdateError> {
+        let (lock, before) = match self.lock_for_import() {
+            Err(UpdateError::WrongPhase { .. }) => return Ok(None),
+            other => other?,
+        };
+        let source = ImportSource::Repository {
+            url: url.clone(),
+            client: client.clone(),
+        };
+        let failed: BTreeSet<Version> = before.failed.keys().cloned().collect();
+        let verified = async {
+            let repo = self.verified(&source, progress).await?;
+            let offered = repo
+                .offered()
+                .await
+                .map_err(UpdateError::from_release(&source))?;
+            Ok((repo, offered))
+        }
+        .await;
+        let (repo, offered) = match verified {
+            Ok(verified) => verified,
+            Err(err) => {
+                return self
+                    .finish_import(&lock, &before, &source, Err(err))
+                    .map(Some);
+            }
+        };
+        let staged = match &before.phase {
+            Phase::Staged { staged } => Some(&staged.manifest.version),
+            _ => None,
+        };
+        let running = &self.settings.running;
+        let Some(manifest) = policy::choose(running, &offered, &failed)
+            .filter(|manifest| Some(&manifest.version) != staged)
+        else {
+            let newest = offered.iter().map(|manifest| &manifest.version).max();
+            info!(source = %source, %running, ?staged, ?newest, "no new release to take");
+            return Ok(None);
+        };
+        self.mark_importing(&lock, &source)?;
+        let result = self
+            .stage(&repo, &source, manifest, RebootWhen::Window, progress)
+            .await;
+        self.finish_import(&lock, &before, &source, result)
+            .map(Some)
+    }
+
+    /// The record's lock and the record, when a new release may be imported now.
+    fn lock_for_import(&self) -> Result<(RecordLock, UpdateRecord), UpdateError> {
         let lock = self.record.try_lock()?;
         let before = lock.read()?;
         if !matches!(before.phase, Phase::Idle | Phase::Staged { .. }) {
@@ -212,16 +346,32 @@ impl Updater {
                 what: "a new release can be imported once the current update has finished".into(),
             });
         }
-        let label = source.display().to_string();
-        let now = self.clock.now();
+        Ok((lock, before))
+    }
+
+    /// Records that `source` is being imported, so that a process killed midway leaves a trace
+    /// [`Self::recover`] cleans up after.
+    fn mark_importing(&self, lock: &RecordLock, source: &ImportSource) -> Result<(), UpdateError> {
+        let since = self.clock.now();
         lock.update(|record| {
             record.phase = Phase::Importing {
-                source: label.clone(),
-                since: now,
+                source: source.to_string(),
+                since,
             };
         })?;
-        let failed: BTreeSet<Version> = before.failed.keys().cloned().collect();
-        let result = self.stage(source, &failed, reboot, progress).await;
+        Ok(())
+    }
+
+    /// Records how an import ended: the release staged, or the phase as it was `before` with the
+    /// refusal counted (or the error noted).
+    fn finish_import(
+        &self,
+        lock: &RecordLock,
+        before: &UpdateRecord,
+        source: &ImportSource,
+        result: Result<Staged, UpdateError>,
+    ) -> Result<Version, UpdateError> {
+        let label = source.to_string();
         let now = self.clock.now();
         match &result {
             Ok(staged) => {
@@ -271,17 +421,18 @@ impl Updater {
         }
     }
 
-    async fn stage(
+    /// `source`'s repository, its metadata verified against the root of trust: a bundle is
+    /// unpacked into the incoming area first, a repository online is read where it is.
+    async fn verified(
         &self,
-        source: &Path,
-        failed: &BTreeSet<Version>,
-        reboot: RebootWhen,
+        source: &ImportSource,
         progress: &dyn ImportProgress,
-    ) -> Result<Staged, UpdateError> {
-        progress.step(&ImportStep::Reading);
+    ) -> Result<VerifiedRepository, UpdateError> {
         let incoming = self.incoming();
-        self.extract(source, &incoming).await?;
-
+        if !matches!(source, ImportSource::Repository { .. }) {
+            progress.step(&ImportStep::Reading);
+            self.extract(source, &incoming).await?;
+        }
         progress.step(&ImportStep::Verifying);
         let root =
             std::fs::read(&self.settings.root_of_trust).map_err(|err| UpdateError::Host {
@@ -290,44 +441,66 @@ impl Updater {
             })?;
         let datastore = self.settings.dir.join("tuf");
         let trust = Trust::new(&root, &datastore);
-        let repo = verify::discover(&incoming, &trust)
-            .await
-            .map_err(|err| UpdateError::refused(&err))?;
-        let offered = repo
-            .offered()
-            .await
-            .map_err(|err| UpdateError::refused(&err))?;
+        match source {
+            ImportSource::Repository { url, client } => {
+                verify::discover_remote(url, client.clone(), &trust).await
+            }
+            ImportSource::Bundle(_) | ImportSource::Device(_) => {
+                verify::discover(&incoming, &trust).await
+            }
+        }
+        .map_err(UpdateError::from_release(source))
+    }
+
+    /// The release to take among `offered`, or the refusal that says why there is none (a bundle
+    /// offers one release; when a repository offers several, the newest one's refusal is the news).
+    fn choose<'a>(
+        &self,
+        offered: &'a [ReleaseManifest],
+        failed: &BTreeSet<Version>,
+    ) -> Result<&'a ReleaseManifest, UpdateError> {
         let running = &self.settings.running;
-        let Some(manifest) = policy::choose(running, &offered, failed) else {
-            return Err(match offered.as_slice() {
-                [] => UpdateError::Refused {
-                    kind: "manifest",
-                    reason: "the source carries no release".into(),
-                },
-                [only] => {
-                    let refusal = policy::admit(running, only, failed)
-                        .err()
-                        .unwrap_or(policy::Refusal::AlreadyRunning(only.version.clone()));
-                    UpdateError::Refused {
-                        kind: refusal.label(),
-                        reason: refusal.to_string(),
-                    }
-                }
-                several => UpdateError::Refused {
-                    kind: "downgrade",
-                    reason: format!(
-                        "none of the {} releases offered is admissible on {running}",
-                        several.len()
-                    ),
-                },
+        if let Some(manifest) = policy::choose(running, offered, failed) {
+            return Ok(manifest);
+        }
+        let Some(newest) = offered.iter().max_by(|a, b| a.version.cmp(&b.version)) else {
+            return Err(UpdateError::Refused {
+                kind: "manifest",
+                reason: "the source carries no release".into(),
             });
         };
+        Err(match policy::admit(running, newest, failed) {
+            Err(refusal) => UpdateError::Refused {
+                kind: refusal.label(),
+                reason: refusal.to_string(),
+            },
+            // Admissible alone, but above the ceiling a regret release sets.
+            Ok(()) => UpdateError::Refused {
+                kind: "downgrade",
+                reason: format!(
+                    "none of the {} releases offered is admissible on {running}",
+                    offered.len()
+                ),
+            },
+        })
+    }
+
+    /// Writes `manifest`'s artifacts from `repo` into its staging directory, each verified as it
+    /// streams.
+    async fn stage(
+        &self,
+        repo: &VerifiedRepository,
+        source: &ImportSource,
+        manifest: &ReleaseManifest,
+        reboot: RebootWhen,
+        progress: &dyn ImportProgress,
+    ) -> Result<Staged, UpdateError> {
         let version = manifest.version.clone();
         progress.step(&ImportStep::Staging(version.clone()));
         let staged = repo
             .stage(manifest, &self.staged_dir(&version))
             .await
-            .map_err(|err| UpdateError::refused(&err))?;
+            .map_err(UpdateError::from_release(source))?;
         Ok(Staged {
             manifest: staged.manifest,
             dir: staged.dir,
@@ -337,43 +510,40 @@ impl Updater {
         })
     }
 
-    /// Unpacks the bundle at `source` (a file, or the one bundle on the filesystem of a block
+    /// Unpacks the bundle of `source` (a file, or the one bundle on the filesystem of a block
     /// device) into `incoming`.
-    async fn extract(&self, source: &Path, incoming: &Path) -> Result<(), UpdateError> {
-        let meta = std::fs::metadata(source).map_err(|err| UpdateError::Source {
-            source_path: source.to_path_buf(),
-            reason: err.to_string(),
-        })?;
+    async fn extract(&self, source: &ImportSource, incoming: &Path) -> Result<(), UpdateError> {
+        let (path, device) = match source {
+            ImportSource::Bundle(path) => (path.clone(), false),
+            ImportSource::Device(path) => (path.clone(), true),
+            ImportSource::Repository { .. } => return Ok(()),
+        };
+        let origin = path.display().to_string();
+        let unreadable = move |reason: String| UpdateError::Source {
+            origin: origin.clone(),
+            reason,
+        };
+        std::fs::metadata(&path).map_err(|err| unreadable(err.to_string()))?;
         let limits = self.settings.limits;
-        let (source, incoming) = (source.to_path_buf(), incoming.to_path_buf());
-        let device = std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type());
+        let incoming = incoming.to_path_buf();
         let mounter = self.mounter.clone();
         let run_dir = self.settings.run_dir.clone();
         let work = move || -> Result<(), UpdateError> {
             if device {
                 crate::system::mount::read_mounted(
                     mounter.as_ref(),
-                    &source,
+                    &path,
                     &run_dir,
                     "scs-edge-update",
                     |mount_point| {
-                        let bundle = bundle_on_medium(mount_point).map_err(|reason| {
-                            UpdateError::Source {
-                                source_path: source.clone(),
-                                reason,
-                            }
-                        })?;
+                        let bundle = bundle_on_medium(mount_point).map_err(&unreadable)?;
                         bundle::extract(&bundle, &incoming, &limits)
                             .map_err(|err| UpdateError::refused(&err))
                     },
                 )
-                .map_err(|err| UpdateError::Source {
-                    source_path: source.clone(),
-                    reason: err.to_string(),
-                })?
+                .map_err(|err| unreadable(err.to_string()))?
             } else {
-                bundle::extract(&source, &incoming, &limits)
-                    .map_err(|err| UpdateError::refused(&err))
+                bundle::extract(&path, &incoming, &limits).map_err(|err| UpdateError::refused(&err))
             }
         };
         tokio::task::spawn_blocking(work)

@@ -1,5 +1,6 @@
 //! The update domain over real TUF repositories (made with the release crate in temporary
-//! directories) and fake host effects: what is staged, written, recorded and counted at each step.
+//! directories, read as bundles or served by a real web server) and fake host effects: what is
+//! staged, written, recorded and counted at each step.
 
 use super::gate::{self, BootClock, GateProbes, GateSettings, GateVerdict};
 use super::host::{BootEntry, Drain, Power, SlotState, Sysupdate};
@@ -11,6 +12,7 @@ use futures::future::BoxFuture;
 use scs_edge_proto::release::ArtifactKind;
 use scs_edge_release::keys::{self, KeySet};
 use scs_edge_release::repository::{NewRelease, Repository};
+use scs_edge_release::test_support::ServedFolder;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use uuid::Uuid;
@@ -56,7 +58,7 @@ impl Site {
     }
 
     /// Publishes `version` (artifacts with distinct bytes) and exports its bundle.
-    async fn release(&self, version: &str) -> PathBuf {
+    async fn release(&self, version: &str) -> ImportSource {
         let image = scs_edge_release::test_support::image_output(&self.path("image"), version);
         let release = NewRelease {
             image_dir: image,
@@ -77,7 +79,12 @@ impl Site {
         bundle::export(&self.repo, &v(version), &bundle)
             .await
             .expect("bundle");
-        bundle
+        ImportSource::Bundle(bundle)
+    }
+
+    /// Serves the repository over HTTP, as a mirror or the region would.
+    fn serve(&self) -> ServedFolder {
+        ServedFolder::new(self.dir.path())
     }
 
     /// The node running `running`.
@@ -201,8 +208,23 @@ const GATE: GateSettings = GateSettings {
     poll: Duration::ZERO,
 };
 
+/// The kind of a refusal; `None` for any other error.
+fn refusal_kind(err: &UpdateError) -> Option<&'static str> {
+    match err {
+        UpdateError::Refused { kind, .. } => Some(kind),
+        _ => None,
+    }
+}
+
+/// The repository `served` publishes, reached with the client the agent builds.
+fn online(served: &ServedFolder) -> (reqwest::Url, reqwest::Client) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = online::client(None).expect("client");
+    (served.url("repository/"), client)
+}
+
 /// Imports, installs and reboots `bundle` on `node`, returning the host's record of it.
-async fn update_to(node: &Updater, bundle: &Path, host: &FakeHost) -> Version {
+async fn update_to(node: &Updater, bundle: &ImportSource, host: &FakeHost) -> Version {
     let version = node
         .import(bundle, RebootWhen::Now, &LogProgress)
         .await
@@ -369,7 +391,7 @@ async fn a_tampered_bundle_is_refused_counted_and_changes_nothing() {
         .expect("stage a good release first");
     let staged_before = node.record().expect("record").phase;
 
-    let bytes = std::fs::read(&good).expect("bundle");
+    let bytes = std::fs::read(site.path("1.1.0.bundle")).expect("bundle");
     let tampered = site.path("tampered.bundle");
     // The last target's bytes sit just before the tar trailer (two 512-byte zero blocks).
     let mut flipped = bytes.clone();
@@ -377,7 +399,11 @@ async fn a_tampered_bundle_is_refused_counted_and_changes_nothing() {
     flipped[at] ^= 0x01;
     std::fs::write(&tampered, flipped).expect("write");
     let err = node
-        .import(&tampered, RebootWhen::Now, &LogProgress)
+        .import(
+            &ImportSource::Bundle(tampered),
+            RebootWhen::Now,
+            &LogProgress,
+        )
         .await
         .expect_err("tampered");
     assert!(matches!(err, UpdateError::Refused { .. }), "{err}");
@@ -398,16 +424,7 @@ async fn a_tampered_bundle_is_refused_counted_and_changes_nothing() {
         .import(&good, RebootWhen::Now, &LogProgress)
         .await
         .expect_err("downgrade");
-    assert!(
-        matches!(
-            err,
-            UpdateError::Refused {
-                kind: "downgrade",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_eq!(refusal_kind(&err), Some("downgrade"), "{err}");
 }
 
 #[tokio::test]
@@ -520,4 +537,189 @@ async fn a_power_cut_before_the_new_version_ran_boots_or_writes_it_again_instead
         back.install_staged(&LogProgress).expect("install"),
         Some(v("1.2.0"))
     );
+}
+
+#[tokio::test]
+async fn a_release_is_imported_from_a_repository_url_exactly_as_from_a_bundle() {
+    let site = Site::new().await;
+    site.release("1.0.0").await;
+    site.release("1.1.0").await;
+    let served = site.serve();
+    let (url, client) = online(&served);
+    let source = ImportSource::Repository { url, client };
+    let node = site.node("1.0.0");
+
+    // Stage only: nothing is unpacked, the targets stream from the repository into staging.
+    let version = node
+        .import(&source, RebootWhen::Window, &LogProgress)
+        .await
+        .expect("import");
+    assert_eq!(version, v("1.1.0"), "the newest of the two offered");
+    let record = node.record().expect("record");
+    let Phase::Staged { staged } = record.phase else {
+        panic!("{:?}", record.phase);
+    };
+    assert_eq!(staged.manifest.version, v("1.1.0"));
+    assert_eq!(
+        std::fs::read_dir(&staged.dir).expect("staged").count(),
+        staged.manifest.artifacts.len()
+    );
+    assert!(!site.path("state/update/incoming").exists());
+    assert!(site.sysupdate.installed.lock().expect("lock").is_empty());
+
+    // The running version offered again is refused and counted, as from a bundle.
+    let updated = site.node("1.1.0");
+    let err = updated
+        .import(&source, RebootWhen::Window, &LogProgress)
+        .await
+        .expect_err("already running");
+    assert_eq!(refusal_kind(&err), Some("already_running"), "{err}");
+    let record = updated.record().expect("record");
+    assert_eq!(record.refused["already_running"], 1);
+    assert_eq!(
+        record.last_refusal.expect("refusal").source,
+        served.url("repository/").to_string()
+    );
+
+    // A repository that does not answer is no verdict on any release: an error, not a refusal.
+    let unserved = source.to_string();
+    drop(served);
+    let err = updated
+        .import(&source, RebootWhen::Window, &LogProgress)
+        .await
+        .expect_err("unreachable");
+    assert!(matches!(err, UpdateError::Source { .. }), "{err}");
+    let record = updated.record().expect("record");
+    assert_eq!(
+        record.refused.values().sum::<u64>(),
+        1,
+        "nothing more counted"
+    );
+    assert!(
+        record
+            .last_error
+            .is_some_and(|error| error.contains(&unserved) && error.contains("onnect")),
+    );
+}
+
+#[tokio::test]
+async fn the_periodic_check_stages_what_is_new_once_and_counts_nothing_new_as_nothing() {
+    let site = Site::new().await;
+    site.release("1.0.0").await;
+    let served = site.serve();
+    let (url, client) = online(&served);
+    let node = site.node("1.0.0");
+
+    // Only the running version is published: nothing new, nothing written.
+    assert_eq!(
+        node.check(&url, &client, &LogProgress)
+            .await
+            .expect("check"),
+        None
+    );
+    assert_eq!(node.record().expect("record"), UpdateRecord::default());
+
+    site.release("1.1.0").await;
+    assert_eq!(
+        node.check(&url, &client, &LogProgress)
+            .await
+            .expect("check"),
+        Some(v("1.1.0"))
+    );
+    let staged = node.record().expect("record").phase;
+    assert!(matches!(
+        &staged,
+        Phase::Staged { staged } if staged.reboot == RebootWhen::Window
+    ));
+
+    // Already staged: not fetched again.
+    site.clock.advance(jiff::SignedDuration::from_hours(1));
+    assert_eq!(
+        node.check(&url, &client, &LogProgress)
+            .await
+            .expect("check"),
+        None
+    );
+    let record = node.record().expect("record");
+    assert_eq!(record.phase, staged, "staged once");
+    assert!(record.refused.is_empty() && record.last_error.is_none());
+
+    // A tampered target of the next release is a refusal, counted; the staged release stays.
+    site.release("1.2.0").await;
+    let usr = std::fs::read_dir(site.repo.targets_dir())
+        .expect("targets")
+        .map(|entry| entry.expect("entry").path())
+        .find(|path| {
+            let name = path.to_string_lossy();
+            name.contains("scs-edge_1.2.0") && name.ends_with(".usr.raw.gz")
+        })
+        .expect("usr target");
+    let mut bytes = std::fs::read(&usr).expect("read");
+    bytes[100] ^= 0x01;
+    std::fs::write(&usr, bytes).expect("write");
+    let err = node
+        .check(&url, &client, &LogProgress)
+        .await
+        .expect_err("tampered");
+    assert_eq!(refusal_kind(&err), Some("hash"), "{err}");
+    let record = node.record().expect("record");
+    assert_eq!(record.phase, staged);
+    assert_eq!(record.refused["hash"], 1);
+    assert!(!site.path("state/update/staged/1.2.0").exists());
+}
+
+#[tokio::test]
+async fn the_watcher_checks_the_repository_every_interval_and_writes_what_it_staged() {
+    let site = Site::new().await;
+    site.release("1.0.0").await;
+    let served = site.serve();
+    let (url, client) = online(&served);
+    let node = Arc::new(site.node("1.0.0"));
+    let host = Arc::new(FakeHost::default());
+    // A window the (manual) clock is never in: nothing reboots.
+    let now = site.clock.now().to_zoned(jiff::tz::TimeZone::UTC);
+    let closed = format!(
+        "{:02}:00-{:02}:00",
+        (now.hour() + 2) % 24,
+        (now.hour() + 3) % 24
+    );
+    let watcher = watcher::UpdateWatcher {
+        updater: node.clone(),
+        drain: host.clone(),
+        power: host.clone(),
+        window: Some(window::MaintenanceWindow::parse(&closed).expect("window")),
+        stop_timeout: Duration::from_secs(1),
+        poll: Duration::from_secs(5),
+        stick: site.path("no-stick"),
+        repository: Some(online::RepositoryCheck {
+            url,
+            client,
+            every: Duration::from_hours(1),
+        }),
+        clock: site.clock.clone(),
+    };
+    let mut looked = watcher::Looked::default();
+    watcher.look(&mut looked).await;
+    assert_eq!(node.record().expect("record").phase, Phase::Idle);
+
+    site.release("1.1.0").await;
+    site.clock.advance(jiff::SignedDuration::from_mins(59));
+    watcher.look(&mut looked).await;
+    assert_eq!(
+        node.record().expect("record").phase,
+        Phase::Idle,
+        "not checked again before the interval is over"
+    );
+
+    site.clock.advance(jiff::SignedDuration::from_mins(1));
+    watcher.look(&mut looked).await;
+    let record = node.record().expect("record");
+    assert!(
+        matches!(&record.phase, Phase::Installed { staged, .. } if staged.manifest.version == v("1.1.0")),
+        "{:?}",
+        record.phase
+    );
+    assert_eq!(site.sysupdate.installed.lock().expect("lock").len(), 1);
+    assert!(record.refused.is_empty() && record.last_error.is_none());
+    assert_eq!(host.reboots.load(Ordering::SeqCst), 0);
 }

@@ -1,13 +1,16 @@
-//! The daemon's part of updates: pick up an `SCSEDGE-UPDATE` stick, write a staged release into the
-//! inactive slot, and reboot into an installed one when it is due — after stopping the servers.
+//! The daemon's part of updates: pick up an `SCSEDGE-UPDATE` stick, check the configured repository
+//! for a new release now and then, write a staged release into the inactive slot, and reboot into
+//! an installed one when it is due — after stopping the servers.
 //! Each look is one short step under the record's lock, so the CLI can import at any time and the
 //! two never interleave (whoever holds the lock goes first; the other tries again next round).
 
 use super::host::{Drain, Power};
+use super::online::RepositoryCheck;
 use super::record::{Phase, RebootWhen, RecordError};
 use super::window::MaintenanceWindow;
-use super::{LogProgress, UpdateError, Updater};
+use super::{ImportSource, LogProgress, UpdateError, Updater};
 use crate::system::clock::Clock;
+use jiff::Timestamp;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +36,19 @@ pub struct UpdateWatcher {
     pub poll: Duration,
     /// Where a stick appears.
     pub stick: PathBuf,
+    /// The repository to check now and then, when one is configured.
+    pub repository: Option<RepositoryCheck>,
     /// Time.
     pub clock: Arc<dyn Clock>,
+}
+
+/// What the watcher remembers from one look to the next.
+#[derive(Debug, Default)]
+pub struct Looked {
+    /// The stick imported last, while it stays plugged.
+    stick: Option<PathBuf>,
+    /// When the repository is due for its next check; `None`: at the next look.
+    next_check: Option<Timestamp>,
 }
 
 impl UpdateWatcher {
@@ -43,30 +57,50 @@ impl UpdateWatcher {
         if let Err(err) = self.updater.recover() {
             warn!(%err, "cannot check the update record");
         }
-        let mut seen_stick: Option<PathBuf> = None;
+        let mut looked = Looked::default();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(self.poll) => {}
             }
-            self.look(&mut seen_stick).await;
+            self.look(&mut looked).await;
         }
     }
 
-    async fn look(&self, seen_stick: &mut Option<PathBuf>) {
+    /// One round: a new stick, the repository when its check is due, the slot, the reboot.
+    pub async fn look(&self, looked: &mut Looked) {
         // A stick is imported once per insertion: it stays plugged while the node reboots.
         match std::fs::canonicalize(&self.stick) {
-            Ok(device) if seen_stick.as_ref() != Some(&device) => {
-                *seen_stick = Some(device.clone());
+            Ok(device) if looked.stick.as_ref() != Some(&device) => {
+                looked.stick = Some(device.clone());
                 info!(device = %device.display(), "update stick found");
                 // Refusals are counted and logged by the domain.
                 let _ = self
                     .updater
-                    .import(&device, RebootWhen::Window, &LogProgress)
+                    .import(
+                        &ImportSource::Device(device),
+                        RebootWhen::Window,
+                        &LogProgress,
+                    )
                     .await;
             }
             Ok(_) => {}
-            Err(_) => *seen_stick = None,
+            Err(_) => looked.stick = None,
+        }
+        if let Some(repository) = &self.repository {
+            let now = self.clock.now();
+            if looked.next_check.is_none_or(|due| due <= now) {
+                looked.next_check = now.checked_add(repository.every).ok();
+                // Refusals and errors are recorded and logged by the domain; an import running
+                // from the CLI (the record is busy) waits for the next check.
+                if let Ok(Some(version)) = self
+                    .updater
+                    .check(&repository.url, &repository.client, &LogProgress)
+                    .await
+                {
+                    info!(%version, url = %repository.url, "new release staged from the repository");
+                }
+            }
         }
         let phase = match self.updater.record() {
             Ok(record) => record.phase,
