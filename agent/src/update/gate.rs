@@ -23,9 +23,38 @@ pub const MAX_BOOT_ATTEMPTS: u32 = 2;
 
 /// What the gate looks at.
 pub trait GateProbes: Send + Sync {
-    /// Every reason the node is not healthy right now; empty when it is. `restore` are the
-    /// servers that must be ACTIVE.
-    fn unhealthy(&self, restore: &[Uuid]) -> BoxFuture<'_, Vec<String>>;
+    /// What is wrong with the node right now. `restore` are the servers that must be ACTIVE.
+    fn unhealthy(&self, restore: &[Uuid]) -> BoxFuture<'_, Findings>;
+}
+
+/// What the probes found wrong.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Findings {
+    /// Every reason the node is not healthy; empty when it is.
+    pub reasons: Vec<String>,
+    /// Some reason will not go away by waiting: a unit the node needs has failed and systemd gave
+    /// up restarting it. The gate then decides at once instead of waiting out its window with a
+    /// node that cannot serve.
+    pub settled: bool,
+}
+
+impl Findings {
+    /// A reason that may still go away (a daemon starting, a server booting).
+    pub fn pending(&mut self, reason: String) {
+        self.reasons.push(reason);
+    }
+
+    /// A reason that will not go away by itself.
+    pub fn settled(&mut self, reason: String) {
+        self.reasons.push(reason);
+        self.settled = true;
+    }
+
+    /// Adds `other`'s findings to these.
+    pub fn extend(&mut self, other: Self) {
+        self.reasons.extend(other.reasons);
+        self.settled |= other.settled;
+    }
 }
 
 /// Time since the machine booted (`CLOCK_BOOTTIME`): the gate's window counts from the boot, so
@@ -163,10 +192,11 @@ pub async fn judge(
         };
     })?;
     info!(%version, %from, servers = restore.len(), window = ?settings.window, "health gate: checking the new version");
-    let reasons = loop {
-        let reasons = probes.unhealthy(&restore).await;
-        if reasons.is_empty() || boot_clock.since_boot() >= settings.window {
-            break reasons;
+    let (reasons, after) = loop {
+        let findings = probes.unhealthy(&restore).await;
+        let since_boot = boot_clock.since_boot();
+        if findings.reasons.is_empty() || findings.settled || since_boot >= settings.window {
+            break (findings.reasons, since_boot);
         }
         tokio::time::sleep(settings.poll).await;
     };
@@ -185,8 +215,9 @@ pub async fn judge(
         return Ok(GateVerdict::Committed(version));
     }
     let reason = format!(
-        "health gate failed after {:?}: {}",
-        settings.window,
+        "health gate failed {}s after boot (window {}s): {}",
+        after.as_secs(),
+        settings.window.as_secs(),
         reasons.join("; ")
     );
     warn!(%version, %from, "{reason}; rolling back");

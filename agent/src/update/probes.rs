@@ -2,7 +2,7 @@
 //! libvirt through the compute hypervisor, OVN through its own tools, servers through the compute
 //! domain. Each reports a reason an operator can act on; none repairs anything.
 
-use super::gate::GateProbes;
+use super::gate::{Findings, GateProbes};
 use crate::compute::ComputeService;
 use crate::compute::hypervisor::Hypervisor;
 use crate::compute::server::ServerStatus;
@@ -39,9 +39,9 @@ impl NodeProbes {
 }
 
 impl OvnProbe {
-    fn unhealthy(&self) -> Vec<String> {
+    fn unhealthy(&self) -> Findings {
         let ovn = self;
-        let mut reasons = Vec::new();
+        let mut findings = Findings::default();
         match crate::system::tool::run(
             "ovn-appctl",
             &[
@@ -51,11 +51,11 @@ impl OvnProbe {
             ],
         ) {
             Ok(status) if status.trim() == "connected" => {}
-            Ok(status) => reasons.push(format!(
+            Ok(status) => findings.pending(format!(
                 "ovn-controller is {} to the southbound database",
                 status.trim()
             )),
-            Err(err) => reasons.push(format!("ovn-controller does not answer: {err}")),
+            Err(err) => findings.pending(format!("ovn-controller does not answer: {err}")),
         }
         let db = format!("--db={}", ovn.southbound);
         let name = format!("name={}", ovn.chassis);
@@ -72,13 +72,13 @@ impl OvnProbe {
             ],
         ) {
             Ok(found) if found.trim() == ovn.chassis => {}
-            Ok(_) => reasons.push(format!(
+            Ok(_) => findings.pending(format!(
                 "chassis {} is not registered in the southbound database",
                 ovn.chassis
             )),
-            Err(err) => reasons.push(format!("the southbound database does not answer: {err}")),
+            Err(err) => findings.pending(format!("the southbound database does not answer: {err}")),
         }
-        reasons
+        findings
     }
 }
 
@@ -108,6 +108,16 @@ impl NodeProbes {
     }
 }
 
+/// The units a node cannot serve without. systemd restarts each on failure; once one is `failed`
+/// it gave up, and waiting will not bring it back.
+const REQUIRED_UNITS: [&str; 2] = ["scs-edge-agent.service", "libvirtd.service"];
+/// The same for a node that runs networking.
+const REQUIRED_NETWORK_UNITS: [&str; 3] = [
+    "ovsdb-server.service",
+    "ovs-vswitchd.service",
+    "ovn-controller.service",
+];
+
 /// Whether systemd reports `unit` active (for the agent, `Type=notify`: READY was sent).
 async fn unit_active(unit: &str) -> Result<String, String> {
     let connection = zbus_systemd::zbus::Connection::system()
@@ -127,21 +137,38 @@ async fn unit_active(unit: &str) -> Result<String, String> {
 }
 
 impl GateProbes for NodeProbes {
-    fn unhealthy(&self, restore: &[Uuid]) -> BoxFuture<'_, Vec<String>> {
+    fn unhealthy(&self, restore: &[Uuid]) -> BoxFuture<'_, Findings> {
         let restore = restore.to_vec();
         Box::pin(async move {
-            let mut reasons = Vec::new();
-            match unit_active("scs-edge-agent.service").await {
-                Ok(state) if state == "active" => {}
-                Ok(state) => reasons.push(format!("the agent is {state}, not READY")),
-                Err(err) => reasons.push(format!("cannot ask systemd about the agent: {err}")),
+            let mut findings = Findings::default();
+            let network_units = self
+                .ovn
+                .as_ref()
+                .map_or(&[][..], |_| &REQUIRED_NETWORK_UNITS[..]);
+            for unit in REQUIRED_UNITS.iter().chain(network_units) {
+                match unit_active(unit).await {
+                    Ok(state) if state == "failed" => {
+                        findings.settled(format!("{unit} has failed"));
+                    }
+                    Ok(state) if state == "active" => {}
+                    // The agent is Type=notify: active means READY.
+                    Ok(state) if *unit == "scs-edge-agent.service" => {
+                        findings.pending(format!("the agent is {state}, not READY"));
+                    }
+                    Ok(_) => {}
+                    Err(err) => findings.pending(format!("cannot ask systemd about {unit}: {err}")),
+                }
             }
-            reasons.extend(self.libvirt());
+            if let Some(reason) = self.libvirt() {
+                findings.pending(reason);
+            }
             if let Some(ovn) = &self.ovn {
-                reasons.extend(ovn.unhealthy());
+                findings.extend(ovn.unhealthy());
             }
-            reasons.extend(self.servers(&restore));
-            reasons
+            for reason in self.servers(&restore) {
+                findings.pending(reason);
+            }
+            findings
         })
     }
 }

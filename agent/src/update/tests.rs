@@ -2,7 +2,7 @@
 //! directories, read as bundles or served by a real web server) and fake host effects: what is
 //! staged, written, recorded and counted at each step.
 
-use super::gate::{self, BootClock, GateProbes, GateSettings, GateVerdict};
+use super::gate::{self, BootClock, Findings, GateProbes, GateSettings, GateVerdict};
 use super::host::{BootEntry, Drain, Power, SlotState, Sysupdate};
 use super::record::{Outcome, Phase, RebootWhen};
 use super::*;
@@ -158,7 +158,7 @@ impl Sysupdate for FakeSysupdate {
 struct FakeHost {
     reboots: AtomicU32,
     marked_bad: AtomicU32,
-    unhealthy: Mutex<Vec<String>>,
+    unhealthy: Mutex<Findings>,
     probed_with: Mutex<Vec<Vec<Uuid>>>,
     active: Vec<Uuid>,
     booted_for: Mutex<std::time::Duration>,
@@ -185,15 +185,15 @@ impl Drain for FakeHost {
 }
 
 impl GateProbes for FakeHost {
-    fn unhealthy(&self, restore: &[Uuid]) -> BoxFuture<'_, Vec<String>> {
+    fn unhealthy(&self, restore: &[Uuid]) -> BoxFuture<'_, Findings> {
         self.probed_with
             .lock()
             .expect("lock")
             .push(restore.to_vec());
         // Each look advances the boot clock by a poll, as real time would.
         *self.booted_for.lock().expect("lock") += Duration::from_secs(5);
-        let reasons = self.unhealthy.lock().expect("lock").clone();
-        Box::pin(async move { reasons })
+        let findings = self.unhealthy.lock().expect("lock").clone();
+        Box::pin(async move { findings })
     }
 }
 
@@ -224,6 +224,15 @@ fn online(served: &ServedFolder) -> (reqwest::Url, reqwest::Client) {
 }
 
 /// Imports, installs and reboots `bundle` on `node`, returning the host's record of it.
+/// A node on 1.1.0 that took 1.2.0 from a bundle and rebooted into it, before its gate ran.
+async fn rebooted_from_1_1_0_into_1_2_0() -> (Site, ImportSource, FakeHost) {
+    let site = Site::new().await;
+    let bundle = site.release("1.2.0").await;
+    let host = FakeHost::default();
+    update_to(&site.node("1.1.0"), &bundle, &host).await;
+    (site, bundle, host)
+}
+
 async fn update_to(node: &Updater, bundle: &ImportSource, host: &FakeHost) -> Version {
     let version = node
         .import(bundle, RebootWhen::Now, &LogProgress)
@@ -295,12 +304,12 @@ async fn a_bundle_is_verified_staged_written_and_committed_once_the_new_boot_is_
 
 #[tokio::test]
 async fn a_failed_gate_rolls_back_records_the_version_and_refuses_it_until_an_explicit_retry() {
-    let site = Site::new().await;
-    let bundle = site.release("1.2.0").await;
-    let host = FakeHost::default();
-    update_to(&site.node("1.1.0"), &bundle, &host).await;
+    let (site, bundle, host) = rebooted_from_1_1_0_into_1_2_0().await;
 
-    *host.unhealthy.lock().expect("lock") = vec!["ovn-controller is not connected".into()];
+    host.unhealthy
+        .lock()
+        .expect("lock")
+        .pending("ovn-controller is not connected".into());
     let booted = site.node("1.2.0");
     let verdict = gate::judge(&booted, &host, &host, &host, &host, GATE)
         .await
@@ -356,11 +365,34 @@ async fn a_failed_gate_rolls_back_records_the_version_and_refuses_it_until_an_ex
 }
 
 #[tokio::test]
+async fn a_unit_that_failed_for_good_fails_the_gate_at_once_instead_of_at_the_end_of_its_window() {
+    let (site, _, host) = rebooted_from_1_1_0_into_1_2_0().await;
+
+    host.unhealthy
+        .lock()
+        .expect("lock")
+        .settled("ovn-controller.service has failed".into());
+    let verdict = gate::judge(&site.node("1.2.0"), &host, &host, &host, &host, GATE)
+        .await
+        .expect("gate");
+    let GateVerdict::RolledBack { reason, .. } = verdict else {
+        panic!("{verdict:?}");
+    };
+    assert!(
+        reason.contains("ovn-controller.service has failed"),
+        "{reason}"
+    );
+    assert_eq!(
+        host.probed_with.lock().expect("lock").len(),
+        1,
+        "decided on the first look"
+    );
+    assert_eq!(host.marked_bad.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn a_new_version_that_never_reached_its_gate_is_recorded_as_failed() {
-    let site = Site::new().await;
-    let bundle = site.release("1.2.0").await;
-    let host = FakeHost::default();
-    update_to(&site.node("1.1.0"), &bundle, &host).await;
+    let (site, _, host) = rebooted_from_1_1_0_into_1_2_0().await;
     // systemd-boot used up the new entry's tries and booted 1.1.0 again.
     let back = site.node("1.1.0");
     let verdict = gate::judge(&back, &host, &host, &host, &host, GATE)
@@ -494,10 +526,7 @@ async fn a_reboot_waits_for_the_maintenance_window_unless_asked_for_now() {
 #[tokio::test]
 async fn a_power_cut_before_the_new_version_ran_boots_or_writes_it_again_instead_of_condemning_it()
 {
-    let site = Site::new().await;
-    let bundle = site.release("1.2.0").await;
-    let host = FakeHost::default();
-    update_to(&site.node("1.1.0"), &bundle, &host).await;
+    let (site, _, host) = rebooted_from_1_1_0_into_1_2_0().await;
     // The loader booted 1.1.0, but 1.2.0's entry still has tries: the power failed first.
     *site.sysupdate.slot.lock().expect("lock") = SlotState::Bootable;
     let back = site.node("1.1.0");
