@@ -1,12 +1,15 @@
 //! The air-gap bundle: one file that carries a release to a site without a network — a tar archive
 //! with the repository's `metadata/` (every root version, so a node can follow rotations, and the
-//! current timestamp, snapshot and targets) and the release's files from `targets/`.
+//! current timestamp, snapshot and targets) and the release's files from `targets/`, and — for a site
+//! that can never receive fresh metadata — at most one freshness waiver, `waiver.json`, beside them.
 //!
 //! Nothing in a bundle is trusted until [`crate::verify`] has checked it; extraction only makes sure
 //! that an archive cannot write outside the staging directory or fill the disk on its way there.
 
 use crate::repository::Repository;
+use crate::waiver::{self, MAX_WAIVER_BYTES, WAIVER_FILE};
 use crate::{METADATA_DIR, ReleaseError, TARGETS_DIR};
+use std::ffi::OsStr;
 use std::io::Read as _;
 use std::path::{Component, Path, PathBuf};
 
@@ -38,6 +41,22 @@ pub async fn export(
     version: &semver::Version,
     out: &Path,
 ) -> Result<u64, ReleaseError> {
+    export_with_waiver(repo, version, None, out).await
+}
+
+/// [`export`], with the freshness waiver in the file `waiver` as the bundle's `waiver.json`. The
+/// waiver is checked first as a node checks its shape and signatures (against the repository's
+/// newest root), so a bundle never ships one every node would refuse; its site and time are the
+/// node's to judge.
+pub async fn export_with_waiver(
+    repo: &Repository,
+    version: &semver::Version,
+    waiver: Option<&Path>,
+    out: &Path,
+) -> Result<u64, ReleaseError> {
+    let waiver = waiver
+        .map(|path| waiver::read_for_export(path, &repo.metadata_dir()))
+        .transpose()?;
     let manifest_name = scs_edge_proto::release::manifest_target(version);
     let metadata_dir = repo.metadata_dir();
     let targets_dir = repo.targets_dir();
@@ -69,6 +88,16 @@ pub async fn export(
         archive
             .append_path_with_name(entry.path(), Path::new(METADATA_DIR).join(&name))
             .map_err(ReleaseError::io(entry.path()))?;
+    }
+    if let Some(waiver) = waiver {
+        let document = waiver.to_json();
+        let mut header = tar::Header::new_gnu();
+        header.set_size(document.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        archive
+            .append_data(&mut header, WAIVER_FILE, document.as_slice())
+            .map_err(ReleaseError::io(&tmp))?;
     }
     for name in &wanted {
         let path = find_target(&targets_dir, name)?.ok_or_else(|| {
@@ -110,10 +139,11 @@ fn find_target(targets_dir: &Path, name: &str) -> Result<Option<PathBuf>, Releas
     Ok(None)
 }
 
-/// Unpacks `bundle` into `staging` (emptied first) as a repository layout (`metadata/`, `targets/`).
-/// Refuses, with nothing left behind, an entry that is not a plain file directly in one of those two
-/// folders (`../`, absolute paths, links, devices, nested folders), a file over its limit, and a
-/// truncated archive.
+/// Unpacks `bundle` into `staging` (emptied first) as a repository layout (`metadata/`, `targets/`,
+/// and `waiver.json` when the bundle carries one). Refuses, with nothing left behind, an entry that
+/// is not a plain file directly in one of those two folders or the one top-level `waiver.json`
+/// (`../`, absolute paths, links, devices, nested folders, any other top-level file, a second
+/// waiver), a file over its limit, and a truncated archive.
 pub fn extract(bundle: &Path, staging: &Path, limits: &ExtractLimits) -> Result<(), ReleaseError> {
     let result = extract_into(bundle, staging, limits);
     if result.is_err() {
@@ -138,6 +168,7 @@ fn extract_into(bundle: &Path, staging: &Path, limits: &ExtractLimits) -> Result
     let mut archive = tar::Archive::new(std::io::BufReader::new(file));
     let mut metadata_files = 0;
     let mut target_bytes: u64 = 0;
+    let mut waivers = 0;
     let mut seen = 0;
     for entry in archive
         .entries()
@@ -148,9 +179,9 @@ fn extract_into(bundle: &Path, staging: &Path, limits: &ExtractLimits) -> Result
             .path()
             .map_err(|err| refuse(format!("unreadable entry name: {err}")))?
             .into_owned();
-        let (folder, name) = safe_entry_path(&path).ok_or_else(|| {
+        let place = placement(&path).ok_or_else(|| {
             refuse(format!(
-                "entry {} is outside metadata/ and targets/",
+                "entry {} is outside metadata/, targets/ and {WAIVER_FILE}",
                 path.display()
             ))
         })?;
@@ -161,26 +192,42 @@ fn extract_into(bundle: &Path, staging: &Path, limits: &ExtractLimits) -> Result
             )));
         }
         let size = entry.size();
-        if folder == METADATA_DIR {
-            metadata_files += 1;
-            if size > limits.max_metadata_bytes || metadata_files > limits.max_metadata_files {
-                return Err(refuse(format!(
-                    "metadata beyond the limits ({} bytes each, {} files): {}",
-                    limits.max_metadata_bytes,
-                    limits.max_metadata_files,
-                    path.display()
-                )));
+        let destination = match place {
+            Placement::Metadata(name) => {
+                metadata_files += 1;
+                if size > limits.max_metadata_bytes || metadata_files > limits.max_metadata_files {
+                    return Err(refuse(format!(
+                        "metadata beyond the limits ({} bytes each, {} files): {}",
+                        limits.max_metadata_bytes,
+                        limits.max_metadata_files,
+                        path.display()
+                    )));
+                }
+                staging.join(METADATA_DIR).join(name)
             }
-        } else {
-            target_bytes = target_bytes.saturating_add(size);
-            if target_bytes > limits.max_target_bytes {
-                return Err(refuse(format!(
-                    "targets beyond {} bytes",
-                    limits.max_target_bytes
-                )));
+            Placement::Target(name) => {
+                target_bytes = target_bytes.saturating_add(size);
+                if target_bytes > limits.max_target_bytes {
+                    return Err(refuse(format!(
+                        "targets beyond {} bytes",
+                        limits.max_target_bytes
+                    )));
+                }
+                staging.join(TARGETS_DIR).join(name)
             }
-        }
-        let destination = staging.join(folder).join(name);
+            Placement::Waiver => {
+                waivers += 1;
+                if waivers > 1 {
+                    return Err(refuse(format!("more than one {WAIVER_FILE}")));
+                }
+                if size > MAX_WAIVER_BYTES {
+                    return Err(refuse(format!(
+                        "{WAIVER_FILE} beyond the {MAX_WAIVER_BYTES}-byte limit"
+                    )));
+                }
+                staging.join(WAIVER_FILE)
+            }
+        };
         let mut out = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -202,17 +249,38 @@ fn extract_into(bundle: &Path, staging: &Path, limits: &ExtractLimits) -> Result
     Ok(())
 }
 
-/// `metadata/<name>` or `targets/<name>` with `<name>` a plain file name; anything else is `None`.
-fn safe_entry_path(path: &Path) -> Option<(&'static str, &std::ffi::OsStr)> {
+/// Where a bundle entry may go in the staging directory.
+enum Placement<'a> {
+    /// `metadata/<name>`.
+    Metadata(&'a OsStr),
+    /// `targets/<name>`.
+    Target(&'a OsStr),
+    /// The top-level `waiver.json`.
+    Waiver,
+}
+
+/// `metadata/<name>` or `targets/<name>` with `<name>` a plain file name, or `waiver.json`; anything
+/// else is `None`.
+fn placement(path: &Path) -> Option<Placement<'_>> {
     let mut components = path.components();
-    let folder = match components.next()? {
-        Component::Normal(folder) if folder == METADATA_DIR => METADATA_DIR,
-        Component::Normal(folder) if folder == TARGETS_DIR => TARGETS_DIR,
-        _ => return None,
+    let Component::Normal(first) = components.next()? else {
+        return None;
     };
+    if first == WAIVER_FILE {
+        return components.next().is_none().then_some(Placement::Waiver);
+    }
     let name = match components.next()? {
         Component::Normal(name) if !name.as_encoded_bytes().starts_with(b".") => name,
         _ => return None,
     };
-    components.next().is_none().then_some((folder, name))
+    if components.next().is_some() {
+        return None;
+    }
+    if first == METADATA_DIR {
+        Some(Placement::Metadata(name))
+    } else if first == TARGETS_DIR {
+        Some(Placement::Target(name))
+    } else {
+        None
+    }
 }

@@ -123,7 +123,7 @@ pub fn latest_root(metadata_dir: &Path) -> Result<(u64, PathBuf), ReleaseError> 
     })
 }
 
-fn read_root(path: &Path) -> Result<Signed<Root>, ReleaseError> {
+pub(crate) fn read_root(path: &Path) -> Result<Signed<Root>, ReleaseError> {
     let bytes = std::fs::read(path).map_err(ReleaseError::io(path))?;
     serde_json::from_slice(&bytes).map_err(|err| {
         ReleaseError::Release(format!("{} is not a signed root: {err}", path.display()))

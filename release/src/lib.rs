@@ -6,12 +6,14 @@
 //! crate is both ends of that format, so they cannot drift apart:
 //!
 //! * producing: [`keys`] (role keys, the root of trust, cross-signed root rotation), [`repository`]
-//!   (publishing a release, refreshing the timestamp) and [`bundle::export`] (the air-gap file);
+//!   (publishing a release, refreshing the timestamp), [`bundle::export`] (the air-gap file) and
+//!   [`waiver::issue`] (a freshness waiver for one site);
 //! * consuming: [`bundle::extract`] (a bundle into a staging directory, refusing anything that could
 //!   escape it), [`verify`] (TUF verification against the root baked into the image, with the role
 //!   versions and the last known time persisted across reboots — of an extracted bundle, or of a
 //!   repository online through [`http_transport`]) and [`policy`] (which verified release a node may
-//!   take).
+//!   take), with [`waiver`] for a site that can never receive fresh metadata (an operator-signed,
+//!   time-bounded exception to expiry, and nothing else).
 //!
 //! The binary `scs-edge-release` is the release manager's tool over the producing half; the agent's
 //! update domain calls the consuming half.
@@ -24,6 +26,7 @@ pub mod repository;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 pub mod verify;
+pub mod waiver;
 
 use std::path::PathBuf;
 
@@ -83,6 +86,15 @@ pub enum ReleaseError {
         context: String,
         /// tough's error, with the failed fetch ([`http_transport::FetchError`]) at its root.
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A freshness waiver that does not hold: malformed, for another site, outside its time, too
+    /// long, or not signed by the targets keys.
+    #[error("{context}: {source}")]
+    Waiver {
+        /// What was being done (at discovery: which metadata had expired).
+        context: String,
+        /// The rule it breaks.
+        source: waiver::WaiverError,
     },
     /// The repository's targets do not form a valid release (a missing artifact, a manifest that
     /// does not match its targets, no release of the asked version).
@@ -173,6 +185,8 @@ pub enum RefusalKind {
     Manifest,
     /// Reading or writing a file failed: a local one, or fetching one from a repository online.
     Io,
+    /// Metadata past its expiry, and a freshness waiver offered for it that does not hold.
+    Waiver,
     /// Anything else TUF refused.
     Invalid,
 }
@@ -192,6 +206,7 @@ impl RefusalKind {
             Self::Bundle => "bundle",
             Self::Manifest => "manifest",
             Self::Io => "io",
+            Self::Waiver => "waiver",
             Self::Invalid => "invalid",
         }
     }
@@ -211,6 +226,7 @@ impl ReleaseError {
             Self::Bundle { reason, .. } if reason.contains("outside") => RefusalKind::Path,
             Self::Bundle { .. } => RefusalKind::Bundle,
             Self::Release(_) => RefusalKind::Manifest,
+            Self::Waiver { .. } => RefusalKind::Waiver,
             Self::Tuf { source, .. } => first_tuf_refusal(source.as_ref()),
         }
     }

@@ -1,6 +1,7 @@
 //! `scs-edge-release`: the release manager's tool. It makes the role keys and the root of trust,
-//! signs a release from `make image`'s output into a TUF repository, re-signs the timestamp, and
-//! exports a release as one air-gap bundle file.
+//! signs a release from `make image`'s output into a TUF repository, re-signs the timestamp,
+//! exports a release as one air-gap bundle file, and issues freshness waivers for sites that can
+//! never receive fresh metadata.
 #![allow(clippy::print_stdout)]
 
 use anyhow::Context as _;
@@ -8,6 +9,7 @@ use clap::{Parser, Subcommand};
 use scs_edge_release::Lifetimes;
 use scs_edge_release::keys::{self, KeySet};
 use scs_edge_release::repository::{NewRelease, Repository};
+use scs_edge_release::waiver::{self, MAX_WAIVER_LIFETIME, WaiverTerms};
 use std::path::PathBuf;
 
 /// Signed OS releases of the SCS Edge node image.
@@ -62,7 +64,31 @@ enum Command {
         /// The bundle file to write.
         #[arg(long, short)]
         output: PathBuf,
+        /// A freshness waiver (`scs-edge-release waiver`) to ship in the bundle as `waiver.json`.
+        #[arg(long)]
+        waiver: Option<PathBuf>,
     },
+    /// Sign a freshness waiver with the targets key: lets the nodes of one site that can never
+    /// receive fresh metadata accept a release whose metadata expired, for a few days.
+    Waiver {
+        /// The site (its name exactly as the nodes know it, `region.site`).
+        #[arg(long)]
+        site: String,
+        /// Days it holds from now (1-90).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=max_waiver_days()))]
+        days: u16,
+        /// Why the site cannot receive fresh metadata; the nodes log and record it.
+        #[arg(long)]
+        reason: String,
+        /// The waiver file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// The most days a waiver may run (nodes refuse a longer one).
+const fn max_waiver_days() -> i64 {
+    MAX_WAIVER_LIFETIME.as_hours() / 24
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -116,9 +142,40 @@ async fn main() -> anyhow::Result<()> {
                 cli.timestamp_days
             );
         }
-        Command::Bundle { version, output } => {
-            let bytes = scs_edge_release::bundle::export(&repo, &version, &output).await?;
+        Command::Bundle {
+            version,
+            output,
+            waiver,
+        } => {
+            let bytes = scs_edge_release::bundle::export_with_waiver(
+                &repo,
+                &version,
+                waiver.as_deref(),
+                &output,
+            )
+            .await?;
             println!("{}: {bytes} bytes", output.display());
+        }
+        Command::Waiver {
+            site,
+            days,
+            reason,
+            out,
+        } => {
+            let expires =
+                now.checked_add(jiff::SignedDuration::from_hours(24 * i64::from(days)))?;
+            let terms = WaiverTerms::new(site, now, expires, reason)?;
+            let issued = waiver::issue(&keys, &repo.metadata_dir(), terms).await?;
+            std::fs::write(&out, issued.to_json())
+                .with_context(|| format!("writing {}", out.display()))?;
+            let terms = issued.terms();
+            println!(
+                "{}: waiver for site {} from {} until {}",
+                out.display(),
+                terms.site,
+                terms.issued,
+                terms.expires
+            );
         }
     }
     Ok(())

@@ -7,10 +7,15 @@
 //! module adds what TUF leaves to the application: each manifest must agree with the targets
 //! metadata it sits in, and artifacts are written only where the caller says. Both kinds of source
 //! end in the same [`VerifiedRepository`]; only the transport differs.
+//!
+//! Expiry is enforced, with one exception a node must be handed explicitly: a freshness waiver
+//! ([`crate::waiver`]) for its site, consulted only when the metadata verified in every respect but
+//! its age.
 
 use crate::http_transport::HttpClientTransport;
 use crate::repository::{dir_url, hex, target_name};
-use crate::{METADATA_DIR, ReleaseError, TARGETS_DIR};
+use crate::waiver::{Waiver, WaiverTerms};
+use crate::{METADATA_DIR, RefusalKind, ReleaseError, TARGETS_DIR};
 use futures::TryStreamExt as _;
 use scs_edge_proto::release::ReleaseManifest;
 use std::path::{Path, PathBuf};
@@ -47,11 +52,24 @@ impl<'a> Trust<'a> {
     }
 }
 
+/// A freshness waiver a node offers with a discovery, and what it is checked against. The document
+/// stays unread unless the metadata has expired.
+#[derive(Debug, Clone, Copy)]
+pub struct OfferedWaiver<'a> {
+    /// The waiver document as it came (a file in the bundle, beside it, or named by the operator).
+    pub document: &'a [u8],
+    /// This node's site name, which the waiver must name exactly; `None` when the node has none.
+    pub site: Option<&'a str>,
+    /// The node's time, for the waiver's `issued` and `expires`.
+    pub now: jiff::Timestamp,
+}
+
 /// A repository whose metadata verified; its targets are verified as they are read.
 #[derive(Debug)]
 pub struct VerifiedRepository {
     repo: tough::Repository,
     holds: Holdings,
+    waiver: Option<WaiverTerms>,
 }
 
 /// Which of the targets its metadata lists a copy of the repository can serve.
@@ -73,19 +91,27 @@ pub struct StagedRelease {
 }
 
 /// Verifies the repository laid out in `dir` (`metadata/`, `targets/`) against `trust`, enforcing
-/// expiry: this is discovery, the moment a stale or frozen repository must be noticed.
-pub async fn discover(dir: &Path, trust: &Trust<'_>) -> Result<VerifiedRepository, ReleaseError> {
-    let repo = load(
+/// expiry: this is discovery, the moment a stale or frozen repository must be noticed. Metadata that
+/// verified in every respect but its age is accepted under `waiver` when that holds for this node;
+/// the waiver is not read otherwise.
+pub async fn discover(
+    dir: &Path,
+    trust: &Trust<'_>,
+    waiver: Option<&OfferedWaiver<'_>>,
+) -> Result<VerifiedRepository, ReleaseError> {
+    let (repo, waiver) = load(
         trust,
         dir_url(&dir.join(METADATA_DIR))?,
         dir_url(&dir.join(TARGETS_DIR))?,
         FilesystemTransport,
         &dir.display().to_string(),
+        waiver,
     )
     .await?;
     Ok(VerifiedRepository {
         repo,
         holds: Holdings::Folder(dir.join(TARGETS_DIR)),
+        waiver,
     })
 }
 
@@ -98,6 +124,7 @@ pub async fn discover_remote(
     base: &Url,
     client: reqwest::Client,
     trust: &Trust<'_>,
+    waiver: Option<&OfferedWaiver<'_>>,
 ) -> Result<VerifiedRepository, ReleaseError> {
     let mut base = base.clone();
     if !base.path().ends_with('/') {
@@ -108,40 +135,91 @@ pub async fn discover_remote(
         base.join(&format!("{dir}/"))
             .map_err(|err| ReleaseError::Release(format!("{base}: {err}")))
     };
-    let repo = load(
+    let (repo, waiver) = load(
         trust,
         join(METADATA_DIR)?,
         join(TARGETS_DIR)?,
         HttpClientTransport::new(client),
         base.as_str(),
+        waiver,
     )
     .await?;
     Ok(VerifiedRepository {
         repo,
         holds: Holdings::Everything,
+        waiver,
     })
 }
 
-/// tough's client over `transport`, with the node's trust and expiry enforced.
-async fn load(
+/// tough's client over `transport`, with the node's trust and expiry enforced — unless the
+/// metadata expired and `waiver` holds; then the repository comes with the waiver's terms.
+///
+/// Expiry alone is waived. The repository is loaded again with `ExpirationEnforcement::Unsafe`,
+/// which in tough 0.24 skips `check_expired` (root, timestamp, snapshot, targets, delegations) and
+/// the expiry check of `read_target`, nothing else: signatures and thresholds, the root chain, role
+/// versions against the datastore, hashes, lengths, size limits and target names are checked as
+/// before, and the last known time is sampled (and a clock stepped back refused) at the start of
+/// every load whatever the enforcement — the first, enforcing load has refused a stepped-back
+/// clock before the waiver is even read. The waiver's shape, site and time are checked before the
+/// second load; after it, that the root it ended on has not expired (the waiver does not cover the
+/// root) and that its targets keys signed the waiver (so after a rotation, the new targets key is
+/// the one that counts). A waiver that fails only there leaves the datastore holding the expired
+/// metadata's role versions — metadata that is genuinely signed, so the rollback floor only rises
+/// to where it would have been had the node seen it while fresh.
+async fn load<T: Transport + Clone + 'static>(
     trust: &Trust<'_>,
     metadata: Url,
     targets: Url,
-    transport: impl Transport + 'static,
+    transport: T,
     what: &str,
-) -> Result<tough::Repository, ReleaseError> {
+    waiver: Option<&OfferedWaiver<'_>>,
+) -> Result<(tough::Repository, Option<WaiverTerms>), ReleaseError> {
     std::fs::create_dir_all(trust.datastore).map_err(ReleaseError::io(trust.datastore))?;
-    RepositoryLoader::new(&trust.root, metadata, targets)
-        .transport(transport)
-        .limits(trust.limits)
-        .datastore(trust.datastore)
-        .expiration_enforcement(ExpirationEnforcement::Safe)
+    let loader = |enforcement| {
+        RepositoryLoader::new(&trust.root, metadata.clone(), targets.clone())
+            .transport(transport.clone())
+            .limits(trust.limits)
+            .datastore(trust.datastore)
+            .expiration_enforcement(enforcement)
+    };
+    let expired = match loader(ExpirationEnforcement::Safe)
         .load()
         .await
         .map_err(ReleaseError::tuf(format!("verifying {what}")))
+    {
+        Ok(repo) => return Ok((repo, None)),
+        Err(err) if err.refusal_kind() == RefusalKind::Expired => err,
+        Err(err) => return Err(err),
+    };
+    let Some(offered) = waiver else {
+        return Err(expired);
+    };
+    let refused = |source| ReleaseError::Waiver {
+        context: format!("{expired}, and the freshness waiver does not apply"),
+        source,
+    };
+    let waiver = Waiver::parse(offered.document).map_err(refused)?;
+    waiver
+        .check_terms(offered.site, offered.now)
+        .map_err(refused)?;
+    let repo = loader(ExpirationEnforcement::Unsafe)
+        .load()
+        .await
+        .map_err(ReleaseError::tuf(format!(
+            "verifying {what} under a freshness waiver"
+        )))?;
+    Waiver::check_root(repo.root(), offered.now).map_err(refused)?;
+    waiver.check_signatures(repo.root()).map_err(refused)?;
+    Ok((repo, Some(waiver.terms().clone())))
 }
 
 impl VerifiedRepository {
+    /// The waiver this repository was accepted under — its metadata had expired — or `None` when
+    /// it was fresh.
+    pub fn waiver(&self) -> Option<&WaiverTerms> {
+        self.waiver.as_ref()
+    }
+
     /// The releases whose manifests this copy of the repository carries (a bundle carries one,
     /// while its metadata lists every release ever published; the repository online carries them
     /// all), each read through TUF and checked
@@ -293,9 +371,29 @@ impl VerifiedRepository {
                     .map_err(ReleaseError::tuf(context()))?;
             }
         }
+        make_durable(dir)?;
         Ok(StagedRelease {
             manifest: manifest.clone(),
             dir: dir.to_path_buf(),
         })
     }
+}
+
+/// Flushes the staged files, their folder and its parent to the disk. A caller records a release
+/// as staged once this returned, and after a power cut trusts what it recorded: the QEMU test found
+/// a staged `/usr` image cut short by a power cut that came before the page cache was written back,
+/// which `systemd-sysupdate` then wrote into the slot as if whole.
+fn make_durable(dir: &Path) -> Result<(), ReleaseError> {
+    for entry in std::fs::read_dir(dir).map_err(ReleaseError::io(dir))? {
+        let path = entry.map_err(ReleaseError::io(dir))?.path();
+        std::fs::File::open(&path)
+            .and_then(|file| file.sync_all())
+            .map_err(ReleaseError::io(&path))?;
+    }
+    for folder in [Some(dir), dir.parent()].into_iter().flatten() {
+        std::fs::File::open(folder)
+            .and_then(|file| file.sync_all())
+            .map_err(ReleaseError::io(folder))?;
+    }
+    Ok(())
 }

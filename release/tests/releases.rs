@@ -2,16 +2,19 @@
 //! repositories written by `tough::editor` in temporary directories, exported as bundles, extracted
 //! and loaded by tough's client with a persistent datastore, or served by a real web server and read
 //! over HTTP. Every refusal the node relies on is provoked here with a repository that really is
-//! tampered, stale, rolled back or oversized.
+//! tampered, stale, rolled back or oversized — and with freshness waivers that really are signed,
+//! forged, altered, or for another site or time.
 
 use scs_edge_proto::release::ReleaseManifest;
 use scs_edge_release::bundle::{self, ExtractLimits};
 use scs_edge_release::keys::{self, KeySet};
 use scs_edge_release::repository::{NewRelease, Repository};
 use scs_edge_release::test_support::ServedFolder;
-use scs_edge_release::verify::{self, Trust};
+use scs_edge_release::verify::{self, OfferedWaiver, Trust};
+use scs_edge_release::waiver::{self, WAIVER_FILE, WaiverTerms};
 use scs_edge_release::{Lifetimes, RefusalKind, ReleaseError, policy};
 use std::collections::BTreeSet;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 fn v(text: &str) -> semver::Version {
@@ -189,7 +192,7 @@ async fn a_published_release_travels_as_a_bundle_and_stages_verified() {
 
     let staging = extract(&desk, &bundle, "staging");
     let datastore = desk.path("node-datastore");
-    let repo = verify::discover(&staging, &desk.trust(&datastore))
+    let repo = verify::discover(&staging, &desk.trust(&datastore), None)
         .await
         .expect("discover");
     let offered = repo.offered().await.expect("manifests");
@@ -224,10 +227,14 @@ async fn a_repository_served_over_http_is_verified_and_its_release_staged_from_i
     let datastore = desk.path("node-datastore");
 
     // No trailing slash: the base is a folder all the same.
-    let repo =
-        verify::discover_remote(&served.url("repository"), client(), &desk.trust(&datastore))
-            .await
-            .expect("discover (2.root.json is missing: a 404 ends the root chain)");
+    let repo = verify::discover_remote(
+        &served.url("repository"),
+        client(),
+        &desk.trust(&datastore),
+        None,
+    )
+    .await
+    .expect("discover (2.root.json is missing: a 404 ends the root chain)");
     let offered = repo.offered().await.expect("manifests");
     assert_eq!(
         offered,
@@ -252,6 +259,7 @@ async fn a_flipped_byte_in_a_served_target_is_refused_and_nothing_stays_staged()
         &served.url("repository/"),
         client(),
         &desk.trust(&desk.path("ds")),
+        None,
     )
     .await
     .expect("metadata is intact");
@@ -267,7 +275,7 @@ async fn a_repository_without_a_timestamp_or_without_a_server_is_unreachable_not
     let base = served.url("repository/");
     let datastore = desk.path("ds");
 
-    let missing = verify::discover_remote(&base, client(), &desk.trust(&datastore)).await;
+    let missing = verify::discover_remote(&base, client(), &desk.trust(&datastore), None).await;
     let Err(err @ ReleaseError::Unreachable { .. }) = missing else {
         panic!("expected an unreachable repository, got {missing:?}");
     };
@@ -279,7 +287,7 @@ async fn a_repository_without_a_timestamp_or_without_a_server_is_unreachable_not
     );
 
     drop(served);
-    let gone = verify::discover_remote(&base, client(), &desk.trust(&datastore)).await;
+    let gone = verify::discover_remote(&base, client(), &desk.trust(&datastore), None).await;
     let Err(err @ ReleaseError::Unreachable { .. }) = gone else {
         panic!("expected an unreachable repository, got {gone:?}");
     };
@@ -308,11 +316,18 @@ async fn older_metadata_served_after_newer_was_seen_is_a_rollback_and_refused() 
         &served.url("repository/"),
         client(),
         &desk.trust(&datastore),
+        None,
     )
     .await
     .expect("the newer repository");
     let refusal = tuf_refusal(
-        verify::discover_remote(&served.url("frozen/"), client(), &desk.trust(&datastore)).await,
+        verify::discover_remote(
+            &served.url("frozen/"),
+            client(),
+            &desk.trust(&datastore),
+            None,
+        )
+        .await,
         RefusalKind::Rollback,
     );
     assert!(
@@ -329,7 +344,7 @@ async fn a_flipped_byte_in_a_target_is_refused_and_nothing_stays_staged() {
     flip_a_byte_of_the_usr_target(&staging.join("targets"));
 
     let datastore = desk.path("ds");
-    let repo = verify::discover(&staging, &desk.trust(&datastore))
+    let repo = verify::discover(&staging, &desk.trust(&datastore), None)
         .await
         .expect("metadata is intact");
     assert_staging_the_usr_target_is_refused(&desk, &repo).await;
@@ -349,7 +364,7 @@ async fn metadata_signed_by_another_key_or_missing_its_signatures_is_refused() {
         limits: tough::Limits::default(),
     };
     let refusal = tuf_refusal(
-        verify::discover(&staging, &trust).await,
+        verify::discover(&staging, &trust, None).await,
         RefusalKind::Signature,
     );
     assert!(refusal.contains("Signature threshold"), "{refusal}");
@@ -359,7 +374,7 @@ async fn metadata_signed_by_another_key_or_missing_its_signatures_is_refused() {
         json["signatures"] = serde_json::json!([]);
     });
     let refusal = tuf_refusal(
-        verify::discover(&staging, &desk.trust(&desk.path("ds"))).await,
+        verify::discover(&staging, &desk.trust(&desk.path("ds")), None).await,
         RefusalKind::Signature,
     );
     assert!(
@@ -373,7 +388,7 @@ async fn metadata_signed_by_another_key_or_missing_its_signatures_is_refused() {
         json["signatures"] = serde_json::json!([]);
     });
     let refusal = tuf_refusal(
-        verify::discover(&staging, &desk.trust(&desk.path("ds2"))).await,
+        verify::discover(&staging, &desk.trust(&desk.path("ds2")), None).await,
         RefusalKind::Hash,
     );
     assert!(refusal.contains("Hash mismatch"), "{refusal}");
@@ -390,12 +405,12 @@ async fn older_metadata_after_newer_was_seen_is_a_rollback_and_refused() {
 
     let datastore = desk.path("ds");
     let staging = extract(&desk, &new, "new-staging");
-    verify::discover(&staging, &desk.trust(&datastore))
+    verify::discover(&staging, &desk.trust(&datastore), None)
         .await
         .expect("the newer repository");
     let staging = extract(&desk, &old, "old-staging");
     let refusal = tuf_refusal(
-        verify::discover(&staging, &desk.trust(&datastore)).await,
+        verify::discover(&staging, &desk.trust(&datastore), None).await,
         RefusalKind::Rollback,
     );
     assert!(
@@ -418,7 +433,7 @@ async fn mixing_targets_from_another_snapshot_is_refused() {
     )
     .expect("copy");
     let refusal = tuf_refusal(
-        verify::discover(&staging, &desk.trust(&desk.path("ds"))).await,
+        verify::discover(&staging, &desk.trust(&desk.path("ds")), None).await,
         // The snapshot pins each targets file by hash: a mix shows as a hash mismatch.
         RefusalKind::Hash,
     );
@@ -439,7 +454,7 @@ async fn an_expired_timestamp_is_refused_at_discovery_until_it_is_re_signed() {
     let bundle = desk.bundle("1.0.0", "stale").await;
     let staging = extract(&desk, &bundle, "staging");
     let refusal = tuf_refusal(
-        verify::discover(&staging, &desk.trust(&desk.path("ds"))).await,
+        verify::discover(&staging, &desk.trust(&desk.path("ds")), None).await,
         RefusalKind::Expired,
     );
     assert!(refusal.to_lowercase().contains("expire"), "{refusal}");
@@ -449,7 +464,7 @@ async fn an_expired_timestamp_is_refused_at_discovery_until_it_is_re_signed() {
         .await
         .expect("re-sign");
     let staging = extract(&desk, &desk.bundle("1.0.0", "fresh").await, "staging");
-    verify::discover(&staging, &desk.trust(&desk.path("ds")))
+    verify::discover(&staging, &desk.trust(&desk.path("ds")), None)
         .await
         .expect("fresh timestamp");
 }
@@ -467,7 +482,10 @@ async fn oversized_metadata_is_refused() {
         },
         ..desk.trust(&datastore)
     };
-    let refusal = tuf_refusal(verify::discover(&staging, &trust).await, RefusalKind::Size);
+    let refusal = tuf_refusal(
+        verify::discover(&staging, &trust, None).await,
+        RefusalKind::Size,
+    );
     assert!(refusal.contains("max_timestamp_size"), "{refusal}");
 
     let small = ExtractLimits {
@@ -494,7 +512,7 @@ async fn a_clock_stepped_back_behind_the_last_known_time_is_refused() {
     )
     .expect("write");
     let refusal = tuf_refusal(
-        verify::discover(&staging, &desk.trust(&datastore)).await,
+        verify::discover(&staging, &desk.trust(&datastore), None).await,
         RefusalKind::Clock,
     );
     assert!(refusal.contains("stepped backward"), "{refusal}");
@@ -517,7 +535,7 @@ async fn a_node_follows_a_cross_signed_root_rotation() {
     // Signed after the rotation: the targets key is unchanged, the root of trust is version 1.
     desk.publish("1.1.0", None, &lifetimes).await;
     let staging = extract(&desk, &desk.bundle("1.1.0", "b").await, "staging");
-    let repo = verify::discover(&staging, &desk.trust(&desk.path("ds")))
+    let repo = verify::discover(&staging, &desk.trust(&desk.path("ds")), None)
         .await
         .expect("follows 1 → 2");
     assert_eq!(
@@ -534,7 +552,7 @@ async fn a_node_follows_a_cross_signed_root_rotation() {
             .retain(|sig| sig["keyid"] == keep_new);
     });
     let refusal = tuf_refusal(
-        verify::discover(&staging, &desk.trust(&desk.path("ds2"))).await,
+        verify::discover(&staging, &desk.trust(&desk.path("ds2")), None).await,
         RefusalKind::Signature,
     );
     assert!(refusal.contains("not met for role root"), "{refusal}");
@@ -664,4 +682,443 @@ async fn the_http_transport_streams_files_and_calls_a_missing_one_not_found() {
         .map(drop)
         .expect_err("ftp");
     assert_eq!(other.kind(), TransportErrorKind::UnsupportedUrlScheme);
+}
+
+// ---- freshness waivers --------------------------------------------------------------------------
+
+const SITE: &str = "factory-7";
+
+fn hours(n: i64) -> jiff::SignedDuration {
+    jiff::SignedDuration::from_hours(n)
+}
+
+/// Lifetimes whose timestamp expired an hour before it was signed: a bundle that travelled too long.
+fn expired_timestamp() -> Lifetimes {
+    Lifetimes {
+        timestamp: hours(-1),
+        ..Lifetimes::default()
+    }
+}
+
+impl Desk {
+    /// The newest root in the repository, as a node ends up trusting it.
+    fn newest_root(&self) -> tough::schema::Signed<tough::schema::Root> {
+        let (_, path) = keys::latest_root(&self.repo.metadata_dir()).expect("root");
+        serde_json::from_slice(&std::fs::read(path).expect("read")).expect("root")
+    }
+
+    /// A waiver for `site` from `issued` until `expires`, issued as `scs-edge-release waiver` does.
+    async fn waiver(
+        &self,
+        site: &str,
+        issued: jiff::Timestamp,
+        expires: jiff::Timestamp,
+    ) -> Vec<u8> {
+        let terms = WaiverTerms::new(site, issued, expires, "ships by sea").expect("terms");
+        waiver::issue(&self.keys, &self.repo.metadata_dir(), terms)
+            .await
+            .expect("issue")
+            .to_json()
+    }
+
+    /// A waiver for this site valid for a week from an hour ago.
+    async fn valid_waiver(&self) -> Vec<u8> {
+        let now = jiff::Timestamp::now();
+        self.waiver(SITE, now - hours(1), now + hours(24 * 7)).await
+    }
+
+    /// The terms signed with the `role` key of a root whose targets role lists that key instead:
+    /// tough signs what the root says, so this is how any key other than the targets key signs.
+    async fn signed_with(&self, role: tough::schema::RoleType, terms: WaiverTerms) -> Vec<u8> {
+        let mut root = self.newest_root().signed;
+        let role_keys = root.roles[&role].clone();
+        root.roles
+            .insert(tough::schema::RoleType::Targets, role_keys);
+        waiver::sign(terms, &root, &self.keys.sources(&[role]).expect("key"))
+            .await
+            .expect("sign")
+            .to_json()
+    }
+}
+
+/// `document` offered by a node of `SITE` at the system's time (tough's clock, too).
+fn offered(document: &[u8]) -> OfferedWaiver<'_> {
+    OfferedWaiver {
+        document,
+        site: Some(SITE),
+        now: jiff::Timestamp::now(),
+    }
+}
+
+/// The refusal's text, after checking the waiver was refused (kind `waiver`).
+fn waiver_refusal(result: Result<verify::VerifiedRepository, ReleaseError>) -> String {
+    match result {
+        Err(err @ ReleaseError::Waiver { .. }) => {
+            let text = err.to_string();
+            eprintln!("refused: {text}");
+            assert_eq!(err.refusal_kind(), RefusalKind::Waiver, "{text}");
+            assert_eq!(err.refusal_kind().as_str(), "waiver");
+            assert!(
+                text.contains("timestamp metadata is expired"),
+                "names what expired: {text}"
+            );
+            text
+        }
+        other => panic!("expected a waiver refusal, got {other:?}"),
+    }
+}
+
+/// A repository whose timestamp expired, extracted from its bundle for a node.
+async fn stale_release(desk: &Desk) -> PathBuf {
+    desk.publish("1.0.0", None, &expired_timestamp()).await;
+    extract(desk, &desk.bundle("1.0.0", "stale.bundle").await, "staging")
+}
+
+#[tokio::test]
+async fn an_expired_timestamp_is_accepted_under_a_valid_waiver_for_this_site_and_staged() {
+    let desk = Desk::new().await;
+    let staging = stale_release(&desk).await;
+    let datastore = desk.path("ds");
+    tuf_refusal(
+        verify::discover(&staging, &desk.trust(&datastore), None).await,
+        RefusalKind::Expired,
+    );
+
+    let document = desk.valid_waiver().await;
+    let repo = verify::discover(&staging, &desk.trust(&datastore), Some(&offered(&document)))
+        .await
+        .expect("accepted under the waiver");
+    let terms = repo.waiver().expect("accepted under a waiver");
+    assert_eq!(terms.site, SITE);
+    assert_eq!(terms.reason, "ships by sea");
+    let offered_releases = repo.offered().await.expect("manifests");
+    assert_eq!(offered_releases[0].version, v("1.0.0"));
+    let staged = repo
+        .stage(&offered_releases[0], &desk.path("slot"))
+        .await
+        .expect("targets read under the waiver");
+    assert_staged_as_built(&desk, &staged);
+}
+
+#[tokio::test]
+async fn a_waiver_is_never_consulted_when_the_metadata_is_fresh() {
+    let desk = Desk::new().await;
+    desk.publish("1.0.0", None, &Lifetimes::default()).await;
+    let staging = extract(&desk, &desk.bundle("1.0.0", "b").await, "staging");
+    let repo = verify::discover(
+        &staging,
+        &desk.trust(&desk.path("ds")),
+        Some(&offered(b"not even JSON")),
+    )
+    .await
+    .expect("fresh metadata needs no waiver");
+    assert!(repo.waiver().is_none());
+}
+
+#[tokio::test]
+async fn a_waiver_for_another_site_out_of_its_time_or_longer_than_90_days_is_refused() {
+    let desk = Desk::new().await;
+    let staging = stale_release(&desk).await;
+    let datastore = desk.path("ds");
+    let now = jiff::Timestamp::now();
+    let discover = |document: Vec<u8>, site: Option<&'static str>| {
+        let (staging, datastore) = (staging.clone(), datastore.clone());
+        let desk = &desk;
+        async move {
+            let offer = OfferedWaiver {
+                document: &document,
+                site,
+                now,
+            };
+            verify::discover(&staging, &desk.trust(&datastore), Some(&offer)).await
+        }
+    };
+
+    let other_site = desk
+        .waiver("factory-8", now - hours(1), now + hours(24))
+        .await;
+    let refusal = waiver_refusal(discover(other_site, Some(SITE)).await);
+    assert!(
+        refusal.contains(r#"for site "factory-8", not for this node's site "factory-7""#),
+        "{refusal}"
+    );
+    let refusal = waiver_refusal(discover(desk.valid_waiver().await, None).await);
+    assert!(refusal.contains("no site name"), "{refusal}");
+    // A prefix is not the site.
+    let refusal = waiver_refusal(discover(desk.valid_waiver().await, Some("factory-77")).await);
+    assert!(refusal.contains("not for this node's site"), "{refusal}");
+
+    let expired = desk.waiver(SITE, now - hours(48), now - hours(1)).await;
+    let refusal = waiver_refusal(discover(expired, Some(SITE)).await);
+    assert!(refusal.contains("the waiver expired at"), "{refusal}");
+
+    let not_yet = desk.waiver(SITE, now + hours(1), now + hours(48)).await;
+    let refusal = waiver_refusal(discover(not_yet, Some(SITE)).await);
+    assert!(refusal.contains("holds only from"), "{refusal}");
+
+    // Signed with the targets key, but 91 days: the node refuses it whoever issued it.
+    let terms = WaiverTerms::new(
+        SITE,
+        now - hours(1),
+        now + hours(24 * 91 - 1),
+        "a long voyage",
+    )
+    .expect("terms");
+    let root = desk.newest_root();
+    let too_long = waiver::sign(
+        terms,
+        &root.signed,
+        &desk
+            .keys
+            .sources(&[tough::schema::RoleType::Targets])
+            .expect("key"),
+    )
+    .await
+    .expect("sign");
+    assert!(too_long.check_signatures(&root).is_ok(), "genuinely signed");
+    let refusal = waiver_refusal(discover(too_long.to_json(), Some(SITE)).await);
+    assert!(refusal.contains("longer than the 90 days"), "{refusal}");
+
+    let refusal = waiver_refusal(discover(b"{\"signed\": {}}".to_vec(), Some(SITE)).await);
+    assert!(refusal.contains("malformed waiver"), "{refusal}");
+}
+
+#[tokio::test]
+async fn a_waiver_does_not_cover_a_root_that_expired_itself() {
+    let desk = Desk::with_lifetimes(&Lifetimes {
+        root: hours(-1),
+        ..Lifetimes::default()
+    })
+    .await;
+    let staging = stale_release(&desk).await;
+    let document = desk.valid_waiver().await;
+    let refusal = match verify::discover(
+        &staging,
+        &desk.trust(&desk.path("ds")),
+        Some(&offered(&document)),
+    )
+    .await
+    {
+        Err(err @ ReleaseError::Waiver { .. }) => err.to_string(),
+        other => panic!("expected a waiver refusal, got {other:?}"),
+    };
+    assert!(
+        refusal.contains("root metadata is expired")
+            && refusal.contains("a waiver does not cover the root"),
+        "{refusal}"
+    );
+}
+
+#[tokio::test]
+async fn a_waiver_signed_by_another_key_or_altered_after_signing_is_refused() {
+    let desk = Desk::new().await;
+    let staging = stale_release(&desk).await;
+    let datastore = desk.path("ds");
+    let now = jiff::Timestamp::now();
+    let terms =
+        WaiverTerms::new(SITE, now - hours(1), now + hours(24), "ships by sea").expect("terms");
+
+    for role in [
+        tough::schema::RoleType::Timestamp,
+        tough::schema::RoleType::Root,
+    ] {
+        let forged = desk.signed_with(role, terms.clone()).await;
+        let refusal = waiver_refusal(
+            verify::discover(&staging, &desk.trust(&datastore), Some(&offered(&forged))).await,
+        );
+        assert!(
+            refusal.contains("not signed by a threshold of the targets keys")
+                && refusal.contains("threshold of 1 not met for role targets"),
+            "{role}: {refusal}"
+        );
+    }
+
+    let genuine: serde_json::Value =
+        serde_json::from_slice(&desk.valid_waiver().await).expect("json");
+    let mut altered_signature = genuine.clone();
+    let sig = altered_signature["signatures"][0]["sig"]
+        .as_str()
+        .expect("sig")
+        .to_owned();
+    let flipped = if sig.starts_with('0') { "1" } else { "0" };
+    altered_signature["signatures"][0]["sig"] = format!("{flipped}{}", &sig[1..]).into();
+    let mut altered_terms = genuine;
+    altered_terms["signed"]["expires"] = (now + hours(24 * 60)).to_string().into();
+    for altered in [altered_signature, altered_terms] {
+        let document = serde_json::to_vec(&altered).expect("json");
+        let refusal = waiver_refusal(
+            verify::discover(&staging, &desk.trust(&datastore), Some(&offered(&document))).await,
+        );
+        assert!(refusal.contains("threshold of 1 not met"), "{refusal}");
+    }
+}
+
+#[tokio::test]
+async fn under_a_waiver_a_flipped_target_rolled_back_metadata_and_a_clock_stepped_back_stay_refused()
+ {
+    let desk = Desk::new().await;
+    let document = desk.valid_waiver().await;
+    let waived = Some(offered(&document));
+
+    // Hash: the metadata is accepted under the waiver, the tampered target is not.
+    let staging = stale_release(&desk).await;
+    flip_a_byte_of_the_usr_target(&staging.join("targets"));
+    let repo = verify::discover(&staging, &desk.trust(&desk.path("ds")), waived.as_ref())
+        .await
+        .expect("metadata is intact");
+    assert!(repo.waiver().is_some());
+    assert_staging_the_usr_target_is_refused(&desk, &repo).await;
+
+    // Rollback: 1.0.0's metadata after 1.1.0's was seen, both expired.
+    let old = desk.bundle("1.0.0", "old").await;
+    desk.publish("1.1.0", None, &expired_timestamp()).await;
+    let new = desk.bundle("1.1.0", "new").await;
+    let datastore = desk.path("ds-rollback");
+    let staging = extract(&desk, &new, "new-staging");
+    verify::discover(&staging, &desk.trust(&datastore), waived.as_ref())
+        .await
+        .expect("the newer repository, under the waiver");
+    let staging = extract(&desk, &old, "old-staging");
+    let refusal = tuf_refusal(
+        verify::discover(&staging, &desk.trust(&datastore), waived.as_ref()).await,
+        RefusalKind::Rollback,
+    );
+    assert!(
+        refusal.contains("previously fetched version 2"),
+        "{refusal}"
+    );
+
+    // Clock: the node's clock is behind the last time it saw.
+    let datastore = desk.path("ds-clock");
+    std::fs::create_dir_all(&datastore).expect("ds");
+    let future = jiff::Timestamp::now() + hours(24 * 30);
+    std::fs::write(
+        datastore.join("latest_known_time.json"),
+        serde_json::to_vec(&future).expect("json"),
+    )
+    .expect("write");
+    let refusal = tuf_refusal(
+        verify::discover(&staging, &desk.trust(&datastore), waived.as_ref()).await,
+        RefusalKind::Clock,
+    );
+    assert!(refusal.contains("stepped backward"), "{refusal}");
+}
+
+#[tokio::test]
+async fn a_bundle_carries_one_waiver_and_a_second_or_any_other_top_level_file_is_refused() {
+    let desk = Desk::new().await;
+    desk.publish("1.0.0", None, &expired_timestamp()).await;
+    let waiver_file = desk.path("factory-7.waiver.json");
+    std::fs::write(&waiver_file, desk.valid_waiver().await).expect("write");
+    let bundle = desk.path("waived.bundle");
+    bundle::export_with_waiver(&desk.repo, &v("1.0.0"), Some(&waiver_file), &bundle)
+        .await
+        .expect("export");
+
+    let staging = extract(&desk, &bundle, "staging");
+    let document = std::fs::read(staging.join(WAIVER_FILE)).expect("waiver.json extracted");
+    let repo = verify::discover(
+        &staging,
+        &desk.trust(&desk.path("ds")),
+        Some(&offered(&document)),
+    )
+    .await
+    .expect("accepted under the bundled waiver");
+    assert_eq!(repo.waiver().expect("waiver").site, SITE);
+
+    // The bundle's entries again, with one more appended.
+    let with_extra = |name: &str, size: usize| {
+        let path = desk.path(&format!("extra-{}.bundle", name.replace('/', "_")));
+        let mut builder = tar::Builder::new(std::fs::File::create(&path).expect("create"));
+        let mut original = tar::Archive::new(std::fs::File::open(&bundle).expect("open"));
+        for entry in original.entries().expect("entries") {
+            let mut entry = entry.expect("entry");
+            let mut header = entry.header().clone();
+            let entry_path = entry.path().expect("path").into_owned();
+            builder
+                .append_data(&mut header, entry_path, &mut entry)
+                .expect("append");
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_size(size as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder
+            .append_data(&mut header, name, std::io::repeat(b' ').take(size as u64))
+            .expect("append");
+        builder.finish().expect("finish");
+        path
+    };
+    for (extra, size) in [
+        (WAIVER_FILE, 16),
+        ("notes.txt", 16),
+        ("other.waiver.json", 16),
+        ("waiver.json.d/x", 16),
+    ] {
+        let staging = desk.path("refused-staging");
+        let refused = bundle::extract(
+            &with_extra(extra, size),
+            &staging,
+            &ExtractLimits::default(),
+        );
+        assert_bundle_refused(&refused, &staging);
+        eprintln!("{extra}: {}", refused.expect_err("refused"));
+    }
+
+    // Alone, an oversized waiver.json is a size refusal.
+    let path = desk.path("big-waiver.bundle");
+    let mut builder = tar::Builder::new(std::fs::File::create(&path).expect("create"));
+    let size = waiver::MAX_WAIVER_BYTES + 1;
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    builder
+        .append_data(&mut header, WAIVER_FILE, std::io::repeat(b' ').take(size))
+        .expect("append");
+    builder.finish().expect("finish");
+    drop(builder);
+    let refused = bundle::extract(&path, &desk.path("big"), &ExtractLimits::default());
+    assert_bundle_refused(&refused, &desk.path("big"));
+    assert_eq!(
+        refused.expect_err("refused").refusal_kind(),
+        RefusalKind::Size
+    );
+}
+
+#[tokio::test]
+async fn the_release_tool_issues_and_ships_only_waivers_a_node_could_accept() {
+    let desk = Desk::new().await;
+    desk.publish("1.0.0", None, &Lifetimes::default()).await;
+    let now = jiff::Timestamp::now();
+    for (expires, rule) in [
+        (now + hours(24 * 90 + 1), "longer than the 90 days"),
+        (now, "expires before it is issued"),
+    ] {
+        let terms = WaiverTerms::new(SITE, now, expires, "ships by sea").expect("terms");
+        let refused = waiver::issue(&desk.keys, &desk.repo.metadata_dir(), terms).await;
+        let err = refused.expect_err("refused");
+        assert!(err.to_string().contains(rule), "{err}");
+    }
+    let terms = WaiverTerms::new(SITE, now, now + hours(24 * 90), "ships by sea").expect("terms");
+    let issued = waiver::issue(&desk.keys, &desk.repo.metadata_dir(), terms)
+        .await
+        .expect("90 days is allowed");
+    assert!(issued.check_signatures(&desk.newest_root()).is_ok());
+
+    let forged = desk.path("forged.waiver.json");
+    let terms = WaiverTerms::new(SITE, now, now + hours(24), "ships by sea").expect("terms");
+    std::fs::write(
+        &forged,
+        desk.signed_with(tough::schema::RoleType::Timestamp, terms)
+            .await,
+    )
+    .expect("write");
+    let out = desk.path("forged.bundle");
+    let refused = bundle::export_with_waiver(&desk.repo, &v("1.0.0"), Some(&forged), &out).await;
+    assert!(
+        matches!(refused, Err(ReleaseError::Waiver { .. })),
+        "{refused:?}"
+    );
+    assert!(!out.exists());
 }

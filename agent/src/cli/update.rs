@@ -32,8 +32,12 @@ pub enum UpdateCommand {
         /// Only verify and stage; the agent writes the slot later.
         #[arg(long)]
         stage_only: bool,
+        /// A freshness waiver (`scs-edge-release waiver`) for this site, used only if the
+        /// release's metadata has expired; it takes the place of one the source carries.
+        #[arg(long)]
+        waiver: Option<PathBuf>,
     },
-    /// Where the node is: phase, running version, failed versions, refusals.
+    /// Where the node is: phase, running version, failed versions, refusals, waivers used.
     Status,
     /// Clear a version's failure so that it may be imported and installed again.
     Retry {
@@ -139,6 +143,7 @@ async fn run_async(command: UpdateCommand, config: &AgentConfig) -> Result<u8, S
             source,
             reboot,
             stage_only,
+            waiver,
         } => {
             let reboot = match reboot {
                 RebootArg::Now => RebootWhen::Now,
@@ -146,7 +151,14 @@ async fn run_async(command: UpdateCommand, config: &AgentConfig) -> Result<u8, S
             };
             let source = import_source(&source, config)?;
             let spinner = Spinner::new();
-            let result = updater.import(&source, reboot, &spinner).await;
+            let result = match &waiver {
+                Some(waiver) => {
+                    updater
+                        .import_with_waiver(&source, waiver, reboot, &spinner)
+                        .await
+                }
+                None => updater.import(&source, reboot, &spinner).await,
+            };
             let version = match result {
                 Ok(version) => version,
                 Err(err) => {

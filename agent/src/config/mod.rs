@@ -424,7 +424,8 @@ pub struct RegionConfig {
     /// standalone site without a region link.
     pub url: String,
     /// `region.site` — the site this node joins as (a DNS label); required when `url` is set. It is
-    /// named in the node certificate, so it cannot change after joining.
+    /// named in the node certificate, so it cannot change after joining. It is also the name an
+    /// update freshness waiver must carry, so a standalone site that needs one sets it too.
     pub site: String,
     /// `region.ca_fingerprint` — pin of the region CA certificate, `sha256:` and 64 hex digits (colons
     /// allowed, normalised to lower case); required when `url` is set. The node trusts nothing the

@@ -10,6 +10,11 @@
 //! where it stopped: an interrupted import is dropped, an interrupted slot write starts over, an
 //! interrupted reboot is judged by the gate on whichever version booted. Host effects come in
 //! through [`host`].
+//!
+//! A site that can never receive fresh metadata gets an operator-signed, time-bounded freshness
+//! waiver (`scs_edge_release::waiver`) for its site name: inside the bundle, beside it on the stick,
+//! or named on the command line. It is read only when the metadata has expired, waives that and
+//! nothing else, and every release accepted under one is logged, recorded and counted.
 
 pub mod gate;
 pub mod host;
@@ -24,10 +29,13 @@ use crate::system::clock::Clock;
 use crate::system::mount::Mounter;
 use host::{Drain, Power, Sysupdate};
 use jiff::Timestamp;
-use record::{Phase, RebootWhen, RecordError, RecordFile, RecordLock, Staged, UpdateRecord};
+use record::{
+    Phase, RebootWhen, RecordError, RecordFile, RecordLock, Staged, UpdateRecord, WaiverUse,
+};
 use scs_edge_proto::release::ReleaseManifest;
 use scs_edge_release::bundle::{self, ExtractLimits};
-use scs_edge_release::verify::{self, Trust, VerifiedRepository};
+use scs_edge_release::verify::{self, OfferedWaiver, Trust, VerifiedRepository};
+use scs_edge_release::waiver::{WAIVER_FILE, WaiverTerms};
 use scs_edge_release::{ReleaseError, policy};
 use semver::Version;
 use std::collections::BTreeSet;
@@ -40,6 +48,9 @@ use tracing::{info, warn};
 pub const STICK_LABEL: &str = "SCSEDGE-UPDATE";
 /// The extension of a bundle file (on a stick, the one file the agent imports).
 pub const BUNDLE_EXTENSION: &str = "bundle";
+/// How a freshness waiver beside the bundle on a stick is named: `waiver.json`, or
+/// `<anything>.waiver.json` so that an operator can keep the site's name in it.
+pub const WAIVER_SUFFIX: &str = ".waiver.json";
 
 /// Why an update step did not happen. Refusals ([`UpdateError::Refused`]) are counted by kind.
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +170,9 @@ pub struct UpdateSettings {
     pub run_dir: PathBuf,
     /// Bounds on a bundle's contents.
     pub limits: ExtractLimits,
+    /// This node's site name (`region.site`, written by provisioning), which a freshness waiver
+    /// must name exactly; `None` on a node set up without one, which then accepts no waiver.
+    pub site: Option<String>,
 }
 
 impl UpdateSettings {
@@ -170,6 +184,7 @@ impl UpdateSettings {
             running,
             run_dir: PathBuf::from("/run"),
             limits: ExtractLimits::default(),
+            site: Some(config.region.site.clone()).filter(|site| !site.is_empty()),
         }
     }
 }
@@ -255,10 +270,34 @@ impl Updater {
 
     /// Imports the release in `source` and stages it: verified, admissible, its artifacts copied
     /// into the staging area. A refusal is counted and recorded, and leaves the node as it was (a
-    /// release staged before stays staged).
+    /// release staged before stays staged). Expired metadata is accepted under a freshness waiver
+    /// the source carries (beside the bundle on a stick, else inside the bundle).
     pub async fn import(
         &self,
         source: &ImportSource,
+        reboot: RebootWhen,
+        progress: &dyn ImportProgress,
+    ) -> Result<Version, UpdateError> {
+        self.import_from(source, None, reboot, progress).await
+    }
+
+    /// [`Self::import`] with the freshness waiver in the file `waiver` (`update import --waiver`):
+    /// the operator's explicit choice, so it is the one offered even when the source carries one.
+    pub async fn import_with_waiver(
+        &self,
+        source: &ImportSource,
+        waiver: &Path,
+        reboot: RebootWhen,
+        progress: &dyn ImportProgress,
+    ) -> Result<Version, UpdateError> {
+        self.import_from(source, Some(waiver), reboot, progress)
+            .await
+    }
+
+    async fn import_from(
+        &self,
+        source: &ImportSource,
+        waiver_file: Option<&Path>,
         reboot: RebootWhen,
         progress: &dyn ImportProgress,
     ) -> Result<Version, UpdateError> {
@@ -266,7 +305,7 @@ impl Updater {
         self.mark_importing(&lock, source)?;
         let failed: BTreeSet<Version> = before.failed.keys().cloned().collect();
         let result = async {
-            let repo = self.verified(source, progress).await?;
+            let repo = self.verified(source, waiver_file, progress).await?;
             let offered = repo
                 .offered()
                 .await
@@ -300,7 +339,7 @@ impl Updater {
         };
         let failed: BTreeSet<Version> = before.failed.keys().cloned().collect();
         let verified = async {
-            let repo = self.verified(&source, progress).await?;
+            let repo = self.verified(&source, None, progress).await?;
             let offered = repo
                 .offered()
                 .await
@@ -362,27 +401,49 @@ impl Updater {
         Ok(())
     }
 
-    /// Records how an import ended: the release staged, or the phase as it was `before` with the
-    /// refusal counted (or the error noted).
+    /// Records how an import ended: the release staged (and the waiver it was accepted under,
+    /// counted), or the phase as it was `before` with the refusal counted (or the error noted).
     fn finish_import(
         &self,
         lock: &RecordLock,
         before: &UpdateRecord,
         source: &ImportSource,
-        result: Result<Staged, UpdateError>,
+        result: Result<Accepted, UpdateError>,
     ) -> Result<Version, UpdateError> {
         let label = source.to_string();
         let now = self.clock.now();
         match &result {
-            Ok(staged) => {
+            Ok(Accepted { staged, waiver }) => {
                 let version = staged.manifest.version.clone();
+                let waiver_use = waiver.as_ref().map(|terms| WaiverUse {
+                    site: terms.site.clone(),
+                    reason: terms.reason.clone(),
+                    issued: terms.issued,
+                    expires: terms.expires,
+                    version: version.clone(),
+                    source: label.clone(),
+                    used_at: now,
+                });
                 lock.update(|record| {
                     record.phase = Phase::Staged {
                         staged: staged.clone(),
                     };
                     record.last_error = None;
+                    if let Some(waiver_use) = waiver_use {
+                        record.use_waiver(waiver_use);
+                    }
                 })?;
                 self.remove_other_staged(&version);
+                if let Some(terms) = waiver {
+                    warn!(
+                        %version,
+                        source = %label,
+                        site = %terms.site,
+                        reason = %terms.reason,
+                        expires = %terms.expires,
+                        "release accepted under a freshness waiver: its metadata had expired"
+                    );
+                }
                 info!(%version, source = %label, "release verified and staged");
             }
             Err(err) => {
@@ -399,7 +460,7 @@ impl Updater {
             }
         }
         let _ = std::fs::remove_dir_all(self.incoming());
-        result.map(|staged| staged.manifest.version)
+        result.map(|accepted| accepted.staged.manifest.version)
     }
 
     fn incoming(&self) -> PathBuf {
@@ -422,16 +483,29 @@ impl Updater {
     }
 
     /// `source`'s repository, its metadata verified against the root of trust: a bundle is
-    /// unpacked into the incoming area first, a repository online is read where it is.
+    /// unpacked into the incoming area first, a repository online is read where it is. The waiver
+    /// offered in case the metadata expired is the first of: `waiver_file`, the one beside the
+    /// bundle on a stick, the one inside the bundle.
     async fn verified(
         &self,
         source: &ImportSource,
+        waiver_file: Option<&Path>,
         progress: &dyn ImportProgress,
     ) -> Result<VerifiedRepository, UpdateError> {
         let incoming = self.incoming();
+        let mut waiver = match waiver_file {
+            Some(path) => Some(read_waiver(path)?),
+            None => None,
+        };
         if !matches!(source, ImportSource::Repository { .. }) {
             progress.step(&ImportStep::Reading);
-            self.extract(source, &incoming).await?;
+            let beside = self.extract(source, &incoming).await?;
+            let inside = incoming.join(WAIVER_FILE);
+            waiver = match (waiver, beside) {
+                (Some(given), _) | (None, Some(given)) => Some(given),
+                (None, None) if inside.is_file() => Some(read_waiver(&inside)?),
+                (None, None) => None,
+            };
         }
         progress.step(&ImportStep::Verifying);
         let root =
@@ -441,12 +515,17 @@ impl Updater {
             })?;
         let datastore = self.settings.dir.join("tuf");
         let trust = Trust::new(&root, &datastore);
+        let offered = waiver.as_deref().map(|document| OfferedWaiver {
+            document,
+            site: self.settings.site.as_deref(),
+            now: self.clock.now(),
+        });
         match source {
             ImportSource::Repository { url, client } => {
-                verify::discover_remote(url, client.clone(), &trust).await
+                verify::discover_remote(url, client.clone(), &trust, offered.as_ref()).await
             }
             ImportSource::Bundle(_) | ImportSource::Device(_) => {
-                verify::discover(&incoming, &trust).await
+                verify::discover(&incoming, &trust, offered.as_ref()).await
             }
         }
         .map_err(UpdateError::from_release(source))
@@ -494,29 +573,37 @@ impl Updater {
         manifest: &ReleaseManifest,
         reboot: RebootWhen,
         progress: &dyn ImportProgress,
-    ) -> Result<Staged, UpdateError> {
+    ) -> Result<Accepted, UpdateError> {
         let version = manifest.version.clone();
         progress.step(&ImportStep::Staging(version.clone()));
         let staged = repo
             .stage(manifest, &self.staged_dir(&version))
             .await
             .map_err(UpdateError::from_release(source))?;
-        Ok(Staged {
-            manifest: staged.manifest,
-            dir: staged.dir,
-            staged_at: self.clock.now(),
-            reboot,
-            boot_attempts: 0,
+        Ok(Accepted {
+            staged: Staged {
+                manifest: staged.manifest,
+                dir: staged.dir,
+                staged_at: self.clock.now(),
+                reboot,
+                boot_attempts: 0,
+            },
+            waiver: repo.waiver().cloned(),
         })
     }
 
     /// Unpacks the bundle of `source` (a file, or the one bundle on the filesystem of a block
-    /// device) into `incoming`.
-    async fn extract(&self, source: &ImportSource, incoming: &Path) -> Result<(), UpdateError> {
+    /// device) into `incoming`; returns the waiver document beside the bundle on a stick, if any
+    /// (read while the stick is mounted).
+    async fn extract(
+        &self,
+        source: &ImportSource,
+        incoming: &Path,
+    ) -> Result<Option<Vec<u8>>, UpdateError> {
         let (path, device) = match source {
             ImportSource::Bundle(path) => (path.clone(), false),
             ImportSource::Device(path) => (path.clone(), true),
-            ImportSource::Repository { .. } => return Ok(()),
+            ImportSource::Repository { .. } => return Ok(None),
         };
         let origin = path.display().to_string();
         let unreadable = move |reason: String| UpdateError::Source {
@@ -528,7 +615,7 @@ impl Updater {
         let incoming = incoming.to_path_buf();
         let mounter = self.mounter.clone();
         let run_dir = self.settings.run_dir.clone();
-        let work = move || -> Result<(), UpdateError> {
+        let work = move || -> Result<Option<Vec<u8>>, UpdateError> {
             if device {
                 crate::system::mount::read_mounted(
                     mounter.as_ref(),
@@ -537,13 +624,20 @@ impl Updater {
                     "scs-edge-update",
                     |mount_point| {
                         let bundle = bundle_on_medium(mount_point).map_err(&unreadable)?;
+                        let waiver = waiver_on_medium(mount_point)
+                            .map_err(&unreadable)?
+                            .map(|waiver| read_waiver(&waiver))
+                            .transpose()?;
                         bundle::extract(&bundle, &incoming, &limits)
-                            .map_err(|err| UpdateError::refused(&err))
+                            .map_err(|err| UpdateError::refused(&err))?;
+                        Ok(waiver)
                     },
                 )
                 .map_err(|err| unreadable(err.to_string()))?
             } else {
-                bundle::extract(&path, &incoming, &limits).map_err(|err| UpdateError::refused(&err))
+                bundle::extract(&path, &incoming, &limits)
+                    .map_err(|err| UpdateError::refused(&err))?;
+                Ok(None)
             }
         };
         tokio::task::spawn_blocking(work)
@@ -704,6 +798,49 @@ fn bundle_on_medium(mount_point: &Path) -> Result<PathBuf, String> {
             bundles.len()
         )),
     }
+}
+
+/// The freshness waiver next to the bundle in a stick's top directory (`waiver.json` or
+/// `*.waiver.json`), if there is one.
+fn waiver_on_medium(mount_point: &Path) -> Result<Option<PathBuf>, String> {
+    let entries = std::fs::read_dir(mount_point).map_err(|err| err.to_string())?;
+    let waivers: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name == WAIVER_FILE || name.ends_with(WAIVER_SUFFIX))
+                && std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file())
+        })
+        .collect();
+    match waivers.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.clone())),
+        _ => Err(format!(
+            "the {STICK_LABEL} filesystem has {} waiver files ({WAIVER_FILE}, *{WAIVER_SUFFIX}); it may carry one",
+            waivers.len()
+        )),
+    }
+}
+
+/// The waiver document in `path` (size-limited; parsed only if the metadata has expired). An
+/// unreadable file is no verdict on a release.
+fn read_waiver(path: &Path) -> Result<Vec<u8>, UpdateError> {
+    scs_edge_release::waiver::read_document(path).map_err(|err| UpdateError::Source {
+        origin: path.display().to_string(),
+        reason: match err {
+            ReleaseError::Io { source, .. } => source.to_string(),
+            other => other.to_string(),
+        },
+    })
+}
+
+/// A release staged, and the waiver it was accepted under when its metadata had expired.
+#[derive(Debug)]
+struct Accepted {
+    staged: Staged,
+    waiver: Option<WaiverTerms>,
 }
 
 /// `IMAGE_VERSION` of the running OS as a version.

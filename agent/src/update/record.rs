@@ -186,6 +186,26 @@ pub struct Refusal {
     pub at: Timestamp,
 }
 
+/// The last release this node accepted under a freshness waiver: its metadata had expired, and an
+/// operator-signed waiver for this site stood in for its freshness.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaiverUse {
+    /// The site the waiver names.
+    pub site: String,
+    /// Why the site cannot receive fresh metadata, as the waiver says.
+    pub reason: String,
+    /// From when the waiver holds.
+    pub issued: Timestamp,
+    /// Until when the waiver holds.
+    pub expires: Timestamp,
+    /// The release accepted under it.
+    pub version: Version,
+    /// Where the release came from.
+    pub source: String,
+    /// When it was accepted.
+    pub used_at: Timestamp,
+}
+
 /// The persisted record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
@@ -202,6 +222,10 @@ pub struct UpdateRecord {
     pub last_outcome: Option<Outcome>,
     /// Every update error that did not end in a refusal (a failed slot write, say), newest only.
     pub last_error: Option<String>,
+    /// Releases accepted under a freshness waiver so far; a counter that survives restarts.
+    pub waivers_used: u64,
+    /// The last release accepted under a freshness waiver.
+    pub last_waiver: Option<WaiverUse>,
 }
 
 impl UpdateRecord {
@@ -222,6 +246,12 @@ impl UpdateRecord {
             at,
         });
         self.phase = Phase::Idle;
+    }
+
+    /// Counts a release accepted under a freshness waiver and keeps it as the last one.
+    pub fn use_waiver(&mut self, waiver: WaiverUse) {
+        self.waivers_used += 1;
+        self.last_waiver = Some(waiver);
     }
 
     /// Counts a refusal and keeps it as the last one.

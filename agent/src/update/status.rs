@@ -27,6 +27,8 @@ fn detail(updater: &Updater, record: &UpdateRecord) -> serde_json::Value {
         "last_refusal": record.last_refusal,
         "refused": record.refused,
         "last_error": record.last_error,
+        "waivers_used": record.waivers_used,
+        "last_waiver": record.last_waiver,
     })
 }
 
@@ -78,8 +80,8 @@ fn target(phase: &Phase) -> Option<String> {
     }
 }
 
-/// Prometheus: the phase (one gauge per phase, 1 for the current), refusals by kind, failed
-/// versions, and the running version.
+/// Prometheus: the phase (one gauge per phase, 1 for the current), refusals by kind, releases
+/// accepted under a freshness waiver, failed versions, and the running version.
 pub struct UpdateCollector(pub Arc<Updater>);
 
 impl std::fmt::Debug for UpdateCollector {
@@ -114,6 +116,14 @@ impl prometheus_client::collector::Collector for UpdateCollector {
         for (kind, count) in &record.refused {
             ConstCounter::new(*count).encode(refused.encode_family(&[("kind", kind.as_str())])?)?;
         }
+        // Encoded as scs_edge_update_waivers_used_total.
+        let waivers = encoder.encode_descriptor(
+            "scs_edge_update_waivers_used",
+            "Releases accepted under a freshness waiver because their metadata had expired",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(record.waivers_used).encode(waivers)?;
         let failed = encoder.encode_descriptor(
             "scs_edge_update_failed_versions",
             "Versions that failed their health gate here and are not retried automatically",

@@ -21,6 +21,9 @@ fn v(text: &str) -> Version {
     text.parse().expect("version")
 }
 
+/// The site the test node belongs to (`region.site`).
+const SITE: &str = "factory-7";
+
 /// A release manager's repository and a node's update directory, side by side.
 struct Site {
     dir: tempfile::TempDir,
@@ -59,6 +62,26 @@ impl Site {
 
     /// Publishes `version` (artifacts with distinct bytes) and exports its bundle.
     async fn release(&self, version: &str) -> ImportSource {
+        self.release_signed(version, &scs_edge_release::Lifetimes::default(), None)
+            .await
+    }
+
+    /// Publishes `version` with a timestamp that expired an hour before it was signed, as a bundle
+    /// that travelled too long finds it, and exports its bundle with `waiver` inside.
+    async fn stale_release(&self, version: &str, waiver: Option<&Path>) -> ImportSource {
+        let stale = scs_edge_release::Lifetimes {
+            timestamp: jiff::SignedDuration::from_hours(-1),
+            ..scs_edge_release::Lifetimes::default()
+        };
+        self.release_signed(version, &stale, waiver).await
+    }
+
+    async fn release_signed(
+        &self,
+        version: &str,
+        lifetimes: &scs_edge_release::Lifetimes,
+        waiver: Option<&Path>,
+    ) -> ImportSource {
         let image = scs_edge_release::test_support::image_output(&self.path("image"), version);
         let release = NewRelease {
             image_dir: image,
@@ -67,19 +90,33 @@ impl Site {
             max_version: None,
         };
         self.repo
-            .publish(
-                &self.keys,
-                &release,
-                &scs_edge_release::Lifetimes::default(),
-                Timestamp::now(),
-            )
+            .publish(&self.keys, &release, lifetimes, Timestamp::now())
             .await
             .expect("publish");
         let bundle = self.path(&format!("{version}.bundle"));
-        bundle::export(&self.repo, &v(version), &bundle)
+        bundle::export_with_waiver(&self.repo, &v(version), waiver, &bundle)
             .await
             .expect("bundle");
         ImportSource::Bundle(bundle)
+    }
+
+    /// A freshness waiver for `site`, valid for a week from an hour before the node's clock, in
+    /// the file `<site>.waiver.json`.
+    async fn waiver(&self, site: &str) -> PathBuf {
+        let now = self.clock.now();
+        let terms = scs_edge_release::waiver::WaiverTerms::new(
+            site,
+            now - jiff::SignedDuration::from_hours(1),
+            now + jiff::SignedDuration::from_hours(24 * 7),
+            "the site is reached by ship",
+        )
+        .expect("terms");
+        let waiver = scs_edge_release::waiver::issue(&self.keys, &self.repo.metadata_dir(), terms)
+            .await
+            .expect("issue");
+        let path = self.path(&format!("{site}{WAIVER_SUFFIX}"));
+        std::fs::write(&path, waiver.to_json()).expect("write");
+        path
     }
 
     /// Serves the repository over HTTP, as a mirror or the region would.
@@ -89,18 +126,30 @@ impl Site {
 
     /// The node running `running`.
     fn node(&self, running: &str) -> Updater {
+        self.node_with_mounter(running, FakeMounter::default())
+    }
+
+    /// The node running `running`, with a stick at `device` that shows the files of `contents`.
+    fn node_with_stick(&self, running: &str, device: &Path, contents: &Path) -> Updater {
+        std::fs::write(device, b"").expect("device node");
+        let stick = FakeMounter::with_medium(device.to_path_buf(), contents.to_path_buf());
+        self.node_with_mounter(running, stick)
+    }
+
+    fn node_with_mounter(&self, running: &str, mounter: FakeMounter) -> Updater {
         let settings = UpdateSettings {
             dir: self.path("state/update"),
             root_of_trust: self.path("root.json"),
             running: v(running),
             run_dir: self.path("run"),
             limits: ExtractLimits::default(),
+            site: Some(SITE.into()),
         };
         Updater::new(
             settings,
             self.clock.clone(),
             self.sysupdate.clone(),
-            Arc::new(FakeMounter::default()),
+            Arc::new(mounter),
         )
     }
 }
@@ -751,4 +800,155 @@ async fn the_watcher_checks_the_repository_every_interval_and_writes_what_it_sta
     assert_eq!(site.sysupdate.installed.lock().expect("lock").len(), 1);
     assert!(record.refused.is_empty() && record.last_error.is_none());
     assert_eq!(host.reboots.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn expired_metadata_is_refused_without_a_waiver_and_staged_under_one_recorded_and_counted() {
+    let site = Site::new().await;
+    let waiver = site.waiver(SITE).await;
+    let stale = site.stale_release("1.1.0", None).await;
+    let node = Arc::new(site.node("1.0.0"));
+
+    let err = node
+        .import(&stale, RebootWhen::Window, &LogProgress)
+        .await
+        .expect_err("expired");
+    assert_eq!(refusal_kind(&err), Some("expired"), "{err}");
+
+    let waived = site.stale_release("1.2.0", Some(&waiver)).await;
+    assert_eq!(
+        node.import(&waived, RebootWhen::Window, &LogProgress)
+            .await
+            .expect("accepted under the waiver in the bundle"),
+        v("1.2.0")
+    );
+    let record = node.record().expect("record");
+    assert_eq!(record.phase.name(), "staged");
+    assert_eq!(record.refused["expired"], 1);
+    assert_eq!(record.waivers_used, 1);
+    let used = record.last_waiver.expect("last waiver");
+    assert_eq!(used.site, SITE);
+    assert_eq!(used.reason, "the site is reached by ship");
+    assert_eq!(used.version, v("1.2.0"));
+    assert_eq!(used.used_at, site.clock.now());
+    assert_eq!(used.source, waived.to_string());
+    assert!(used.expires > site.clock.now());
+
+    let health = status::health(&node);
+    assert_eq!(health.detail["waivers_used"], 1);
+    assert_eq!(
+        health.detail["last_waiver"]["reason"],
+        "the site is reached by ship"
+    );
+    let mut registry = crate::metrics::Metrics::registry();
+    registry.register_collector(Box::new(status::UpdateCollector(node.clone())));
+    let metrics = crate::metrics::Metrics::new(registry).encode();
+    assert!(
+        metrics.contains("scs_edge_update_waivers_used_total 1\n"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_waiver_for_another_site_is_a_refusal_like_the_others_and_stages_nothing() {
+    let site = Site::new().await;
+    let ours = site.waiver(SITE).await;
+    let theirs = site.waiver("factory-8").await;
+    let waived = site.stale_release("1.1.0", Some(&ours)).await;
+    let node = Arc::new(site.node("1.0.0"));
+
+    // Named on the command line, it takes the place of the good one in the bundle.
+    let err = node
+        .import_with_waiver(&waived, &theirs, RebootWhen::Window, &LogProgress)
+        .await
+        .expect_err("another site's waiver");
+    assert_eq!(refusal_kind(&err), Some("waiver"), "{err}");
+    assert!(err.to_string().contains(r#"for site "factory-8""#), "{err}");
+    let record = node.record().expect("record");
+    assert_eq!(record.phase, Phase::Idle);
+    assert_eq!(record.refused["waiver"], 1);
+    assert_eq!(record.waivers_used, 0);
+    assert!(record.last_waiver.is_none());
+    assert!(!site.path("state/update/staged/1.1.0").exists());
+    assert!(!site.path("state/update/incoming").exists());
+
+    // A node that knows no site name accepts no waiver.
+    let nameless = Updater::new(
+        UpdateSettings {
+            site: None,
+            ..node.settings.clone()
+        },
+        site.clock.clone(),
+        site.sysupdate.clone(),
+        Arc::new(FakeMounter::default()),
+    );
+    let err = nameless
+        .import(&waived, RebootWhen::Window, &LogProgress)
+        .await
+        .expect_err("no site name");
+    assert_eq!(refusal_kind(&err), Some("waiver"), "{err}");
+
+    // An unreadable waiver file is no verdict on the release.
+    let err = node
+        .import_with_waiver(
+            &waived,
+            &site.path("missing.waiver.json"),
+            RebootWhen::Window,
+            &LogProgress,
+        )
+        .await
+        .expect_err("missing file");
+    assert!(matches!(err, UpdateError::Source { .. }), "{err}");
+
+    assert_eq!(
+        node.import_with_waiver(&waived, &ours, RebootWhen::Window, &LogProgress)
+            .await
+            .expect("this site's waiver"),
+        v("1.1.0")
+    );
+    assert_eq!(node.record().expect("record").waivers_used, 1);
+}
+
+#[tokio::test]
+async fn a_waiver_beside_the_bundle_on_a_stick_is_used_and_two_are_one_too_many() {
+    let site = Site::new().await;
+    let waiver = site.waiver(SITE).await;
+    let ImportSource::Bundle(bundle) = site.stale_release("1.1.0", None).await else {
+        panic!("a bundle");
+    };
+    let stick = site.path("stick");
+    std::fs::create_dir_all(&stick).expect("stick");
+    std::fs::copy(&bundle, stick.join("scs-edge_1.1.0.bundle")).expect("bundle");
+    std::fs::copy(&waiver, stick.join(format!("{SITE}{WAIVER_SUFFIX}"))).expect("waiver");
+    let device = site.path("sdb");
+    let node = site.node_with_stick("1.0.0", &device, &stick);
+
+    assert_eq!(
+        node.import(
+            &ImportSource::Device(device.clone()),
+            RebootWhen::Window,
+            &LogProgress
+        )
+        .await
+        .expect("accepted under the waiver on the stick"),
+        v("1.1.0")
+    );
+    let record = node.record().expect("record");
+    assert_eq!(record.waivers_used, 1);
+    assert_eq!(
+        record.last_waiver.expect("last waiver").source,
+        device.display().to_string()
+    );
+
+    std::fs::copy(&waiver, stick.join(WAIVER_FILE)).expect("second waiver");
+    let err = node
+        .import(
+            &ImportSource::Device(device),
+            RebootWhen::Window,
+            &LogProgress,
+        )
+        .await
+        .expect_err("two waivers");
+    assert!(matches!(err, UpdateError::Source { .. }), "{err}");
+    assert!(err.to_string().contains("2 waiver files"), "{err}");
 }
