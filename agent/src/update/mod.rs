@@ -305,7 +305,9 @@ impl Updater {
         self.mark_importing(&lock, source)?;
         let failed: BTreeSet<Version> = before.failed.keys().cloned().collect();
         let result = async {
-            let repo = self.verified(source, waiver_file, progress).await?;
+            let repo = self
+                .verified(&lock, &before, source, waiver_file, progress)
+                .await?;
             let offered = repo
                 .offered()
                 .await
@@ -320,9 +322,10 @@ impl Updater {
     /// The periodic look at a repository online: a release this node may take and has not staged
     /// yet is imported as by [`Self::import`], to be written in the maintenance window. A
     /// repository keeps every release ever published, so finding none newer than the running or
-    /// staged one is the normal case: `Ok(None)`, with nothing recorded or counted. Nor is anything
-    /// checked while an update is past staging. Refusals (a forged, stale or rolled-back
-    /// repository) are recorded and counted as on import.
+    /// staged one is the normal case: `Ok(None)`, with nothing recorded but the time the
+    /// verification saw, and nothing counted. Nor is anything checked while an update is past
+    /// staging. Refusals (a forged, stale or rolled-back repository) are recorded and counted as
+    /// on import.
     pub async fn check(
         &self,
         url: &reqwest::Url,
@@ -339,7 +342,9 @@ impl Updater {
         };
         let failed: BTreeSet<Version> = before.failed.keys().cloned().collect();
         let verified = async {
-            let repo = self.verified(&source, None, progress).await?;
+            let repo = self
+                .verified(&lock, &before, &source, None, progress)
+                .await?;
             let offered = repo
                 .offered()
                 .await
@@ -486,7 +491,34 @@ impl Updater {
     /// unpacked into the incoming area first, a repository online is read where it is. The waiver
     /// offered in case the metadata expired is the first of: `waiver_file`, the one beside the
     /// bundle on a stick, the one inside the bundle.
+    /// Reads `source` and verifies it with TUF, after checking the clock against the newest time
+    /// this node has seen (`before`); a verification that passed moves that time forward.
     async fn verified(
+        &self,
+        lock: &RecordLock,
+        before: &UpdateRecord,
+        source: &ImportSource,
+        waiver_file: Option<&Path>,
+        progress: &dyn ImportProgress,
+    ) -> Result<VerifiedRepository, UpdateError> {
+        let now = self.clock.now();
+        if let Some(known) = before.last_known_time.filter(|known| now < *known) {
+            return Err(UpdateError::Refused {
+                kind: "clock",
+                reason: format!(
+                    "the clock says {now}, before {known}, the newest time this node has seen: a clock stepped back would make expired metadata look current"
+                ),
+            });
+        }
+        let repo = self.verify_source(source, waiver_file, progress).await?;
+        lock.update(|record| {
+            record.last_known_time =
+                Some(record.last_known_time.map_or(now, |known| known.max(now)));
+        })?;
+        Ok(repo)
+    }
+
+    async fn verify_source(
         &self,
         source: &ImportSource,
         waiver_file: Option<&Path>,

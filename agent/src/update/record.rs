@@ -226,6 +226,11 @@ pub struct UpdateRecord {
     pub waivers_used: u64,
     /// The last release accepted under a freshness waiver.
     pub last_waiver: Option<WaiverUse>,
+    /// The newest time a verification saw on this node's clock. tough keeps its own in its
+    /// datastore but starts afresh when that file is unreadable; this one lives in the record,
+    /// replaced atomically, so a clock stepped back is refused either way.
+    #[serde(default)]
+    pub last_known_time: Option<Timestamp>,
 }
 
 impl UpdateRecord {

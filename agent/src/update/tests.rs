@@ -688,14 +688,23 @@ async fn the_periodic_check_stages_what_is_new_once_and_counts_nothing_new_as_no
     let (url, client) = online(&served);
     let node = site.node("1.0.0");
 
-    // Only the running version is published: nothing new, nothing written.
+    // Only the running version is published: nothing new, nothing written but the time the
+    // verification saw.
     assert_eq!(
         node.check(&url, &client, &LogProgress)
             .await
             .expect("check"),
         None
     );
-    assert_eq!(node.record().expect("record"), UpdateRecord::default());
+    let record = node.record().expect("record");
+    assert_eq!(record.last_known_time, Some(site.clock.now()));
+    assert_eq!(
+        UpdateRecord {
+            last_known_time: None,
+            ..record
+        },
+        UpdateRecord::default()
+    );
 
     site.release("1.1.0").await;
     assert_eq!(
@@ -951,4 +960,38 @@ async fn a_waiver_beside_the_bundle_on_a_stick_is_used_and_two_are_one_too_many(
         .expect_err("two waivers");
     assert!(matches!(err, UpdateError::Source { .. }), "{err}");
     assert!(err.to_string().contains("2 waiver files"), "{err}");
+}
+
+#[tokio::test]
+async fn a_clock_stepped_back_is_refused_even_when_tufs_own_record_of_the_time_is_gone() {
+    let site = Site::new().await;
+    let node = site.node("1.0.0");
+    let first = site.release("1.1.0").await;
+    node.import(&first, RebootWhen::Window, &LogProgress)
+        .await
+        .expect("import 1.1.0");
+    let seen = node.record().expect("record").last_known_time;
+    assert_eq!(seen, Some(site.clock.now()));
+
+    // tough starts afresh when its file is unreadable; the record still knows.
+    std::fs::write(
+        site.path("state/update/tuf/latest_known_time.json"),
+        b"not json",
+    )
+    .expect("spoil tough's record");
+    site.clock.advance(jiff::SignedDuration::from_hours(-24));
+    let next = site.release("1.2.0").await;
+    let err = node
+        .import(&next, RebootWhen::Window, &LogProgress)
+        .await
+        .expect_err("stepped-back clock");
+    assert_eq!(refusal_kind(&err), Some("clock"), "{err}");
+    let record = node.record().expect("record");
+    assert_eq!(record.refused["clock"], 1);
+    assert!(
+        matches!(&record.phase, Phase::Staged { staged } if staged.manifest.version == v("1.1.0")),
+        "the release staged before stays: {:?}",
+        record.phase
+    );
+    assert_eq!(record.last_known_time, seen, "a refusal does not move it");
 }
