@@ -72,6 +72,7 @@ dev: build ## run the agent in the foreground against local libvirt (state in ta
 
 bench: deps ## benchmarks against a baseline in the same run → target/bench/results.jsonl, docs/benchmarks.md
 	env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS $(CARGO) build --release --workspace --bins --locked
+	env SCS_EDGE_AGENT=target/release/scs-edge-agent scripts/build-update-test-images.sh
 	target/release/scs-edge-bench
 
 image: deps ## build the node image (mkosi; only when an input changed; IMAGE_PROFILE=release for a fleet) → target/image/scs-edge_<version>.raw

@@ -76,18 +76,85 @@ pub fn markdown_table(records: &[Record]) -> String {
         "| measurement | value | baseline | ratio | goal |\n|---|---:|---|---:|---|\n",
     );
     for r in records {
-        let baseline = r.baseline.map_or_else(
-            || "—".to_owned(),
-            |b| format!("{b:.1} {} ({})", r.unit, r.baseline_name),
-        );
-        let ratio = r
-            .ratio
-            .map_or_else(|| "—".to_owned(), |x| format!("{x:.3}"));
-        let _ = writeln!(
-            out,
-            "| {} | {:.1} {} | {} | {} | {} |",
-            r.name, r.value, r.unit, baseline, ratio, r.goal
-        );
+        let _ = writeln!(out, "{}", table_row(r));
     }
     out
+}
+
+fn table_row(r: &Record) -> String {
+    let baseline = r.baseline.map_or_else(
+        || "—".to_owned(),
+        |b| format!("{b:.1} {} ({})", r.unit, r.baseline_name),
+    );
+    let ratio = r
+        .ratio
+        .map_or_else(|| "—".to_owned(), |x| format!("{x:.3}"));
+    format!(
+        "| {} | {:.1} {} | {} | {} | {} |",
+        r.name, r.value, r.unit, baseline, ratio, r.goal
+    )
+}
+
+/// The Markdown document `doc` with the rows of `records` measured again: a row of the same
+/// measurement is replaced where it stands, a new one goes after the table's last row, and the line
+/// under the heading says which rows were re-measured when — so running one part of the benchmark
+/// (hours less than all of them) keeps the document whole and honest about its dates.
+pub fn merge_rows(doc: &str, records: &[Record], when: &str) -> String {
+    const REMEASURED: &str = "Re-measured since: ";
+    let mut lines: Vec<String> = doc.lines().map(str::to_owned).collect();
+    for record in records {
+        let prefix = format!("| {} |", record.name);
+        if let Some(line) = lines.iter_mut().find(|line| line.starts_with(&prefix)) {
+            *line = table_row(record);
+        } else if let Some(last) = lines.iter().rposition(|line| line.starts_with("| ")) {
+            lines.insert(last + 1, table_row(record));
+        } else {
+            lines.push(table_row(record));
+        }
+    }
+    let names: Vec<String> = records.iter().map(|r| format!("“{}”", r.name)).collect();
+    let note = format!("{REMEASURED}{when}: {}.", names.join(", "));
+    if let Some(line) = lines.iter_mut().find(|line| line.starts_with(REMEASURED)) {
+        *line = note;
+    } else if let Some(table) = lines.iter().position(|line| line.starts_with("| ")) {
+        lines.insert(table, String::new());
+        lines.insert(table, note);
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = "# Benchmarks\n\nProduced on day 1.\n\n| measurement | value | baseline | ratio | goal |\n|---|---:|---|---:|---|\n| a | 1.0 s | — | — | — |\n| b | 2.0 s | — | — | — |\n\nNotes.\n";
+
+    fn record(name: &str, value: f64) -> Record {
+        Record::compared(name, value, "s", 1.0, "one", "-")
+    }
+
+    #[test]
+    fn re_measured_rows_replace_their_old_ones_and_new_rows_join_the_table() {
+        let merged = merge_rows(DOC, &[record("b", 4.0), record("c", 3.0)], "day 2");
+        let rows: Vec<&str> = merged.lines().filter(|l| l.starts_with("| ")).collect();
+        assert_eq!(rows.len(), 4, "{merged}");
+        assert_eq!(rows[2], "| a | 1.0 s | — | — | — |");
+        assert!(
+            rows[3].starts_with("| b | 4.0 s | 1.0 s (one) | 4.000 |"),
+            "{merged}"
+        );
+        assert!(merged.contains("| c | 3.0 s |"));
+        assert!(merged.ends_with("Notes.\n"), "{merged}");
+        assert!(
+            merged.contains("Re-measured since: day 2: “b”, “c”."),
+            "{merged}"
+        );
+
+        let again = merge_rows(&merged, &[record("a", 5.0)], "day 3");
+        assert_eq!(again.matches("Re-measured since").count(), 1, "{again}");
+        assert!(again.contains("Re-measured since: day 3: “a”."));
+        assert!(again.contains("| b | 4.0 s |"));
+    }
 }

@@ -19,6 +19,7 @@ pub mod ovn;
 pub mod postgres;
 pub mod region;
 pub mod site;
+pub mod update_lab;
 pub mod wait;
 
 use std::path::PathBuf;

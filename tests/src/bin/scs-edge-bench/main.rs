@@ -11,7 +11,9 @@
 //!    alone, RSS of both, and `GET /servers/detail` with 500 servers against none.
 //! 5. The node image (see `image.rs`): build cold vs cached, size raw vs zstd, boot to agent READY
 //!    under TCG vs boot to the login prompt.
-//! 6. The region (see `region.rs`): 10,000 simulated sites heartbeating every 10 s against one
+//! 6. An OS update of a node (see `update.rs`): import from a stick vs sha256sum + dd of the same
+//!    bytes, the server's downtime and reboot to blessed.
+//! 7. The region (see `region.rs`): 10,000 simulated sites heartbeating every 10 s against one
 //!    region process, on SQLite and on PostgreSQL, against `GET /healthz` on the same connections.
 //!
 //! Guests boot a blank disk (SeaBIOS finds nothing to boot and idles), so guest CPU does not skew
@@ -22,6 +24,7 @@ mod identity;
 mod image;
 mod network;
 mod region;
+mod update;
 
 use scs_edge_agent::compute::hypervisor::VirtType;
 use scs_edge_agent::compute::{NewFlavor, NewServer};
@@ -31,7 +34,7 @@ use scs_edge_agent::image::NewImage;
 use scs_edge_agent::image::format::DiskFormat;
 use scs_edge_agent::system::notify::RecordingNotifier;
 use scs_edge_tests::agent::{AgentOptions, AgentProcess};
-use scs_edge_tests::bench::{Record, markdown_table, percentile, write_jsonl};
+use scs_edge_tests::bench::{Record, markdown_table, merge_rows, percentile, write_jsonl};
 use scs_edge_tests::libvirt::{Observer, ensure_daemons};
 use scs_edge_tests::{scratch_dir, target_dir, wait};
 use std::collections::BTreeMap;
@@ -46,7 +49,9 @@ fn main() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     scs_edge_agent::system::logging::init("warn", scs_edge_agent::system::logging::LogFormat::Text);
     ensure_daemons();
-    // `scs-edge-bench [compute] [rss] [network] [identity] [image] [region]` runs a subset (and leaves docs/benchmarks.md alone).
+    // `scs-edge-bench [compute] [rss] [network] [identity] [image | boot] [update] [region]` runs a subset and
+    // replaces only its rows of docs/benchmarks.md; `boot` boots the image built last without
+    // rebuilding it.
     let only: Vec<String> = std::env::args().skip(1).collect();
     let wanted = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
     let mut records = Vec::new();
@@ -64,6 +69,11 @@ fn main() {
     }
     if wanted("image") {
         image::run(&mut records);
+    } else if only.iter().any(|o| o == "boot") {
+        image::boot(&mut records);
+    }
+    if wanted("update") {
+        update::run(&mut records);
     }
     if wanted("region") {
         region::run(&mut records);
@@ -91,9 +101,16 @@ fn main() {
         std::fs::write(&docs, text).expect("write docs/benchmarks.md");
         println!("wrote {} and {}", jsonl.display(), docs.display());
     } else {
+        let when = jiff::Timestamp::now()
+            .strftime("%Y-%m-%d %H:%M UTC")
+            .to_string();
+        let existing = std::fs::read_to_string(&docs).unwrap_or_default();
+        std::fs::write(&docs, merge_rows(&existing, &records, &when))
+            .expect("write docs/benchmarks.md");
         println!(
-            "wrote {} (a subset: docs/benchmarks.md left as it was)",
-            jsonl.display()
+            "wrote {} and this subset's rows of {}",
+            jsonl.display(),
+            docs.display()
         );
     }
 }
@@ -107,7 +124,8 @@ const NOTES: &str = "## What is measured\n\n\
 - **port up**: a veth plugged into br-int with `iface-id` = port id; time until OVN sets `up=true` (seen by a separate monitor) and until the agent reports the port ACTIVE.\n\
 - **image build**: `scripts/build-image.sh` forced, with the release agent already built: cold = mkosi's incremental and package caches removed (packages downloaded again), cached = both caches kept.\n\
 - **image size**: the raw image's length (sparse), the blocks it occupies, and `zstd -T0 -12` of it; k3s is not in it (it cannot be downloaded here).\n\
-- **boot to READY**: the image in QEMU under TCG (2 vCPUs, 3 GiB, OVMF) with its site configuration over fw_cfg, from starting QEMU to systemd's ActiveEnterTimestampMonotonic of the agent (READY=1, after provisioning) and of the last of libvirtd, ovs-vswitchd, ovn-controller and ovn-northd (the baseline), placed on the host's clock by one reading of /proc/uptime over the serial console.\n";
+- **boot to READY**: the image in QEMU under TCG (2 vCPUs, 3 GiB, OVMF) with its site configuration over fw_cfg, from starting QEMU to systemd's ActiveEnterTimestampMonotonic of the agent (READY=1, after provisioning) and of the last of libvirtd, ovs-vswitchd, ovn-controller and ovn-northd (the baseline), placed on the host's clock by one reading of /proc/uptime over the serial console. **reboot to READY**: the same node rebooted (`systemctl reboot` on its console, no provisioning: what each OS update costs), from sending the command to READY=1. `make bench` prints `systemd-analyze time`, the agent's critical chain and the slowest units of both boots.\n\
+- **OS update** (`update.rs`): image N boots, runs one server, and takes N+1 (`scripts/build-update-test-images.sh`, signed at a release desk with the development keys) from an `SCSEDGE-UPDATE` stick the agent picks up by itself. **import** = the agent's journal from \"update stick found\" to \"release written into the inactive slot\" (TUF verification, staging, `systemd-sysupdate`); its **floor**, measured first on the same node with the same bundle on another stick: `sha256sum` of the bundle, then one `tar` pass decompressing the two partition images into the inactive slot with `dd conv=fsync` and writing the UKI to the ESP. **downtime** = from the drain's ACPI stop of the server to its domain started again on N+1 (journal timestamps of both boots; the guest clock is the host's RTC), against shutdown and boot to the health gate alone. **reboot to blessed** = from the reboot asked for to the gate's commit.\n";
 
 /// The flavor every benchmark's servers use: the smallest a blank-disk guest idles in.
 fn bench_flavor() -> NewFlavor {
