@@ -13,7 +13,8 @@
 //!   is the RTC the host sets, so the two boots' timestamps compare); its parts: drain, shutdown
 //!   and boot to the agent, the agent to the server.
 //! - **reboot to blessed**: from the reboot asked for ("rebooting into the new version") to the
-//!   health gate's commit ("the new version is committed").
+//!   health gate unit finished with the commit (systemd's "Finished scs-edge-update-gate.service";
+//!   the verdict is checked in the update record).
 
 use base64::Engine as _;
 use scs_edge_tests::bench::Record;
@@ -110,9 +111,10 @@ pub(crate) fn run(records: &mut Vec<Record>) {
     let staged = at(&before, "release verified and staged");
     let drain = at(&before, "stopping the servers");
     let reboot = at(&before, "rebooting into the new version");
-    let agent_up = at(&after, "health gate: checking the new version");
+    // The gate logs at the CLI's level (warnings); systemd's own lines say when it ran.
+    let agent_up = at(&after, "Starting scs-edge-update-gate.service");
     let server_up = at(&after, "domain started");
-    let committed = at(&after, "the new version is committed");
+    let committed = at(&after, "Finished scs-edge-update-gate.service");
 
     let import = written - found;
     let floor_total = hash + write;
@@ -162,7 +164,7 @@ fn journal(node: &LabNode, boot: &str) -> String {
         node,
         &format!(
             "journalctl -b {boot} -o short-unix --no-pager -u scs-edge-agent -u scs-edge-update-gate \
-             | grep -E 'update stick found|verified and staged|written into the inactive slot|stopping the servers|rebooting into the new version|health gate|domain started'"
+             | grep -E 'update stick found|verified and staged|written into the inactive slot|stopping the servers|rebooting into the new version|scs-edge-update-gate.service|domain started'"
         ),
         COMMAND,
     )
