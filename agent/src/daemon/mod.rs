@@ -651,6 +651,7 @@ impl Agent {
                 stop_timeout: Duration::from_secs(self.config.compute.shutdown_timeout_secs),
                 poll: Duration::from_secs(self.config.update.stick_poll_secs),
                 stick: crate::update::watcher::STICK_DEVICE.into(),
+                sys_class_block: crate::update::watcher::SYS_CLASS_BLOCK.into(),
                 repository,
                 clock: self.clock.clone(),
             };

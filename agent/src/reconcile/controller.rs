@@ -338,6 +338,9 @@ impl Controller {
             );
         }
 
+        // The baseline is read before the first pass lists the keys: a commit after the listing
+        // then moves the counter past it and is queued, rather than waiting for the next resync.
+        let mut last_version = shared.change_feed.as_ref().and_then(|feed| feed().ok());
         self.first_pass().await;
         let mut resync = tokio::time::interval_at(
             tokio::time::Instant::now() + shared.settings.resync_interval,
@@ -348,7 +351,6 @@ impl Controller {
         for timer in [&mut resync, &mut observe, &mut change_poll] {
             timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
-        let mut last_version = shared.change_feed.as_ref().and_then(|feed| feed().ok());
 
         loop {
             tokio::select! {

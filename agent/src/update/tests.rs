@@ -778,6 +778,7 @@ async fn the_watcher_checks_the_repository_every_interval_and_writes_what_it_sta
         stop_timeout: Duration::from_secs(1),
         poll: Duration::from_secs(5),
         stick: site.path("no-stick"),
+        sys_class_block: site.path("sys-class-block"),
         repository: Some(online::RepositoryCheck {
             url,
             client,
@@ -994,4 +995,58 @@ async fn a_clock_stepped_back_is_refused_even_when_tufs_own_record_of_the_time_i
         record.phase
     );
     assert_eq!(record.last_known_time, seen, "a refusal does not move it");
+}
+
+#[tokio::test]
+async fn a_stick_plugged_in_again_between_two_looks_is_imported_again_and_one_left_in_is_not() {
+    let site = Site::new().await;
+    let ImportSource::Bundle(bundle) = site.release("1.1.0").await else {
+        panic!("a bundle");
+    };
+    // A truncated bundle: every import of it is refused and counted, which makes imports visible.
+    let contents = site.path("stick");
+    std::fs::create_dir_all(&contents).expect("stick");
+    let bytes = std::fs::read(&bundle).expect("bundle");
+    std::fs::write(
+        contents.join("scs-edge_1.1.0.bundle"),
+        &bytes[..bytes.len() / 2],
+    )
+    .expect("truncated bundle");
+    // What udev and the kernel show: the label's link to the device node, and the disk's number.
+    let device = site.path("sdb");
+    let node = Arc::new(site.node_with_stick("1.0.0", &device, &contents));
+    let label = site.path("by-label-SCSEDGE-UPDATE");
+    std::os::unix::fs::symlink(&device, &label).expect("label link");
+    let sys_disk = site.path("sys-class-block/sdb");
+    std::fs::create_dir_all(&sys_disk).expect("sysfs");
+    std::fs::write(sys_disk.join("diskseq"), "17\n").expect("diskseq");
+
+    let host = Arc::new(FakeHost::default());
+    let watcher = watcher::UpdateWatcher {
+        updater: node.clone(),
+        drain: host.clone(),
+        power: host.clone(),
+        window: None,
+        stop_timeout: Duration::from_secs(1),
+        poll: Duration::from_secs(5),
+        stick: label,
+        sys_class_block: site.path("sys-class-block"),
+        repository: None,
+        clock: site.clock.clone(),
+    };
+    let refusals = || -> u64 { node.record().expect("record").refused.values().sum() };
+    let mut looked = watcher::Looked::default();
+    watcher.look(&mut looked).await;
+    assert_eq!(refusals(), 1, "the stick is imported when it appears");
+
+    watcher.look(&mut looked).await;
+    assert_eq!(refusals(), 1, "the stick left in is not imported twice");
+
+    // Pulled and plugged in again between two looks: the same /dev/sdb, a new disk.
+    std::fs::write(sys_disk.join("diskseq"), "18\n").expect("diskseq");
+    watcher.look(&mut looked).await;
+    assert_eq!(refusals(), 2, "the new insertion is imported");
+    assert_eq!(node.record().expect("record").phase, Phase::Idle);
+    assert!(site.sysupdate.installed.lock().expect("lock").is_empty());
+    assert_eq!(host.reboots.load(Ordering::SeqCst), 0);
 }

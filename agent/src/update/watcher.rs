@@ -11,7 +11,7 @@ use super::window::MaintenanceWindow;
 use super::{ImportSource, LogProgress, UpdateError, Updater};
 use crate::system::clock::Clock;
 use jiff::Timestamp;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +19,9 @@ use tracing::{info, warn};
 
 /// The device path udev gives a stick labelled [`super::STICK_LABEL`].
 pub const STICK_DEVICE: &str = "/dev/disk/by-label/SCSEDGE-UPDATE";
+
+/// Where the kernel describes block devices, among them each disk's `diskseq`.
+pub const SYS_CLASS_BLOCK: &str = "/sys/class/block";
 
 /// The update task of the daemon.
 pub struct UpdateWatcher {
@@ -36,17 +39,55 @@ pub struct UpdateWatcher {
     pub poll: Duration,
     /// Where a stick appears.
     pub stick: PathBuf,
+    /// Where the kernel numbers disk insertions ([`SYS_CLASS_BLOCK`]).
+    pub sys_class_block: PathBuf,
     /// The repository to check now and then, when one is configured.
     pub repository: Option<RepositoryCheck>,
     /// Time.
     pub clock: Arc<dyn Clock>,
 }
 
+/// One insertion of a stick. The device node alone does not tell insertions apart: a stick pulled
+/// and plugged in again between two looks comes back as the same `/dev/sdb`. The kernel's disk
+/// sequence number does: it grows with every disk that appears and is never reused until reboot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickInsertion {
+    /// The device node the label points to.
+    pub device: PathBuf,
+    /// The disk's `diskseq`; `None` on kernels before 5.15, where only the node is compared.
+    pub diskseq: Option<u64>,
+}
+
+impl StickInsertion {
+    /// The insertion behind the label link `stick`, or `None` when no stick is plugged.
+    pub fn find(stick: &Path, sys_class_block: &Path) -> Option<Self> {
+        let device = std::fs::canonicalize(stick).ok()?;
+        let diskseq = device
+            .file_name()
+            .and_then(|name| disk_sequence(&sys_class_block.join(name)));
+        Some(Self { device, diskseq })
+    }
+}
+
+/// The `diskseq` of the block device described at `sys_dir`, or of its disk when it is a
+/// partition (a stick formatted with a partition table carries its label on a partition).
+fn disk_sequence(sys_dir: &Path) -> Option<u64> {
+    let read = |dir: &Path| {
+        std::fs::read_to_string(dir.join("diskseq"))
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+    };
+    read(sys_dir).or_else(|| {
+        let resolved = std::fs::canonicalize(sys_dir).ok()?;
+        read(resolved.parent()?)
+    })
+}
+
 /// What the watcher remembers from one look to the next.
 #[derive(Debug, Default)]
 pub struct Looked {
     /// The stick imported last, while it stays plugged.
-    stick: Option<PathBuf>,
+    stick: Option<StickInsertion>,
     /// When the repository is due for its next check; `None`: at the next look.
     next_check: Option<Timestamp>,
 }
@@ -70,9 +111,10 @@ impl UpdateWatcher {
     /// One round: a new stick, the repository when its check is due, the slot, the reboot.
     pub async fn look(&self, looked: &mut Looked) {
         // A stick is imported once per insertion: it stays plugged while the node reboots.
-        match std::fs::canonicalize(&self.stick) {
-            Ok(device) if looked.stick.as_ref() != Some(&device) => {
-                looked.stick = Some(device.clone());
+        match StickInsertion::find(&self.stick, &self.sys_class_block) {
+            Some(insertion) if looked.stick.as_ref() != Some(&insertion) => {
+                let device = insertion.device.clone();
+                looked.stick = Some(insertion);
                 info!(device = %device.display(), "update stick found");
                 // Refusals are counted and logged by the domain.
                 let _ = self
@@ -84,8 +126,8 @@ impl UpdateWatcher {
                     )
                     .await;
             }
-            Ok(_) => {}
-            Err(_) => looked.stick = None,
+            Some(_) => {}
+            None => looked.stick = None,
         }
         if let Some(repository) = &self.repository {
             let now = self.clock.now();
