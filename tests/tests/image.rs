@@ -381,6 +381,23 @@ fn a_flipped_byte_in_usr_fails_verification_and_the_node_does_not_boot() {
     file.write_all(&byte).expect("write");
     file.sync_all().expect("sync");
     drop(file);
+    // A flashed image gives its entry three tries, and the trial-boot service reboots a failed
+    // boot while one is left, so the real node stops after three identical failures. One try here
+    // shows the same failure and the same stop for a third of the boots (the retries themselves
+    // are the update test's subject): the entry is renamed on the copy's ESP with mtools.
+    let version = env!("CARGO_PKG_VERSION");
+    let esp = format!(
+        "{}@@{}",
+        tampered.display(),
+        partition_offset(&tampered, "esp")
+    );
+    let renamed = std::process::Command::new("mren")
+        .args(["-i", &esp])
+        .arg(format!("::/EFI/Linux/scs-edge_{version}+3.efi"))
+        .arg(format!("::/EFI/Linux/scs-edge_{version}+1.efi"))
+        .status()
+        .expect("mren");
+    assert!(renamed.success(), "the image's entry has three tries");
 
     let options = LabOptions::new(
         tampered,
