@@ -55,6 +55,11 @@ pub mod paths {
     pub fn desired(site: &str) -> String {
         format!("/node/v1/sites/{site}/desired")
     }
+    /// The site's view of the region's release repository (mTLS): a TUF repository laid out as the
+    /// release tool writes one, `metadata/<file>` and `targets/<file>`, with byte ranges.
+    pub fn repository(site: &str) -> String {
+        format!("/node/v1/sites/{site}/repository/")
+    }
 }
 
 /// Whether a peer's protocol version is one this build can serve.
@@ -371,6 +376,12 @@ pub enum ErrorCode {
     OutOfOrder,
     /// The sender's protocol version is outside the supported range.
     UnsupportedProtocol,
+    /// No release with the version asked for.
+    UnknownRelease,
+    /// A publication that did not verify or broke the region's rules; nothing changed.
+    ReleaseRefused,
+    /// A release's files asked for by a site whose desired version does not name it.
+    ReleaseNotOffered,
     /// The region failed; retry later.
     Internal,
     /// A code a newer region sends that this build does not know.
@@ -491,5 +502,6 @@ mod tests {
         assert_eq!(paths::reports("f-1"), "/node/v1/sites/f-1/reports");
         assert_eq!(paths::desired("f-1"), "/node/v1/sites/f-1/desired");
         assert_eq!(paths::certificate("f-1"), "/node/v1/sites/f-1/certificate");
+        assert_eq!(paths::repository("f-1"), "/node/v1/sites/f-1/repository/");
     }
 }

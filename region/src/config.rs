@@ -60,6 +60,29 @@ pub struct RegionConfig {
     pub oidc: Option<OidcSettings>,
     /// `[dashboard]`: the browser login (OIDC authorization code flow).
     pub dashboard: DashboardSection,
+    /// `[releases]`: the OS releases the region mirrors and serves. Absent = the region serves none.
+    pub releases: Option<ReleasesSection>,
+}
+
+/// `[releases]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReleasesSection {
+    /// `releases.root_of_trust` — the `root.json` baked into the fleet's node image: publications
+    /// are verified against it, never against a root they bring. Required.
+    pub root_of_trust: PathBuf,
+    /// `releases.timestamp_key_dir` — a folder holding the timestamp key (`timestamp.pk8`), the
+    /// only release key the region holds. Required.
+    pub timestamp_key_dir: PathBuf,
+    /// `releases.timestamp_hours` — lifetime of the timestamps the region signs; it re-signs at
+    /// half-life, so a region down for longer than that stops sites discovering new releases
+    /// (the defence against a frozen mirror). Default 168 (a week).
+    #[serde(default = "default_timestamp_hours")]
+    pub timestamp_hours: u32,
+}
+
+const fn default_timestamp_hours() -> u32 {
+    168
 }
 
 /// `[region]`
@@ -217,6 +240,11 @@ impl RegionConfig {
                 "must be at least 1",
             ));
         }
+        if let Some(releases) = &config.releases
+            && (releases.timestamp_hours < 2 || releases.timestamp_hours > 24 * 90)
+        {
+            return Err(invalid("releases.timestamp_hours", "must be 2 to 2160"));
+        }
         if config.oidc.is_some()
             && !config.listen.public_url.is_empty()
             && !config.listen.public_url.starts_with("https://")
@@ -236,6 +264,21 @@ impl RegionConfig {
         } else {
             self.region.database_url.clone()
         }
+    }
+
+    /// The mirror's settings, when `[releases]` is configured.
+    pub fn release_settings(&self) -> Option<crate::releases::ReleaseSettings> {
+        self.releases
+            .as_ref()
+            .map(|releases| crate::releases::ReleaseSettings {
+                mirror_dir: self.region.state_dir.join("releases"),
+                root_of_trust: releases.root_of_trust.clone(),
+                timestamp_key_dir: releases.timestamp_key_dir.clone(),
+                lifetimes: scs_edge_release::Lifetimes {
+                    timestamp: SignedDuration::from_hours(i64::from(releases.timestamp_hours)),
+                    ..scs_edge_release::Lifetimes::default()
+                },
+            })
     }
 
     /// The URL browsers reach the region at.
@@ -264,6 +307,28 @@ mod tests {
 
     fn parse(text: &str) -> Result<RegionConfig, ConfigError> {
         RegionConfig::parse(text, Path::new("region.toml"))
+    }
+
+    #[test]
+    fn releases_need_both_paths_and_a_sane_timestamp_lifetime() {
+        let err = parse("[releases]\nroot_of_trust = \"/r.json\"\n").expect_err("no key dir");
+        assert!(err.to_string().contains("timestamp_key_dir"), "{err}");
+        let err = parse(
+            "[releases]\nroot_of_trust = \"/r.json\"\ntimestamp_key_dir = \"/k\"\ntimestamp_hours = 1\n",
+        )
+        .expect_err("too short");
+        assert!(
+            err.to_string().contains("releases.timestamp_hours"),
+            "{err}"
+        );
+        let config = parse("[region]\nstate_dir = \"/srv/region\"\n[releases]\nroot_of_trust = \"/r.json\"\ntimestamp_key_dir = \"/k\"\n")
+            .expect("valid");
+        let settings = config.release_settings().expect("settings");
+        assert_eq!(settings.mirror_dir, PathBuf::from("/srv/region/releases"));
+        assert_eq!(
+            settings.lifetimes.timestamp,
+            SignedDuration::from_hours(168)
+        );
     }
 
     #[test]
@@ -327,5 +392,11 @@ mod tests {
         let config = parse(&enabled).expect("oidc example");
         assert_eq!(config.oidc.expect("oidc").audience, "scs-edge-region");
         assert_eq!(config.dashboard.client_id, "scs-edge-dashboard");
+        let releases = config.releases.expect("releases");
+        assert_eq!(releases.timestamp_hours, 168);
+        assert_eq!(
+            releases.timestamp_key_dir,
+            PathBuf::from("/etc/scs-edge/release/keys")
+        );
     }
 }

@@ -4,7 +4,8 @@
 //! continuously, and take their desired state from it; operators manage the fleet through a CLI, a REST
 //! API authenticated by the central identity provider ([`operator_auth`]) and a web dashboard. The HTTP
 //! server, the CLI and the dashboard are thin adapters over [`fleet::Fleet`]; state lives in SQLite or
-//! PostgreSQL ([`store`]).
+//! PostgreSQL ([`store`]). OS releases signed offline are mirrored and served to the sites by
+//! [`releases`].
 
 pub mod ca;
 pub mod config;
@@ -12,4 +13,5 @@ pub mod dashboard;
 pub mod fleet;
 pub mod http;
 pub mod operator_auth;
+pub mod releases;
 pub mod store;

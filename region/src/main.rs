@@ -9,6 +9,7 @@ use scs_edge_region::fleet::status::{connectivity, site_health};
 use scs_edge_region::fleet::{EnrollmentPolicy, Fleet, SystemClock};
 use scs_edge_region::http::{self, AppState, LoginSettings, OperatorAccess, Sessions};
 use scs_edge_region::operator_auth::{OidcSettings, OperatorAuth};
+use scs_edge_region::releases::{Releases, ReleasesError};
 use scs_edge_region::store::Store;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -42,6 +43,41 @@ enum Command {
     /// Join tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// OS releases the region mirrors and serves to its sites (`[releases]`).
+    #[command(subcommand)]
+    Release(ReleaseCommand),
+}
+
+#[derive(Subcommand)]
+enum ReleaseCommand {
+    /// Mirror a release repository signed with `scs-edge-release` — its folder, or a bundle file —
+    /// after verifying it against the fleet's root of trust.
+    Publish {
+        /// The release tool's repository folder, or a `.bundle` file.
+        source: PathBuf,
+    },
+    /// List releases, newest first.
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one release with its artifacts.
+    Show {
+        /// Version.
+        version: String,
+    },
+    /// Withdraw a release: offered to no site from now on.
+    Withdraw {
+        /// Version.
+        version: String,
+        /// Why, for the record and the dashboard.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Re-sign the served timestamp now if less than half its lifetime is left (`serve` does this
+    /// hourly).
+    Timestamp,
 }
 
 #[derive(Subcommand)]
@@ -230,6 +266,10 @@ async fn run(command: Command, config: RegionConfig) -> Result<()> {
                 site.name
             )?;
         }
+        Command::Release(command) => {
+            let releases = open_releases(&config, &fleet)?;
+            release_command(command, &releases, &mut out).await?;
+        }
         Command::Token(TokenCommand::Create { site, ttl_hours }) => {
             let token = fleet
                 .create_join_token(
@@ -248,6 +288,105 @@ async fn run(command: Command, config: RegionConfig) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The release mirror; an error naming the missing section when `[releases]` is not configured.
+fn open_releases(config: &RegionConfig, fleet: &Fleet) -> Result<Releases> {
+    let settings = config
+        .release_settings()
+        .ok_or(ReleasesError::NotConfigured)?;
+    Ok(Releases::open(
+        &settings,
+        fleet.store().clone(),
+        Arc::new(SystemClock),
+    )?)
+}
+
+/// The CLI acts as the host's operator (`cli`): whoever can run it can read the state directory.
+const CLI_OPERATOR: &str = "cli";
+
+async fn release_command(
+    command: ReleaseCommand,
+    releases: &Releases,
+    out: &mut impl Write,
+) -> Result<()> {
+    match command {
+        ReleaseCommand::Publish { source } => {
+            for record in releases.publish(&source, CLI_OPERATOR).await? {
+                writeln!(
+                    out,
+                    "published {} (from {} up, {} bytes)",
+                    record.manifest.version,
+                    record.manifest.min_from_version,
+                    record
+                        .manifest
+                        .artifacts
+                        .iter()
+                        .map(|a| a.length)
+                        .sum::<u64>()
+                )?;
+            }
+        }
+        ReleaseCommand::List { json } => {
+            let list = releases.list().await?;
+            if json {
+                let rows: Vec<_> = list.iter().map(http::release_json).collect();
+                writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<16} {:<10} {:<12} {:<16} PUBLISHED",
+                    "VERSION", "STATE", "FROM", "BY"
+                )?;
+                for record in &list {
+                    writeln!(
+                        out,
+                        "{:<16} {:<10} {:<12} {:<16} {}",
+                        record.manifest.version.to_string(),
+                        record.state.as_str(),
+                        record.manifest.min_from_version.to_string(),
+                        record.published_by,
+                        record.published_at
+                    )?;
+                }
+            }
+        }
+        ReleaseCommand::Show { version } => {
+            let record = releases.show(&version).await?;
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&http::release_json(&record))?
+            )?;
+        }
+        ReleaseCommand::Withdraw { version, reason } => {
+            let record = releases.withdraw(&version, CLI_OPERATOR, &reason).await?;
+            writeln!(
+                out,
+                "release {} withdrawn: no site is offered it any more",
+                record.manifest.version
+            )?;
+        }
+        ReleaseCommand::Timestamp => match releases.refresh_timestamp_if_due().await? {
+            Some(version) => writeln!(out, "timestamp re-signed (version {version})")?,
+            None => writeln!(out, "timestamp still fresh; nothing signed")?,
+        },
+    }
+    Ok(())
+}
+
+/// Keeps the served timestamp fresh: sites refuse a stale one (the frozen-mirror defence).
+async fn refresh_timestamps(releases: Releases, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_hours(1));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(error) = releases.refresh_timestamp_if_due().await {
+            tracing::warn!(%error, "re-signing the release timestamp failed");
+        }
+    }
 }
 
 async fn serve(config: RegionConfig, fleet: Fleet) -> Result<()> {
@@ -274,6 +413,12 @@ async fn serve(config: RegionConfig, fleet: Fleet) -> Result<()> {
         );
         OperatorAccess::LoopbackOnly
     };
+    let releases = if config.releases.is_some() {
+        Some(open_releases(&config, &fleet)?)
+    } else {
+        tracing::info!("no [releases] configured: the region serves no OS releases");
+        None
+    };
     let public_url = config.public_url();
     let state = AppState {
         fleet: fleet.clone(),
@@ -290,6 +435,7 @@ async fn serve(config: RegionConfig, fleet: Fleet) -> Result<()> {
         expected_interval: SignedDuration::from_secs(i64::from(
             config.reports.expected_interval_secs,
         )),
+        releases: releases.clone(),
     };
     let tls = http::tls_config(fleet.ca(), &config.listen.names, fleet.now())
         .map_err(anyhow::Error::msg)?;
@@ -305,6 +451,8 @@ async fn serve(config: RegionConfig, fleet: Fleet) -> Result<()> {
     let shutdown = CancellationToken::new();
     let retention = SignedDuration::from_hours(i64::from(config.reports.retention_hours));
     let pruner = tokio::spawn(prune_reports(fleet.clone(), retention, shutdown.clone()));
+    let refresher =
+        releases.map(|releases| tokio::spawn(refresh_timestamps(releases, shutdown.clone())));
     let server = tokio::spawn(http::serve(
         listener,
         tls,
@@ -316,6 +464,9 @@ async fn serve(config: RegionConfig, fleet: Fleet) -> Result<()> {
     shutdown.cancel();
     let _ = server.await;
     let _ = pruner.await;
+    if let Some(refresher) = refresher {
+        let _ = refresher.await;
+    }
     Ok(())
 }
 

@@ -43,6 +43,12 @@ impl KeySet {
         self.dir.join(format!("{role}.pk8"))
     }
 
+    /// Whether the timestamp key is here: all the region holds, checked when it starts rather than
+    /// at its first publication.
+    pub fn check_timestamp_key(&self) -> Result<(), ReleaseError> {
+        self.sources(&[RoleType::Timestamp]).map(|_| ())
+    }
+
     /// Signing sources for `roles`, each checked to exist so that a missing key is named here rather
     /// than as tough's "signing keys not found".
     pub fn sources(&self, roles: &[RoleType]) -> Result<Vec<Box<dyn KeySource>>, ReleaseError> {

@@ -19,8 +19,10 @@
 //! update domain calls the consuming half.
 
 pub mod bundle;
+mod durable;
 pub mod http_transport;
 pub mod keys;
+pub mod mirror;
 pub mod policy;
 pub mod repository;
 #[cfg(feature = "test-support")]

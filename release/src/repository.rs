@@ -41,6 +41,11 @@ impl Repository {
         Self { dir: dir.into() }
     }
 
+    /// Its folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Its `metadata/` folder.
     pub fn metadata_dir(&self) -> PathBuf {
         self.dir.join(METADATA_DIR)
@@ -225,7 +230,7 @@ impl Repository {
         Ok(manifest)
     }
 
-    fn current_timestamp(&self) -> Result<Signed<Timestamp>, ReleaseError> {
+    pub(crate) fn current_timestamp(&self) -> Result<Signed<Timestamp>, ReleaseError> {
         let path = self.metadata_dir().join("timestamp.json");
         let bytes = std::fs::read(&path).map_err(ReleaseError::io(&path))?;
         serde_json::from_slice(&bytes)
@@ -241,28 +246,66 @@ impl Repository {
         lifetimes: &Lifetimes,
         now: jiff::Timestamp,
     ) -> Result<u64, ReleaseError> {
-        let mut timestamp = self.current_timestamp()?.signed;
-        timestamp.version = timestamp.version.checked_add(1).unwrap_or(NonZeroU64::MAX);
-        timestamp.expires = expires(now, lifetimes.timestamp)?;
+        let current = self.current_timestamp()?.signed;
+        let version = current.version.get().saturating_add(1);
         let (_, root_path) = latest_root(&self.metadata_dir())?;
-        let root_bytes = std::fs::read(&root_path).map_err(ReleaseError::io(&root_path))?;
-        let root: Signed<Root> = serde_json::from_slice(&root_bytes)
-            .map_err(|err| ReleaseError::Release(format!("{}: {err}", root_path.display())))?;
-        let version = timestamp.version.get();
-        let signed = SignedRole::new(
-            timestamp,
-            &KeyHolder::Root(root.signed),
-            &keys.sources(&[RoleType::Timestamp])?,
-            &aws_lc_rs::rand::SystemRandom::new(),
-        )
-        .await
-        .map_err(ReleaseError::tuf("signing the timestamp"))?;
-        signed
-            .write(self.metadata_dir(), true)
+        let root = crate::keys::read_root(&root_path)?;
+        self.write_timestamp(current, version, &root.signed, keys, lifetimes, now)
             .await
-            .map_err(ReleaseError::tuf("writing timestamp.json"))?;
+    }
+
+    /// Signs `timestamp` as `version` (see [`sign_timestamp`]) and replaces `timestamp.json`
+    /// atomically: nodes may be fetching it at this moment (the region serves this folder).
+    async fn write_timestamp(
+        &self,
+        timestamp: Timestamp,
+        version: u64,
+        root: &Root,
+        keys: &KeySet,
+        lifetimes: &Lifetimes,
+        now: jiff::Timestamp,
+    ) -> Result<u64, ReleaseError> {
+        let signed = sign_timestamp(timestamp, version, root, keys, lifetimes, now).await?;
+        self.replace_timestamp(&signed)?;
         Ok(version)
     }
+
+    /// Replaces `timestamp.json` atomically with `signed` (from [`sign_timestamp`]).
+    pub(crate) fn replace_timestamp(&self, signed: &[u8]) -> Result<(), ReleaseError> {
+        crate::durable::write_atomically(&self.metadata_dir().join("timestamp.json"), signed)
+    }
+
+    /// The signed `timestamp.json`, or `None` before the first publication.
+    pub(crate) fn timestamp_if_published(&self) -> Result<Option<Signed<Timestamp>>, ReleaseError> {
+        if self.is_published() {
+            self.current_timestamp().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// `timestamp` signed as `version`, expiring a timestamp lifetime after `now`, with the timestamp
+/// key of `keys` — which must be the one `root` lists, or signing fails and nothing is written.
+pub(crate) async fn sign_timestamp(
+    mut timestamp: Timestamp,
+    version: u64,
+    root: &Root,
+    keys: &KeySet,
+    lifetimes: &Lifetimes,
+    now: jiff::Timestamp,
+) -> Result<Vec<u8>, ReleaseError> {
+    timestamp.version = NonZeroU64::new(version).unwrap_or(NonZeroU64::MIN);
+    timestamp.expires = expires(now, lifetimes.timestamp)?;
+    let signed = SignedRole::new(
+        timestamp,
+        &KeyHolder::Root(root.clone()),
+        &keys.sources(&[RoleType::Timestamp])?,
+        &aws_lc_rs::rand::SystemRandom::new(),
+    )
+    .await
+    .map_err(ReleaseError::tuf("signing the timestamp"))?;
+    Ok(signed.buffer().clone())
 }
 
 /// A `file://` URL for a directory (tough joins metadata and target names onto it).

@@ -214,6 +214,11 @@ async fn load<T: Transport + Clone + 'static>(
 }
 
 impl VerifiedRepository {
+    /// tough's view of it, for the region's mirror.
+    pub(crate) fn tough(&self) -> &tough::Repository {
+        &self.repo
+    }
+
     /// The waiver this repository was accepted under — its metadata had expired — or `None` when
     /// it was fresh.
     pub fn waiver(&self) -> Option<&WaiverTerms> {
@@ -347,17 +352,7 @@ impl VerifiedRepository {
                     .map_err(ReleaseError::tuf(context()))?;
                 continue;
             };
-            let stream = self
-                .repo
-                .read_target(&name)
-                .await
-                .map_err(ReleaseError::tuf(context()))?
-                .ok_or_else(|| ReleaseError::Release(format!("{} is not a target", name.raw())))?;
-            // The stream ends in an error when the length or the hash does not match.
-            stream
-                .try_for_each(|_| std::future::ready(Ok(())))
-                .await
-                .map_err(ReleaseError::tuf(context()))?;
+            check_target(&self.repo, &name).await?;
             let held = targets_dir.join(format!("{}.{}", artifact.sha256, name.raw()));
             let into = dir.join(name.raw());
             if let Err(err) = std::fs::rename(&held, &into) {
@@ -371,7 +366,7 @@ impl VerifiedRepository {
                     .map_err(ReleaseError::tuf(context()))?;
             }
         }
-        make_durable(dir)?;
+        crate::durable::make_durable(dir)?;
         Ok(StagedRelease {
             manifest: manifest.clone(),
             dir: dir.to_path_buf(),
@@ -379,21 +374,21 @@ impl VerifiedRepository {
     }
 }
 
-/// Flushes the staged files, their folder and its parent to the disk. A caller records a release
-/// as staged once this returned, and after a power cut trusts what it recorded: the QEMU test found
-/// a staged `/usr` image cut short by a power cut that came before the page cache was written back,
-/// which `systemd-sysupdate` then wrote into the slot as if whole.
-fn make_durable(dir: &Path) -> Result<(), ReleaseError> {
-    for entry in std::fs::read_dir(dir).map_err(ReleaseError::io(dir))? {
-        let path = entry.map_err(ReleaseError::io(dir))?.path();
-        std::fs::File::open(&path)
-            .and_then(|file| file.sync_all())
-            .map_err(ReleaseError::io(&path))?;
-    }
-    for folder in [Some(dir), dir.parent()].into_iter().flatten() {
-        std::fs::File::open(folder)
-            .and_then(|file| file.sync_all())
-            .map_err(ReleaseError::io(folder))?;
-    }
-    Ok(())
+/// Reads target `name` through tough, which checks its length and SHA-256 against the signed
+/// targets as it streams: a held file is trusted only once this returned.
+pub(crate) async fn check_target(
+    repo: &tough::Repository,
+    name: &tough::TargetName,
+) -> Result<(), ReleaseError> {
+    let context = || format!("checking {}", name.raw());
+    let stream = repo
+        .read_target(name)
+        .await
+        .map_err(ReleaseError::tuf(context()))?
+        .ok_or_else(|| ReleaseError::Release(format!("{} is not a target", name.raw())))?;
+    // The stream ends in an error when the length or the hash does not match.
+    stream
+        .try_for_each(|_| std::future::ready(Ok(())))
+        .await
+        .map_err(ReleaseError::tuf(context()))
 }

@@ -5,7 +5,8 @@
 
 // The scenarios reach the store's types through `super::`, as they do inside the region crate.
 use scs_edge_region::store::{
-    CertificateRecord, DesiredChange, SiteState, Store, StoreError, StoredReport, TokenRefusal,
+    CertificateRecord, DesiredChange, ReleaseRecord, ReleaseState, SiteState, Store, StoreError,
+    StoredReport, TokenRefusal, Withdrawal,
 };
 
 #[macro_use]

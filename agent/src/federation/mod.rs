@@ -186,7 +186,12 @@ impl LinkError {
         match self {
             Self::Transport(TransportError::Refused { code, status, .. }) => match code {
                 ErrorCode::SiteRevoked => Retry::Never,
-                ErrorCode::OutOfOrder | ErrorCode::Internal => Retry::Backoff,
+                // Answers about releases follow the site's desired state, which moves on its own.
+                ErrorCode::OutOfOrder
+                | ErrorCode::Internal
+                | ErrorCode::UnknownRelease
+                | ErrorCode::ReleaseRefused
+                | ErrorCode::ReleaseNotOffered => Retry::Backoff,
                 // Something in between (a proxy, an overloaded balancer) answered, not the region.
                 ErrorCode::Unknown if *status >= 500 || *status == 429 || *status == 408 => {
                     Retry::Backoff

@@ -44,6 +44,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 
+/// The step of [`UpdateError::Host`] when systemd refused the reboot after the servers stopped.
+pub const REBOOTING: &str = "rebooting";
+
 /// The label an update stick's filesystem carries.
 pub const STICK_LABEL: &str = "SCSEDGE-UPDATE";
 /// The extension of a bundle file (on a stick, the one file the agent imports).
@@ -742,6 +745,16 @@ impl Updater {
         })
     }
 
+    /// The version whose reboot was asked for and has not happened: phase `Rebooting` while the
+    /// daemon that asked still runs. Its servers are stopped already, so the watcher asks again
+    /// rather than leave a drained node running the old version.
+    pub fn reboot_pending(&self) -> Result<Option<Version>, UpdateError> {
+        Ok(match self.record.read()?.phase {
+            Phase::Rebooting { version, .. } => Some(version),
+            _ => None,
+        })
+    }
+
     /// Stops the workloads and reboots into the installed release. The servers that were ACTIVE
     /// are recorded first, so the gate after the boot knows what must come back.
     pub async fn reboot_into_installed(
@@ -775,7 +788,7 @@ impl Updater {
         })?;
         info!(%version, servers = restore.len(), "rebooting into the new version");
         power.reboot().await.map_err(|reason| UpdateError::Host {
-            step: "rebooting",
+            step: REBOOTING,
             reason,
         })
     }

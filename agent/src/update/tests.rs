@@ -129,6 +129,28 @@ impl Site {
         self.node_with_mounter(running, FakeMounter::default())
     }
 
+    /// The daemon's update task over `node` and `host`, looking for a stick at `stick`, with no
+    /// maintenance window and no repository unless the test sets them.
+    fn watcher(
+        &self,
+        node: &Arc<Updater>,
+        host: &Arc<FakeHost>,
+        stick: PathBuf,
+    ) -> watcher::UpdateWatcher {
+        watcher::UpdateWatcher {
+            updater: node.clone(),
+            drain: host.clone(),
+            power: host.clone(),
+            window: None,
+            stop_timeout: Duration::from_secs(1),
+            poll: Duration::from_secs(5),
+            stick,
+            sys_class_block: self.path("sys-class-block"),
+            repository: None,
+            clock: self.clock.clone(),
+        }
+    }
+
     /// The node running `running`, with a stick at `device` that shows the files of `contents`.
     fn node_with_stick(&self, running: &str, device: &Path, contents: &Path) -> Updater {
         std::fs::write(device, b"").expect("device node");
@@ -206,6 +228,8 @@ impl Sysupdate for FakeSysupdate {
 #[derive(Default)]
 struct FakeHost {
     reboots: AtomicU32,
+    /// How many reboot requests systemd refuses before it takes one.
+    refused_reboots: AtomicU32,
     marked_bad: AtomicU32,
     unhealthy: Mutex<Findings>,
     probed_with: Mutex<Vec<Vec<Uuid>>>,
@@ -216,7 +240,19 @@ struct FakeHost {
 impl Power for FakeHost {
     fn reboot(&self) -> BoxFuture<'_, Result<(), String>> {
         self.reboots.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async { Ok(()) })
+        let refused = self
+            .refused_reboots
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok();
+        Box::pin(async move {
+            if refused {
+                Err("Transaction for reboot.target/start is destructive".to_owned())
+            } else {
+                Ok(())
+            }
+        })
     }
 }
 
@@ -733,17 +769,10 @@ async fn the_periodic_check_stages_what_is_new_once_and_counts_nothing_new_as_no
 
     // A tampered target of the next release is a refusal, counted; the staged release stays.
     site.release("1.2.0").await;
-    let usr = std::fs::read_dir(site.repo.targets_dir())
-        .expect("targets")
-        .map(|entry| entry.expect("entry").path())
-        .find(|path| {
-            let name = path.to_string_lossy();
-            name.contains("scs-edge_1.2.0") && name.ends_with(".usr.raw.gz")
-        })
-        .expect("usr target");
-    let mut bytes = std::fs::read(&usr).expect("read");
-    bytes[100] ^= 0x01;
-    std::fs::write(&usr, bytes).expect("write");
+    scs_edge_release::test_support::flip_a_byte_of_the_usr_target(
+        &site.repo.targets_dir(),
+        "1.2.0",
+    );
     let err = node
         .check(&url, &client, &LogProgress)
         .await
@@ -771,20 +800,13 @@ async fn the_watcher_checks_the_repository_every_interval_and_writes_what_it_sta
         (now.hour() + 3) % 24
     );
     let watcher = watcher::UpdateWatcher {
-        updater: node.clone(),
-        drain: host.clone(),
-        power: host.clone(),
         window: Some(window::MaintenanceWindow::parse(&closed).expect("window")),
-        stop_timeout: Duration::from_secs(1),
-        poll: Duration::from_secs(5),
-        stick: site.path("no-stick"),
-        sys_class_block: site.path("sys-class-block"),
         repository: Some(online::RepositoryCheck {
             url,
             client,
             every: Duration::from_hours(1),
         }),
-        clock: site.clock.clone(),
+        ..site.watcher(&node, &host, site.path("no-stick"))
     };
     let mut looked = watcher::Looked::default();
     watcher.look(&mut looked).await;
@@ -1022,18 +1044,7 @@ async fn a_stick_plugged_in_again_between_two_looks_is_imported_again_and_one_le
     std::fs::write(sys_disk.join("diskseq"), "17\n").expect("diskseq");
 
     let host = Arc::new(FakeHost::default());
-    let watcher = watcher::UpdateWatcher {
-        updater: node.clone(),
-        drain: host.clone(),
-        power: host.clone(),
-        window: None,
-        stop_timeout: Duration::from_secs(1),
-        poll: Duration::from_secs(5),
-        stick: label,
-        sys_class_block: site.path("sys-class-block"),
-        repository: None,
-        clock: site.clock.clone(),
-    };
+    let watcher = site.watcher(&node, &host, label);
     let refusals = || -> u64 { node.record().expect("record").refused.values().sum() };
     let mut looked = watcher::Looked::default();
     watcher.look(&mut looked).await;
@@ -1049,4 +1060,45 @@ async fn a_stick_plugged_in_again_between_two_looks_is_imported_again_and_one_le
     assert_eq!(node.record().expect("record").phase, Phase::Idle);
     assert!(site.sysupdate.installed.lock().expect("lock").is_empty());
     assert_eq!(host.reboots.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_reboot_systemd_refused_after_the_drain_is_asked_for_again_until_it_is_taken() {
+    let site = Site::new().await;
+    let node = Arc::new(site.node("1.0.0"));
+    node.import(&site.release("1.1.0").await, RebootWhen::Now, &LogProgress)
+        .await
+        .expect("staged");
+    let host = Arc::new(FakeHost::default());
+    host.refused_reboots.store(1, Ordering::SeqCst);
+    let watcher = site.watcher(&node, &host, site.path("no-stick"));
+    let mut looked = watcher::Looked::default();
+    let rebooting = |node: &Updater| {
+        matches!(
+            node.record().expect("record").phase,
+            Phase::Rebooting { .. }
+        )
+    };
+
+    watcher.look(&mut looked).await;
+    assert_eq!(
+        host.reboots.load(Ordering::SeqCst),
+        1,
+        "written, drained, asked"
+    );
+    assert!(
+        rebooting(&node),
+        "the servers are stopped: the record says so"
+    );
+
+    watcher.look(&mut looked).await;
+    assert_eq!(host.reboots.load(Ordering::SeqCst), 2, "asked again");
+    assert!(rebooting(&node));
+
+    watcher.look(&mut looked).await;
+    assert_eq!(
+        host.reboots.load(Ordering::SeqCst),
+        2,
+        "a reboot systemd took is not asked for again"
+    );
 }

@@ -8,7 +8,7 @@ use super::host::{Drain, Power};
 use super::online::RepositoryCheck;
 use super::record::{Phase, RebootWhen, RecordError};
 use super::window::MaintenanceWindow;
-use super::{ImportSource, LogProgress, UpdateError, Updater};
+use super::{ImportSource, LogProgress, REBOOTING, UpdateError, Updater};
 use crate::system::clock::Clock;
 use jiff::Timestamp;
 use std::path::{Path, PathBuf};
@@ -90,9 +90,24 @@ pub struct Looked {
     stick: Option<StickInsertion>,
     /// When the repository is due for its next check; `None`: at the next look.
     next_check: Option<Timestamp>,
+    /// This daemon drained the node and systemd refused its reboot into the new version. A
+    /// `Rebooting` record it did not write is the boot's health gate's to judge, never a reason to
+    /// reboot.
+    reboot_failed: bool,
 }
 
 impl UpdateWatcher {
+    /// Asks for the reboot into `version` once more; true when it was refused again.
+    async fn reboot(&self, version: &semver::Version) -> bool {
+        match self.power.reboot().await {
+            Ok(()) => false,
+            Err(reason) => {
+                warn!(%version, %reason, "rebooting into the new version failed");
+                true
+            }
+        }
+    }
+
     /// Runs until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         if let Err(err) = self.updater.recover() {
@@ -161,13 +176,27 @@ impl UpdateWatcher {
                 Err(err) => warn!(%err, "the slot writer panicked"),
             }
         }
+        if looked.reboot_failed {
+            // The servers are stopped and the record says rebooting, but systemd refused the
+            // reboot (busy, D-Bus restarting): ask again each look rather than leave a drained
+            // node running the old version.
+            match self.updater.reboot_pending() {
+                Ok(Some(version)) => {
+                    warn!(%version, "the reboot into the new version has not happened; asking again");
+                    looked.reboot_failed = self.reboot(&version).await;
+                }
+                Ok(None) => looked.reboot_failed = false,
+                Err(err) => warn!(%err, "cannot read the update record"),
+            }
+            return;
+        }
         match self
             .updater
             .reboot_due(self.window.as_ref(), self.clock.now())
         {
             Ok(Some(version)) => {
                 info!(%version, "reboot into the installed release is due");
-                if let Err(err) = self
+                match self
                     .updater
                     .reboot_into_installed(
                         self.drain.as_ref(),
@@ -176,7 +205,17 @@ impl UpdateWatcher {
                     )
                     .await
                 {
-                    warn!(%err, "rebooting into the new version failed");
+                    Ok(()) => {}
+                    Err(err) => {
+                        warn!(%err, "rebooting into the new version failed");
+                        looked.reboot_failed = matches!(
+                            err,
+                            UpdateError::Host {
+                                step: REBOOTING,
+                                ..
+                            }
+                        );
+                    }
                 }
             }
             Ok(None) | Err(UpdateError::Record(RecordError::Busy { .. })) => {}

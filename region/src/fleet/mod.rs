@@ -35,6 +35,38 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock tests set and move on.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct ManualClock(std::sync::Mutex<Timestamp>);
+
+#[cfg(test)]
+impl ManualClock {
+    /// Stopped at `at`.
+    pub(crate) fn new(at: Timestamp) -> Self {
+        Self(std::sync::Mutex::new(at))
+    }
+
+    /// Moves it on by `by`.
+    pub(crate) fn advance(&self, by: SignedDuration) {
+        let mut now = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *now += by;
+    }
+}
+
+#[cfg(test)]
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// A request the fleet refused, or a failure underneath it.
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {

@@ -4,33 +4,17 @@ use super::*;
 use crate::store::SiteState;
 use rcgen::{CertificateParams, KeyPair};
 use scs_edge_proto::{Capacity, Report, ResourceCounts, Versions};
-use std::sync::Mutex;
-
-struct TestClock(Mutex<Timestamp>);
-
-impl Clock for TestClock {
-    fn now(&self) -> Timestamp {
-        *self.0.lock().expect("clock")
-    }
-}
-
-impl TestClock {
-    fn advance(&self, by: SignedDuration) {
-        let mut now = self.0.lock().expect("clock");
-        *now += by;
-    }
-}
 
 struct Setup {
     _dir: tempfile::TempDir,
     fleet: Fleet,
-    clock: Arc<TestClock>,
+    clock: Arc<ManualClock>,
 }
 
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let start = Timestamp::from_second(1_800_000_000).expect("ts");
-    let clock = Arc::new(TestClock(Mutex::new(start)));
+    let clock = Arc::new(ManualClock::new(start));
     let ca = RegionCa::load_or_create(dir.path(), "test", start).expect("ca");
     let url = format!("sqlite://{}", dir.path().join("region.db").display());
     let store = Store::open(&url).await.expect("store");

@@ -1,19 +1,23 @@
 //! The region's one HTTPS listener: node endpoints (`/node/v1/…`, mTLS), the operator REST API
-//! (`/api/v1/…`, OIDC bearer), the dashboard (`/`, OIDC login) and `/healthz`.
+//! (`/api/v1/…`, OIDC bearer), the dashboard (`/`, OIDC login), the sites' release repository
+//! (`/node/v1/sites/{site}/repository/…`, mTLS) and `/healthz`.
 //!
 //! One port for all of it keeps a region behind a single firewall rule. Client certificates are
 //! optional at the TLS layer (a node joining has none yet; a browser never has one) and required by
 //! the node routes, which read the verified certificate from the connection — never a header. Errors
 //! on every route have one shape, [`scs_edge_proto::ErrorBody`], mapped from [`FleetError`] here and
-//! nowhere else.
+//! from [`crate::releases::ReleasesError`] in `releases.rs`, nowhere else.
 
 mod login;
 mod node;
 mod operator;
+mod range;
+mod releases;
 
 use crate::ca::RegionCa;
 use crate::fleet::{Fleet, FleetError, NodeIdentity};
 use crate::operator_auth::OperatorAuth;
+use crate::releases::Releases;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -49,6 +53,8 @@ pub struct AppState {
     pub region_name: Arc<str>,
     /// The heartbeat interval sites use, for staleness and gap display.
     pub expected_interval: SignedDuration,
+    /// The release mirror, when `[releases]` is configured.
+    pub releases: Option<Releases>,
 }
 
 /// Builds the router over `state`.
@@ -56,12 +62,14 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(node::routes())
         .merge(operator::routes())
+        .merge(releases::routes())
         .merge(login::routes())
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .with_state(state)
 }
 
 pub use login::LoginSettings;
+pub use releases::release_json;
 
 /// How operators authenticate: no identity provider (loopback clients only, without authentication),
 /// or an identity provider — discovered in the background, so the region serves its nodes even while

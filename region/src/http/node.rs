@@ -78,7 +78,11 @@ async fn join(
 
 /// The node identity for a request about `site`, checked against the store (issued here, same site,
 /// not revoked, not expired).
-async fn authorized(state: &AppState, peer: &Peer, site: &str) -> Result<NodeIdentity, ApiError> {
+pub(super) async fn authorized(
+    state: &AppState,
+    peer: &Peer,
+    site: &str,
+) -> Result<NodeIdentity, ApiError> {
     let Some(node) = &peer.node else {
         let reason = peer
             .certificate_problem

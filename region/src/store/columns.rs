@@ -2,7 +2,7 @@
 //! `migrations/0001_fleet.sql`): one encoding, so a fleet can move from SQLite to PostgreSQL by copying
 //! rows, and the engines cannot drift apart in what a value means.
 
-use super::{Site, SiteState, StoreError};
+use super::{ReleaseRecord, ReleaseState, Site, SiteState, StoreError, Withdrawal};
 use jiff::{SignedDuration, Timestamp};
 use scs_edge_proto::{DesiredState, Report};
 use std::collections::BTreeMap;
@@ -81,6 +81,71 @@ impl EncodedReport {
             seq_db: count_to_db(report.seq, operation)?,
             sent_at: time_to_db(report.sent_at),
             body: to_json(report, operation)?,
+        })
+    }
+}
+
+/// The `releases` columns in the order [`ReleaseRow`] takes them.
+pub(super) const RELEASE_COLUMNS: &str = "version, manifest, state, published_at, published_by, \
+     withdrawn_at, withdrawn_by, withdraw_reason";
+
+/// A `releases` row as the engines read and write it.
+#[derive(Debug)]
+pub(super) struct ReleaseRow {
+    pub(super) version: String,
+    pub(super) manifest: String,
+    pub(super) state: String,
+    pub(super) published_at: i64,
+    pub(super) published_by: String,
+    pub(super) withdrawn_at: Option<i64>,
+    pub(super) withdrawn_by: Option<String>,
+    pub(super) withdraw_reason: Option<String>,
+}
+
+impl ReleaseRow {
+    /// Encodes a record.
+    pub(super) fn encode(
+        release: &ReleaseRecord,
+        operation: &'static str,
+    ) -> Result<Self, StoreError> {
+        let withdrawal = release.withdrawal.as_ref();
+        Ok(Self {
+            version: release.manifest.version.to_string(),
+            manifest: to_json(&release.manifest, operation)?,
+            state: release.state.as_str().to_owned(),
+            published_at: time_to_db(release.published_at),
+            published_by: release.published_by.clone(),
+            withdrawn_at: withdrawal.map(|w| time_to_db(w.at)),
+            withdrawn_by: withdrawal.map(|w| w.by.clone()),
+            withdraw_reason: withdrawal.map(|w| w.reason.clone()),
+        })
+    }
+
+    /// Decodes the row; a value this build cannot read is a `Database` error naming the column.
+    pub(super) fn decode(self, operation: &'static str) -> Result<ReleaseRecord, StoreError> {
+        let state = ReleaseState::parse(&self.state).ok_or_else(|| {
+            malformed(
+                operation,
+                "releases.state",
+                &format!("unknown state {:?}", self.state),
+            )
+        })?;
+        let withdrawal = self
+            .withdrawn_at
+            .map(|at| {
+                Ok::<_, StoreError>(Withdrawal {
+                    at: time_from_db(at, "releases.withdrawn_at", operation)?,
+                    by: self.withdrawn_by.clone().unwrap_or_default(),
+                    reason: self.withdraw_reason.clone().unwrap_or_default(),
+                })
+            })
+            .transpose()?;
+        Ok(ReleaseRecord {
+            manifest: from_json(&self.manifest, "releases.manifest", operation)?,
+            state,
+            published_at: time_from_db(self.published_at, "releases.published_at", operation)?,
+            published_by: self.published_by,
+            withdrawal,
         })
     }
 }

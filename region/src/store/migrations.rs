@@ -20,11 +20,18 @@ pub(super) struct Migration {
 }
 
 /// Every migration, in order.
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "fleet",
-    sql: include_str!("migrations/0001_fleet.sql"),
-}];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "fleet",
+        sql: include_str!("migrations/0001_fleet.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "releases",
+        sql: include_str!("migrations/0002_releases.sql"),
+    },
+];
 
 /// The bookkeeping table; created before the first migration runs.
 pub(super) const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

@@ -22,6 +22,7 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use jiff::Timestamp;
+use scs_edge_proto::release::ReleaseManifest;
 use scs_edge_proto::{DesiredState, Report, ReportAck};
 use std::collections::BTreeMap;
 
@@ -50,6 +51,9 @@ pub enum StoreError {
         /// The next `seq` the store would accept.
         expected: u64,
     },
+    /// No release with this version.
+    #[error("no release {0}")]
+    UnknownRelease(String),
     /// The database was migrated by a newer region: this build would misread or corrupt it (a
     /// downgrade needs the matching database backup, not an older binary on the newer schema).
     #[error(
@@ -168,6 +172,60 @@ pub struct CertificateRecord {
     pub not_after: Timestamp,
     /// When it was revoked (site decommissioned), if it was.
     pub revoked_at: Option<Timestamp>,
+}
+
+/// Whether sites may be offered a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseState {
+    /// Published and served.
+    Available,
+    /// Withdrawn by an operator: offered to no site any more.
+    Withdrawn,
+}
+
+impl ReleaseState {
+    /// The stored (and displayed) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Available => "available",
+            Self::Withdrawn => "withdrawn",
+        }
+    }
+
+    /// Parses [`ReleaseState::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "available" => Some(Self::Available),
+            "withdrawn" => Some(Self::Withdrawn),
+            _ => None,
+        }
+    }
+}
+
+/// A release the region mirrors, as operators see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleaseRecord {
+    /// The signed manifest; its version is the record's key.
+    pub manifest: ReleaseManifest,
+    /// Whether sites may be offered it.
+    pub state: ReleaseState,
+    /// When it was published to the region.
+    pub published_at: Timestamp,
+    /// Who published it (an operator, or `cli` for the host's own CLI).
+    pub published_by: String,
+    /// Who withdrew it, when and why.
+    pub withdrawal: Option<Withdrawal>,
+}
+
+/// An operator's withdrawal of a release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withdrawal {
+    /// When.
+    pub at: Timestamp,
+    /// Who.
+    pub by: String,
+    /// Why, in the operator's words.
+    pub reason: String,
 }
 
 /// Changes to a site's desired state; `None` fields stay as they are.
@@ -318,6 +376,27 @@ impl Store {
         change: &DesiredChange,
     ) -> Result<DesiredState, StoreError> {
         dispatch!(self, s => s.change_desired(site, change))
+    }
+
+    /// Records published releases in one transaction; versions already recorded stay as they are
+    /// (a publication re-run after a crash completes the rows). Returns how many were new.
+    pub async fn add_releases(&self, releases: &[ReleaseRecord]) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.add_releases(releases))
+    }
+
+    /// Every recorded release, in no particular order.
+    pub async fn releases(&self) -> Result<Vec<ReleaseRecord>, StoreError> {
+        dispatch!(self, s => s.releases())
+    }
+
+    /// Marks a release withdrawn; a release withdrawn already keeps its first withdrawal (the call is
+    /// idempotent). `UnknownRelease` when there is none.
+    pub async fn withdraw_release(
+        &self,
+        version: &str,
+        withdrawal: &Withdrawal,
+    ) -> Result<ReleaseRecord, StoreError> {
+        dispatch!(self, s => s.withdraw_release(version, withdrawal))
     }
 
     /// Deletes stored reports received before `before`, except each site's latest; returns how many.

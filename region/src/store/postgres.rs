@@ -7,10 +7,13 @@
 //! are plain TCP or a unix socket without TLS: the region talks to a database on its own host or
 //! network; a remote database belongs behind a local proxy or socket.
 
-use super::columns::{self, EncodedReport, SITE_COLUMNS, SiteRow};
+use super::columns::{self, EncodedReport, RELEASE_COLUMNS, ReleaseRow, SITE_COLUMNS, SiteRow};
 use super::migrations::{self, CREATE_SCHEMA_MIGRATIONS};
 use super::rules::{self, TokenRow};
-use super::{CertificateRecord, DesiredChange, Site, SiteState, StoreError, StoredReport};
+use super::{
+    CertificateRecord, DesiredChange, ReleaseRecord, Site, SiteState, StoreError, StoredReport,
+    Withdrawal,
+};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use jiff::Timestamp;
 use scs_edge_proto::{DesiredState, Report, ReportAck};
@@ -537,6 +540,97 @@ impl PostgresStore {
             .await
             .during(OP)
     }
+
+    /// See [`super::Store::add_releases`].
+    pub async fn add_releases(&self, releases: &[ReleaseRecord]) -> Result<u64, StoreError> {
+        const OP: &str = "add releases";
+        let rows = releases
+            .iter()
+            .map(|release| ReleaseRow::encode(release, OP))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut client = self.client(OP).await?;
+        let tx = client.transaction().await.during(OP)?;
+        let mut added = 0;
+        for row in &rows {
+            added += tx
+                .execute(
+                    &format!(
+                        "INSERT INTO releases ({RELEASE_COLUMNS}) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (version) DO NOTHING"
+                    ),
+                    &[
+                        &row.version,
+                        &row.manifest,
+                        &row.state,
+                        &row.published_at,
+                        &row.published_by,
+                        &row.withdrawn_at,
+                        &row.withdrawn_by,
+                        &row.withdraw_reason,
+                    ],
+                )
+                .await
+                .during(OP)?;
+        }
+        tx.commit().await.during(OP)?;
+        Ok(added)
+    }
+
+    /// See [`super::Store::releases`].
+    pub async fn releases(&self) -> Result<Vec<ReleaseRecord>, StoreError> {
+        const OP: &str = "list releases";
+        let client = self.client(OP).await?;
+        let rows = client
+            .query(&format!("SELECT {RELEASE_COLUMNS} FROM releases"), &[])
+            .await
+            .during(OP)?;
+        rows.iter()
+            .map(|row| release_row(row, OP)?.decode(OP))
+            .collect()
+    }
+
+    /// See [`super::Store::withdraw_release`].
+    pub async fn withdraw_release(
+        &self,
+        version: &str,
+        withdrawal: &Withdrawal,
+    ) -> Result<ReleaseRecord, StoreError> {
+        const OP: &str = "withdraw release";
+        let at = columns::time_to_db(withdrawal.at);
+        let mut client = self.client(OP).await?;
+        let tx = client.transaction().await.during(OP)?;
+        tx.execute(
+            "UPDATE releases SET state = 'withdrawn', withdrawn_at = $2, withdrawn_by = $3, \
+             withdraw_reason = $4 WHERE version = $1 AND state = 'available'",
+            &[&version, &at, &withdrawal.by, &withdrawal.reason],
+        )
+        .await
+        .during(OP)?;
+        let row = tx
+            .query_opt(
+                &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE version = $1"),
+                &[&version],
+            )
+            .await
+            .during(OP)?
+            .ok_or_else(|| StoreError::UnknownRelease(version.to_owned()))?;
+        let record = release_row(&row, OP)?.decode(OP)?;
+        tx.commit().await.during(OP)?;
+        Ok(record)
+    }
+}
+
+fn release_row(row: &Row, operation: &'static str) -> Result<ReleaseRow, StoreError> {
+    Ok(ReleaseRow {
+        version: row.try_get(0).during(operation)?,
+        manifest: row.try_get(1).during(operation)?,
+        state: row.try_get(2).during(operation)?,
+        published_at: row.try_get(3).during(operation)?,
+        published_by: row.try_get(4).during(operation)?,
+        withdrawn_at: row.try_get(5).during(operation)?,
+        withdrawn_by: row.try_get(6).during(operation)?,
+        withdraw_reason: row.try_get(7).during(operation)?,
+    })
 }
 
 async fn lock_migrations(tx: &Transaction<'_>) -> Result<(), StoreError> {

@@ -7,10 +7,13 @@
 //! Check-and-change operations run in `BEGIN IMMEDIATE` transactions, so they take the write lock
 //! before they read and another process opening the same file cannot interleave.
 
-use super::columns::{self, EncodedReport, SITE_COLUMNS, SiteRow};
+use super::columns::{self, EncodedReport, RELEASE_COLUMNS, ReleaseRow, SITE_COLUMNS, SiteRow};
 use super::migrations::{self, CREATE_SCHEMA_MIGRATIONS};
 use super::rules::{self, TokenRow};
-use super::{CertificateRecord, DesiredChange, Site, SiteState, StoreError, StoredReport};
+use super::{
+    CertificateRecord, DesiredChange, ReleaseRecord, Site, SiteState, StoreError, StoredReport,
+    Withdrawal,
+};
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use scs_edge_proto::{DesiredState, Report, ReportAck};
@@ -506,6 +509,91 @@ impl SqliteStore {
         })
         .await
     }
+
+    /// See [`super::Store::add_releases`].
+    pub async fn add_releases(&self, releases: &[ReleaseRecord]) -> Result<u64, StoreError> {
+        const OP: &str = "add releases";
+        let rows = releases
+            .iter()
+            .map(|release| ReleaseRow::encode(release, OP))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.run(OP, move |conn| {
+            let tx = immediate(conn, OP)?;
+            let mut added = 0;
+            for row in &rows {
+                added += tx
+                    .execute(
+                        &format!(
+                            "INSERT INTO releases ({RELEASE_COLUMNS}) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (version) DO NOTHING"
+                        ),
+                        params![
+                            row.version,
+                            row.manifest,
+                            row.state,
+                            row.published_at,
+                            row.published_by,
+                            row.withdrawn_at,
+                            row.withdrawn_by,
+                            row.withdraw_reason
+                        ],
+                    )
+                    .during(OP)? as u64;
+            }
+            tx.commit().during(OP)?;
+            Ok(added)
+        })
+        .await
+    }
+
+    /// See [`super::Store::releases`].
+    pub async fn releases(&self) -> Result<Vec<ReleaseRecord>, StoreError> {
+        const OP: &str = "list releases";
+        self.run(OP, move |conn| {
+            let rows = conn
+                .prepare_cached(&format!("SELECT {RELEASE_COLUMNS} FROM releases"))
+                .during(OP)?
+                .query_map([], release_row)
+                .during(OP)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .during(OP)?;
+            rows.into_iter().map(|row| row.decode(OP)).collect()
+        })
+        .await
+    }
+
+    /// See [`super::Store::withdraw_release`].
+    pub async fn withdraw_release(
+        &self,
+        version: &str,
+        withdrawal: &Withdrawal,
+    ) -> Result<ReleaseRecord, StoreError> {
+        const OP: &str = "withdraw release";
+        let version = version.to_owned();
+        let at = columns::time_to_db(withdrawal.at);
+        let (by, reason) = (withdrawal.by.clone(), withdrawal.reason.clone());
+        self.run(OP, move |conn| {
+            let tx = immediate(conn, OP)?;
+            tx.execute(
+                "UPDATE releases SET state = 'withdrawn', withdrawn_at = ?2, withdrawn_by = ?3, \
+                 withdraw_reason = ?4 WHERE version = ?1 AND state = 'available'",
+                params![version, at, by, reason],
+            )
+            .during(OP)?;
+            let row = tx
+                .query_row(
+                    &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE version = ?1"),
+                    params![version],
+                    release_row,
+                )
+                .optional()
+                .during(OP)?
+                .ok_or_else(|| StoreError::UnknownRelease(version.clone()))?;
+            tx.commit().during(OP)?;
+            row.decode(OP)
+        })
+        .await
+    }
 }
 
 /// Durability and concurrency settings, applied to every connection.
@@ -576,6 +664,19 @@ fn immediate<'c>(
 ) -> Result<Transaction<'c>, StoreError> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
         .during(operation)
+}
+
+fn release_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ReleaseRow> {
+    Ok(ReleaseRow {
+        version: row.get(0)?,
+        manifest: row.get(1)?,
+        state: row.get(2)?,
+        published_at: row.get(3)?,
+        published_by: row.get(4)?,
+        withdrawn_at: row.get(5)?,
+        withdrawn_by: row.get(6)?,
+        withdraw_reason: row.get(7)?,
+    })
 }
 
 fn site_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SiteRow> {

@@ -6,7 +6,10 @@
 //! of scenarios lives in [`for_each_scenario`], so a scenario added here runs on both engines.
 #![allow(clippy::missing_panics_doc)]
 
-use super::{CertificateRecord, DesiredChange, SiteState, Store, StoreError, TokenRefusal};
+use super::{
+    CertificateRecord, DesiredChange, ReleaseRecord, ReleaseState, SiteState, Store, StoreError,
+    TokenRefusal, Withdrawal,
+};
 use jiff::Timestamp;
 use scs_edge_proto::{
     Capacity, ComponentHealth, HealthState, Report, ReportAck, ResourceCounts, Versions,
@@ -33,6 +36,7 @@ macro_rules! for_each_scenario {
             everything_survives_closing_and_reopening,
             racing_joins_with_one_token_admit_exactly_one,
             racing_deliveries_of_one_batch_store_it_once,
+            releases_are_recorded_once_and_withdrawn_once,
         );
     };
 }
@@ -693,6 +697,82 @@ pub(super) async fn prune_keeps_each_sites_latest_report(url: &str) {
         .append_reports("a", &reports(5..=5, at(400)), at(400))
         .await
         .expect("the sequence continues after pruning");
+}
+
+fn release(version: &str, published: Timestamp) -> ReleaseRecord {
+    let version: semver::Version = version.parse().expect("version");
+    ReleaseRecord {
+        manifest: scs_edge_proto::release::ReleaseManifest {
+            schema: scs_edge_proto::release::MANIFEST_SCHEMA,
+            min_from_version: semver::Version::new(0, 0, 0),
+            max_version: None,
+            artifacts: vec![scs_edge_proto::release::Artifact {
+                kind: scs_edge_proto::release::ArtifactKind::Uki,
+                target: format!("scs-edge_{version}.efi"),
+                sha256: "ab".repeat(32),
+                length: 4096,
+                partition_uuid: None,
+            }],
+            version,
+        },
+        state: ReleaseState::Available,
+        published_at: published,
+        published_by: "alice".into(),
+        withdrawal: None,
+    }
+}
+
+pub(super) async fn releases_are_recorded_once_and_withdrawn_once(url: &str) {
+    let store = open(url).await;
+    let first = release("1.0.0", at(0));
+    assert_eq!(
+        store
+            .add_releases(&[first.clone(), release("1.1.0", at(1))])
+            .await
+            .expect("add"),
+        2
+    );
+    // A publication re-run after a crash: the recorded row stays as it was.
+    let mut rerun = release("1.0.0", at(50));
+    rerun.published_by = "bob".into();
+    assert_eq!(store.add_releases(&[rerun]).await.expect("re-run"), 0);
+
+    let withdrawal = Withdrawal {
+        at: at(100),
+        by: "carol".into(),
+        reason: "breaks OVN on old NICs".into(),
+    };
+    let withdrawn = store
+        .withdraw_release("1.1.0", &withdrawal)
+        .await
+        .expect("withdraw");
+    assert_eq!(withdrawn.state, ReleaseState::Withdrawn);
+    assert_eq!(withdrawn.withdrawal.as_ref(), Some(&withdrawal));
+    // Again, later, by someone else: the first withdrawal stands.
+    let again = store
+        .withdraw_release(
+            "1.1.0",
+            &Withdrawal {
+                at: at(200),
+                by: "dave".into(),
+                reason: "again".into(),
+            },
+        )
+        .await
+        .expect("idempotent");
+    assert_eq!(again.withdrawal.as_ref(), Some(&withdrawal));
+    assert!(matches!(
+        store.withdraw_release("9.9.9", &withdrawal).await,
+        Err(StoreError::UnknownRelease(version)) if version == "9.9.9"
+    ));
+
+    drop(store);
+    let store = open(url).await;
+    let mut releases = store.releases().await.expect("list");
+    releases.sort_by(|a, b| a.manifest.version.cmp(&b.manifest.version));
+    assert_eq!(releases.len(), 2);
+    assert_eq!(releases[0], first);
+    assert_eq!(releases[1].withdrawal.as_ref(), Some(&withdrawal));
 }
 
 pub(super) async fn everything_survives_closing_and_reopening(url: &str) {

@@ -5,11 +5,13 @@
 //! tampered, stale, rolled back or oversized — and with freshness waivers that really are signed,
 //! forged, altered, or for another site or time.
 
+mod mirror;
+
 use scs_edge_proto::release::ReleaseManifest;
 use scs_edge_release::bundle::{self, ExtractLimits};
 use scs_edge_release::keys::{self, KeySet};
 use scs_edge_release::repository::{NewRelease, Repository};
-use scs_edge_release::test_support::ServedFolder;
+use scs_edge_release::test_support::{ServedFolder, copy_folder, flip_a_byte_of_the_usr_target};
 use scs_edge_release::verify::{self, OfferedWaiver, Trust};
 use scs_edge_release::waiver::{self, WAIVER_FILE, WaiverTerms};
 use scs_edge_release::{Lifetimes, RefusalKind, ReleaseError, policy};
@@ -144,18 +146,6 @@ fn assert_staged_as_built(desk: &Desk, staged: &verify::StagedRelease) {
     }
 }
 
-/// Flips one byte of the `/usr` target in the folder `targets`, as a bad mirror or a bad sector would.
-fn flip_a_byte_of_the_usr_target(targets: &Path) {
-    let usr = std::fs::read_dir(targets)
-        .expect("targets")
-        .map(|e| e.expect("entry").path())
-        .find(|p| p.to_string_lossy().ends_with(".usr.raw.gz"))
-        .expect("usr target");
-    let mut bytes = std::fs::read(&usr).expect("read");
-    bytes[100] ^= 0x01;
-    std::fs::write(&usr, bytes).expect("write");
-}
-
 /// Staging the first release `repo` offers is refused as a hash mismatch of its `/usr` target, and
 /// nothing stays staged.
 async fn assert_staging_the_usr_target_is_refused(desk: &Desk, repo: &verify::VerifiedRepository) {
@@ -252,7 +242,7 @@ async fn a_repository_served_over_http_is_verified_and_its_release_staged_from_i
 async fn a_flipped_byte_in_a_served_target_is_refused_and_nothing_stays_staged() {
     let desk = Desk::new().await;
     desk.publish("1.0.0", None, &Lifetimes::default()).await;
-    flip_a_byte_of_the_usr_target(&desk.repo.targets_dir());
+    flip_a_byte_of_the_usr_target(&desk.repo.targets_dir(), "1.0.0");
     let served = ServedFolder::new(desk.dir.path());
 
     let repo = verify::discover_remote(
@@ -301,13 +291,7 @@ async fn older_metadata_served_after_newer_was_seen_is_a_rollback_and_refused() 
     let lifetimes = Lifetimes::default();
     desk.publish("1.0.0", None, &lifetimes).await;
     // A mirror frozen at the first release.
-    let copied = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(desk.path("repository"))
-        .arg(desk.path("frozen"))
-        .status()
-        .expect("cp");
-    assert!(copied.success());
+    copy_folder(&desk.path("repository"), &desk.path("frozen"));
     desk.publish("1.1.0", None, &lifetimes).await;
     let served = ServedFolder::new(desk.dir.path());
 
@@ -341,7 +325,7 @@ async fn a_flipped_byte_in_a_target_is_refused_and_nothing_stays_staged() {
     let desk = Desk::new().await;
     desk.publish("1.0.0", None, &Lifetimes::default()).await;
     let staging = extract(&desk, &desk.bundle("1.0.0", "b").await, "staging");
-    flip_a_byte_of_the_usr_target(&staging.join("targets"));
+    flip_a_byte_of_the_usr_target(&staging.join("targets"), "1.0.0");
 
     let datastore = desk.path("ds");
     let repo = verify::discover(&staging, &desk.trust(&datastore), None)
@@ -962,7 +946,7 @@ async fn under_a_waiver_a_flipped_target_rolled_back_metadata_and_a_clock_steppe
 
     // Hash: the metadata is accepted under the waiver, the tampered target is not.
     let staging = stale_release(&desk).await;
-    flip_a_byte_of_the_usr_target(&staging.join("targets"));
+    flip_a_byte_of_the_usr_target(&staging.join("targets"), "1.0.0");
     let repo = verify::discover(&staging, &desk.trust(&desk.path("ds")), waived.as_ref())
         .await
         .expect("metadata is intact");
