@@ -93,13 +93,16 @@ pub struct UpdateConfig {
     pub root_of_trust: PathBuf,
     /// `update.repository_url` — a release repository online (`<url>/metadata/`,
     /// `<url>/targets/`, as `scs-edge-release` publishes it), `http://` or `https://`. The agent
-    /// checks it every `check_interval_secs` and stages a new release it may take. Default: none.
+    /// checks it every `check_interval_secs` and stages a new release it may take. Not with
+    /// `region.url`: a site of a region takes the release its desired state names, from the
+    /// region's repository. Default: none.
     pub repository_url: Option<String>,
     /// `update.repository_ca_file` — PEM certificates trusted for the repository's TLS besides the
     /// system's roots. Default: none.
     pub repository_ca_file: Option<PathBuf>,
-    /// `update.check_interval_secs` — how often the agent checks `repository_url` (60-86400).
-    /// Default 3600.
+    /// `update.check_interval_secs` — how often the agent checks `repository_url`, or, in a
+    /// region, tries again to fetch the offered release after the region could not be reached
+    /// (60-86400). Default 3600.
     pub check_interval_secs: u64,
 }
 
@@ -678,6 +681,12 @@ impl AgentConfig {
         }
         if let Some(url) = &self.update.repository_url {
             check_repository_url(url).map_err(|reason| invalid("update.repository_url", reason))?;
+            if !self.region.url.is_empty() {
+                return Err(invalid(
+                    "update.repository_url",
+                    "a site of a region takes its releases from the region (region.url); set one or the other".into(),
+                ));
+            }
         }
         if !(60..=86_400).contains(&self.update.check_interval_secs) {
             return Err(invalid(
@@ -1200,6 +1209,18 @@ mod tests {
             assert!(err.contains(&format!("key `{key}`")), "{text}: {err}");
             assert!(err.contains(words), "{text}: {err}");
         }
+        // A site of a region takes the region's releases, from the region's repository.
+        let err = parse(&format!(
+            "[region]\nurl = \"https://region.example.com:8443\"\nsite = \"factory-7\"\n\
+             ca_fingerprint = \"sha256:{}\"\n[update]\nrepository_url = \"https://mirror.example/\"\n",
+            "ab".repeat(32)
+        ))
+        .expect_err("both")
+        .to_string();
+        assert!(
+            err.contains("key `update.repository_url`") && err.contains("region.url"),
+            "{err}"
+        );
     }
 
     #[test]

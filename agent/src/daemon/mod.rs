@@ -653,6 +653,17 @@ impl Agent {
                 stick: crate::update::watcher::STICK_DEVICE.into(),
                 sys_class_block: crate::update::watcher::SYS_CLASS_BLOCK.into(),
                 repository,
+                region: self
+                    .region
+                    .as_ref()
+                    .map(|_| crate::update::watcher::RegionFeed {
+                        offer: Arc::new(crate::federation::offer::SavedOffer::new(
+                            crate::federation::federation_dir(&self.config.node.state_dir),
+                            &self.config.region.url,
+                            &self.config.region.site,
+                        )),
+                        retry: Duration::from_secs(self.config.update.check_interval_secs),
+                    }),
                 clock: self.clock.clone(),
             };
             tokio::spawn(watcher.run(shutdown.clone()))

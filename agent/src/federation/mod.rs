@@ -18,6 +18,7 @@
 //! Files live in `<state_dir>/federation/` ([`credentials`]); the queue in the store (schema 7).
 
 pub mod credentials;
+pub mod offer;
 pub mod outbox;
 pub mod report;
 pub mod status;

@@ -33,6 +33,8 @@ const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A whole exchange (a batch of reports) that takes longer than this is abandoned and retried.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a release download may wait for its next bytes.
+const REPOSITORY_READ_TIMEOUT: Duration = Duration::from_mins(2);
 /// Longest region message kept for logs and status.
 const MAX_MESSAGE_CHARS: usize = 512;
 
@@ -253,6 +255,27 @@ impl HttpsTransport {
             .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|e| TransportError::Tls(chain_text(&e)))
+    }
+
+    /// A client for the region's release repository: the node's certificate, as on the link, but
+    /// no limit on a whole answer — a release target is hundreds of megabytes on what may be a slow
+    /// site link — only on waiting for the next bytes, so a stalled transfer ends.
+    pub fn repository_client(
+        &self,
+        credentials: &Credentials,
+    ) -> Result<reqwest::Client, TransportError> {
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(self.mutual_tls(credentials)?)
+            .user_agent(concat!("scs-edge-agent/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(REPOSITORY_READ_TIMEOUT)
+            .build()
+            .map_err(|e| TransportError::Tls(chain_text(&e)))
+    }
+
+    /// The region's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     fn mtls_client(&self, credentials: &Credentials) -> Result<reqwest::Client, TransportError> {

@@ -21,6 +21,7 @@ pub mod host;
 pub mod online;
 pub mod probes;
 pub mod record;
+pub mod region;
 pub mod status;
 pub mod watcher;
 pub mod window;
@@ -379,6 +380,65 @@ impl Updater {
         let result = self
             .stage(&repo, &source, manifest, RebootWhen::Window, progress)
             .await;
+        self.finish_import(&lock, &before, &source, result)
+            .map(Some)
+    }
+
+    /// The region's offer: stages `wanted` from the region's repository at `url` for the
+    /// maintenance window — that release and no other, since the region decides which site takes
+    /// which release when (its rollouts). Nothing to do (`Ok(None)`) while the node runs it or has
+    /// it staged, or while an update is past staging. A release the node may not take (failed here
+    /// before, a downgrade without a regret, not in the repository) is refused and counted as on
+    /// import, and the heartbeat tells the region.
+    pub async fn take(
+        &self,
+        url: &reqwest::Url,
+        client: &reqwest::Client,
+        wanted: &Version,
+        progress: &dyn ImportProgress,
+    ) -> Result<Option<Version>, UpdateError> {
+        let running = &self.settings.running;
+        if wanted == running {
+            return Ok(None);
+        }
+        let (lock, before) = match self.lock_for_import() {
+            Err(UpdateError::WrongPhase { .. }) => return Ok(None),
+            other => other?,
+        };
+        if matches!(&before.phase, Phase::Staged { staged } if &staged.manifest.version == wanted) {
+            return Ok(None);
+        }
+        let source = ImportSource::Repository {
+            url: url.clone(),
+            client: client.clone(),
+        };
+        let failed: BTreeSet<Version> = before.failed.keys().cloned().collect();
+        self.mark_importing(&lock, &source)?;
+        let result = async {
+            let repo = self
+                .verified(&lock, &before, &source, None, progress)
+                .await?;
+            let offered = repo
+                .offered()
+                .await
+                .map_err(UpdateError::from_release(&source))?;
+            let manifest = offered
+                .iter()
+                .find(|manifest| &manifest.version == wanted)
+                .ok_or_else(|| UpdateError::Refused {
+                    kind: "manifest",
+                    reason: format!(
+                        "the region asks for {wanted}, which its repository does not carry"
+                    ),
+                })?;
+            policy::admit(running, manifest, &failed).map_err(|refusal| UpdateError::Refused {
+                kind: refusal.label(),
+                reason: refusal.to_string(),
+            })?;
+            self.stage(&repo, &source, manifest, RebootWhen::Window, progress)
+                .await
+        }
+        .await;
         self.finish_import(&lock, &before, &source, result)
             .map(Some)
     }

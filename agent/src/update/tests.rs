@@ -147,6 +147,7 @@ impl Site {
             stick,
             sys_class_block: self.path("sys-class-block"),
             repository: None,
+            region: None,
             clock: self.clock.clone(),
         }
     }
@@ -302,6 +303,17 @@ fn refusal_kind(err: &UpdateError) -> Option<&'static str> {
 }
 
 /// The repository `served` publishes, reached with the client the agent builds.
+/// A maintenance window `clock` is never in: an installed release waits, nothing reboots.
+fn closed_window(clock: &ManualClock) -> window::MaintenanceWindow {
+    let now = clock.now().to_zoned(jiff::tz::TimeZone::UTC);
+    let closed = format!(
+        "{:02}:00-{:02}:00",
+        (now.hour() + 2) % 24,
+        (now.hour() + 3) % 24
+    );
+    window::MaintenanceWindow::parse(&closed).expect("window")
+}
+
 fn online(served: &ServedFolder) -> (reqwest::Url, reqwest::Client) {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let client = online::client(None).expect("client");
@@ -792,15 +804,8 @@ async fn the_watcher_checks_the_repository_every_interval_and_writes_what_it_sta
     let (url, client) = online(&served);
     let node = Arc::new(site.node("1.0.0"));
     let host = Arc::new(FakeHost::default());
-    // A window the (manual) clock is never in: nothing reboots.
-    let now = site.clock.now().to_zoned(jiff::tz::TimeZone::UTC);
-    let closed = format!(
-        "{:02}:00-{:02}:00",
-        (now.hour() + 2) % 24,
-        (now.hour() + 3) % 24
-    );
     let watcher = watcher::UpdateWatcher {
-        window: Some(window::MaintenanceWindow::parse(&closed).expect("window")),
+        window: Some(closed_window(&site.clock)),
         repository: Some(online::RepositoryCheck {
             url,
             client,
@@ -1101,4 +1106,110 @@ async fn a_reboot_systemd_refused_after_the_drain_is_asked_for_again_until_it_is
         2,
         "a reboot systemd took is not asked for again"
     );
+}
+
+/// The region as the update task sees it: a desired version and a repository, or not joined yet.
+struct FakeOffer {
+    wanted: Mutex<Option<String>>,
+    repository: Mutex<Option<(reqwest::Url, reqwest::Client)>>,
+}
+
+impl region::RegionOffer for FakeOffer {
+    fn wanted(&self) -> Option<String> {
+        self.wanted.lock().expect("lock").clone()
+    }
+
+    fn repository(&self) -> Result<(reqwest::Url, reqwest::Client), String> {
+        self.repository
+            .lock()
+            .expect("lock")
+            .clone()
+            .ok_or_else(|| "the node has not joined its region yet".to_owned())
+    }
+}
+
+/// A node on 1.0.0 of a site whose repository serves 1.1.0 and 1.2.0, and the update task with the
+/// region's offer of `wanted` and a closed window.
+async fn region_site(
+    wanted: &str,
+) -> (
+    Site,
+    ServedFolder,
+    Arc<Updater>,
+    Arc<FakeOffer>,
+    watcher::UpdateWatcher,
+) {
+    let site = Site::new().await;
+    site.release("1.1.0").await;
+    site.release("1.2.0").await;
+    let served = site.serve();
+    let node = Arc::new(site.node("1.0.0"));
+    let host = Arc::new(FakeHost::default());
+    let offer = Arc::new(FakeOffer {
+        wanted: Mutex::new(Some(wanted.into())),
+        repository: Mutex::new(None),
+    });
+    let watcher = watcher::UpdateWatcher {
+        window: Some(closed_window(&site.clock)),
+        region: Some(watcher::RegionFeed {
+            offer: offer.clone(),
+            retry: Duration::from_mins(10),
+        }),
+        ..site.watcher(&node, &host, site.path("no-stick"))
+    };
+    (site, served, node, offer, watcher)
+}
+
+#[tokio::test]
+async fn the_region_offer_stages_the_wanted_release_not_the_newest_once_the_link_is_up() {
+    let (site, served, node, offer, watcher) = region_site("1.1.0").await;
+    let mut looked = watcher::Looked::default();
+
+    // Not joined yet: nothing happens, and nothing again until the retry interval is over.
+    watcher.look(&mut looked).await;
+    assert_eq!(node.record().expect("record").phase, Phase::Idle);
+    *offer.repository.lock().expect("lock") = Some(online(&served));
+    watcher.look(&mut looked).await;
+    assert_eq!(node.record().expect("record").phase, Phase::Idle, "waits");
+    site.clock.advance(jiff::SignedDuration::from_mins(10));
+    watcher.look(&mut looked).await;
+    let record = node.record().expect("record");
+    assert!(
+        matches!(&record.phase, Phase::Installed { staged, .. } if staged.manifest.version == v("1.1.0")),
+        "1.1.0 as the region asks, not the newest 1.2.0: {:?}",
+        record.phase
+    );
+    assert!(record.refused.is_empty() && record.last_error.is_none());
+}
+
+#[tokio::test]
+async fn a_release_the_region_offers_that_the_node_may_not_take_is_refused_once() {
+    let (site, served, node, offer, watcher) = region_site("0.9.0").await;
+    *offer.repository.lock().expect("lock") = Some(online(&served));
+    let mut looked = watcher::Looked::default();
+    watcher.look(&mut looked).await;
+    let record = node.record().expect("record");
+    assert_eq!(
+        record.refused.get("manifest"),
+        Some(&1),
+        "{:?}",
+        record.refused
+    );
+    assert_eq!(record.phase, Phase::Idle);
+
+    site.clock.advance(jiff::SignedDuration::from_hours(5));
+    watcher.look(&mut looked).await;
+    assert_eq!(
+        node.record().expect("record").refused.get("manifest"),
+        Some(&1),
+        "not asked again while the region asks for the same version"
+    );
+
+    // The region asks for another version: that one is taken.
+    *offer.wanted.lock().expect("lock") = Some("1.2.0".into());
+    watcher.look(&mut looked).await;
+    assert!(matches!(
+        node.record().expect("record").phase,
+        Phase::Installed { staged, .. } if staged.manifest.version == v("1.2.0")
+    ));
 }

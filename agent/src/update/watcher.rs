@@ -1,16 +1,18 @@
 //! The daemon's part of updates: pick up an `SCSEDGE-UPDATE` stick, check the configured repository
-//! for a new release now and then, write a staged release into the inactive slot, and reboot into
-//! an installed one when it is due — after stopping the servers.
+//! for a new release now and then or take the one the region offers, write a staged release into
+//! the inactive slot, and reboot into an installed one when it is due — after stopping the servers.
 //! Each look is one short step under the record's lock, so the CLI can import at any time and the
 //! two never interleave (whoever holds the lock goes first; the other tries again next round).
 
 use super::host::{Drain, Power};
 use super::online::RepositoryCheck;
 use super::record::{Phase, RebootWhen, RecordError};
+use super::region::RegionOffer;
 use super::window::MaintenanceWindow;
 use super::{ImportSource, LogProgress, REBOOTING, UpdateError, Updater};
 use crate::system::clock::Clock;
 use jiff::Timestamp;
+use semver::Version;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +45,9 @@ pub struct UpdateWatcher {
     pub sys_class_block: PathBuf,
     /// The repository to check now and then, when one is configured.
     pub repository: Option<RepositoryCheck>,
+    /// The region's offer, when the node belongs to a region: it stages the release the site's
+    /// desired version names, and no other.
+    pub region: Option<RegionFeed>,
     /// Time.
     pub clock: Arc<dyn Clock>,
 }
@@ -83,6 +88,33 @@ fn disk_sequence(sys_dir: &Path) -> Option<u64> {
     })
 }
 
+/// The region's offer and how soon to ask again after an attempt that did not settle it.
+#[derive(Clone)]
+pub struct RegionFeed {
+    /// The offer.
+    pub offer: Arc<dyn RegionOffer>,
+    /// The wait after an attempt that could not finish (the repository unreachable, the record
+    /// busy, an update in progress); a refusal waits for the next desired version instead.
+    pub retry: Duration,
+}
+
+impl std::fmt::Debug for RegionFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegionFeed")
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The last attempt at the region's offer.
+#[derive(Debug, Clone)]
+struct OfferAttempt {
+    /// The version the region asked for.
+    version: Version,
+    /// When to try again; `None`: not before the region asks for another version.
+    again_at: Option<Timestamp>,
+}
+
 /// What the watcher remembers from one look to the next.
 #[derive(Debug, Default)]
 pub struct Looked {
@@ -90,6 +122,8 @@ pub struct Looked {
     stick: Option<StickInsertion>,
     /// When the repository is due for its next check; `None`: at the next look.
     next_check: Option<Timestamp>,
+    /// The last attempt at the region's offer.
+    offer: Option<OfferAttempt>,
     /// This daemon drained the node and systemd refused its reboot into the new version. A
     /// `Rebooting` record it did not write is the boot's health gate's to judge, never a reason to
     /// reboot.
@@ -98,7 +132,7 @@ pub struct Looked {
 
 impl UpdateWatcher {
     /// Asks for the reboot into `version` once more; true when it was refused again.
-    async fn reboot(&self, version: &semver::Version) -> bool {
+    async fn reboot(&self, version: &Version) -> bool {
         match self.power.reboot().await {
             Ok(()) => false,
             Err(reason) => {
@@ -106,6 +140,61 @@ impl UpdateWatcher {
                 true
             }
         }
+    }
+
+    /// Stages the release the region's desired state names, once per version: again only after
+    /// `retry` when the attempt could not finish, never after a refusal (the heartbeat reports it,
+    /// and the region asks for another version or an operator retries).
+    async fn take_offer(&self, region: &RegionFeed, looked: &mut Looked) {
+        let Some(text) = region.offer.wanted() else {
+            looked.offer = None;
+            return;
+        };
+        let Ok(wanted) = text.parse::<Version>() else {
+            if looked.offer.is_some() {
+                warn!(version = %text, "the region asks for a version that is not a semantic version");
+            }
+            looked.offer = None;
+            return;
+        };
+        let now = self.clock.now();
+        if let Some(attempt) = &looked.offer
+            && attempt.version == wanted
+            && attempt.again_at.is_none_or(|at| now < at)
+        {
+            return;
+        }
+        let again = now.checked_add(region.retry).ok();
+        let again_at = match region.offer.repository() {
+            Err(reason) => {
+                info!(%wanted, %reason, "the region's release waits for the link");
+                again
+            }
+            Ok((url, client)) => {
+                match self
+                    .updater
+                    .take(&url, &client, &wanted, &LogProgress)
+                    .await
+                {
+                    Ok(Some(version)) => {
+                        info!(%version, "the region's release is staged");
+                        None
+                    }
+                    // Refusals are recorded, counted and reported by the domain.
+                    Err(UpdateError::Refused { .. }) => None,
+                    // Running it, staged already, or busy with another update: look again later.
+                    Ok(None) => again,
+                    Err(err) => {
+                        warn!(%err, %wanted, "taking the region's release failed; trying again");
+                        again
+                    }
+                }
+            }
+        };
+        looked.offer = Some(OfferAttempt {
+            version: wanted,
+            again_at,
+        });
     }
 
     /// Runs until `shutdown`.
@@ -158,6 +247,9 @@ impl UpdateWatcher {
                     info!(%version, url = %repository.url, "new release staged from the repository");
                 }
             }
+        }
+        if let Some(region) = &self.region {
+            self.take_offer(region, looked).await;
         }
         let phase = match self.updater.record() {
             Ok(record) => record.phase,
