@@ -235,6 +235,33 @@ pub struct UpdateReport {
     /// Releases refused so far (any reason).
     #[serde(default)]
     pub refused: u64,
+    /// The last refusal, so the region can tell a release a site will not take from one still on
+    /// its way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refusal: Option<UpdateRefusal>,
+    /// What keeps the update from going on right now (a repository out of reach, a slot write
+    /// that failed and is tried again); cleared by the next step that succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Releases accepted under a freshness waiver so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waivers_used: u64,
+}
+
+/// A release a node refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateRefusal {
+    /// The refusal kind (`hash`, `expired`, `failed_before`, …: an open set).
+    pub kind: String,
+    /// The whole reason, cut to [`MAX_FIELD_CHARS`].
+    pub reason: String,
+    /// When.
+    pub at: Timestamp,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// Where a node is in an update.
@@ -310,6 +337,13 @@ impl Report {
                             .chain(o.reason.as_ref())
                     }),
             )
+            .chain(
+                update
+                    .and_then(|u| u.last_refusal.as_ref())
+                    .into_iter()
+                    .flat_map(|r| std::iter::once(&r.kind).chain(std::iter::once(&r.reason))),
+            )
+            .chain(update.and_then(|u| u.last_error.as_ref()))
             .chain(self.health.iter().map(|h| &h.component))
             .chain(self.health.iter().filter_map(|h| h.detail.as_ref()));
         for s in strings {
@@ -467,6 +501,9 @@ mod tests {
             failed: vec!["1.0.0".into(); MAX_HEALTH_ENTRIES + 1],
             last_outcome: None,
             refused: 0,
+            last_refusal: None,
+            last_error: None,
+            waivers_used: 0,
         };
         let mut failing = report(1);
         failing.update = Some(update.clone());
@@ -484,9 +521,20 @@ mod tests {
                 version: "1.0.0".into(),
                 reason: Some("x".repeat(MAX_FIELD_CHARS + 1)),
             }),
-            ..update
+            ..update.clone()
         });
         assert!(reason.validate().expect_err("refused").contains("longer"));
+        let mut refusal = report(1);
+        refusal.update = Some(UpdateReport {
+            failed: Vec::new(),
+            last_refusal: Some(UpdateRefusal {
+                kind: "hash".into(),
+                reason: "y".repeat(MAX_FIELD_CHARS + 1),
+                at: Timestamp::UNIX_EPOCH,
+            }),
+            ..update
+        });
+        assert!(refusal.validate().expect_err("refused").contains("longer"));
     }
 
     #[test]

@@ -289,6 +289,16 @@ fn bounded_update(update: &UpdateReport) -> UpdateReport {
                 reason: outcome.reason.as_deref().map(bounded),
             }),
         refused: update.refused,
+        last_refusal: update
+            .last_refusal
+            .as_ref()
+            .map(|refusal| scs_edge_proto::UpdateRefusal {
+                kind: bounded(&refusal.kind),
+                reason: bounded(&refusal.reason),
+                at: refusal.at,
+            }),
+        last_error: update.last_error.as_deref().map(bounded),
+        waivers_used: update.waivers_used,
     }
 }
 

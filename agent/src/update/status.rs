@@ -65,6 +65,16 @@ pub fn report(updater: &Updater) -> Option<scs_edge_proto::UpdateReport> {
         failed: record.failed.keys().map(ToString::to_string).collect(),
         last_outcome,
         refused: record.refused.values().sum(),
+        last_refusal: record
+            .last_refusal
+            .as_ref()
+            .map(|refusal| scs_edge_proto::UpdateRefusal {
+                kind: refusal.kind.clone(),
+                reason: refusal.reason.clone(),
+                at: refusal.at,
+            }),
+        last_error: record.last_error.clone(),
+        waivers_used: record.waivers_used,
     })
 }
 

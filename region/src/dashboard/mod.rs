@@ -125,6 +125,19 @@ fn update_summary(update: &scs_edge_proto::UpdateReport) -> String {
     if !update.failed.is_empty() {
         let _ = write!(line, " · failed: {}", update.failed.join(", "));
     }
+    if let Some(refusal) = &update.last_refusal {
+        let _ = write!(
+            line,
+            " · last refused ({}): {}",
+            refusal.kind, refusal.reason
+        );
+    }
+    if let Some(error) = &update.last_error {
+        let _ = write!(line, " · waiting: {error}");
+    }
+    if update.waivers_used > 0 {
+        let _ = write!(line, " · {} under a freshness waiver", update.waivers_used);
+    }
     if update.refused > 0 {
         let _ = write!(line, " · {} refused", update.refused);
     }

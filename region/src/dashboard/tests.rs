@@ -185,6 +185,13 @@ fn the_site_page_shows_the_os_update_state_from_the_last_report() {
                 reason: Some("ovn-controller <down>".into()),
             }),
             refused: 2,
+            last_refusal: Some(scs_edge_proto::UpdateRefusal {
+                kind: "failed_before".into(),
+                reason: "0.1.2 failed here before".into(),
+                at: jiff::Timestamp::UNIX_EPOCH,
+            }),
+            last_error: None,
+            waivers_used: 1,
         });
     }
     let html = site_page(
@@ -196,7 +203,10 @@ fn the_site_page_shows_the_os_update_state_from_the_last_report() {
     );
     assert!(html.contains("data-testid=\"os-update\""), "{html}");
     assert!(
-        html.contains("idle · last: 0.1.2 rolled back (ovn-controller &lt;down&gt;) · failed: 0.1.2 · 2 refused"),
+        html.contains(
+            "idle · last: 0.1.2 rolled back (ovn-controller &lt;down&gt;) · failed: 0.1.2 · last \
+             refused (failed_before): 0.1.2 failed here before · 1 under a freshness waiver · 2 refused"
+        ),
         "{html}"
     );
 }
