@@ -14,4 +14,5 @@ pub mod fleet;
 pub mod http;
 pub mod operator_auth;
 pub mod releases;
+pub mod rollouts;
 pub mod store;

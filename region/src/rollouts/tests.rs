@@ -1,0 +1,345 @@
+//! The rollout state machine, step by step, over sites that report what a node would.
+
+use super::machine::{Decisions, Plan, Progress, Rollout, SiteState, SiteView, Wave};
+use jiff::{SignedDuration, Timestamp};
+use semver::Version;
+use std::collections::{BTreeMap, BTreeSet};
+
+fn v(text: &str) -> Version {
+    text.parse().expect("version")
+}
+
+fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + seconds).expect("time")
+}
+
+fn wave(name: &str, sites: &[&str], soak_secs: i64) -> Wave {
+    Wave {
+        name: name.into(),
+        sites: sites.iter().map(|s| (*s).to_owned()).collect(),
+        soak: SignedDuration::from_secs(soak_secs),
+    }
+}
+
+/// Canary, then two, then the rest; 2 at a time; 60 s soak; halt at the first failure.
+fn plan() -> Plan {
+    Plan {
+        target: v("1.1.0"),
+        waves: vec![
+            wave("canary", &["a"], 60),
+            wave("early", &["b", "c"], 60),
+            wave("rest", &["d", "e", "f"], 60),
+        ],
+        max_parallel: 2,
+        success_threshold_percent: 100,
+        stop_on_failure: true,
+        offline_deadline: SignedDuration::from_mins(10),
+    }
+}
+
+/// A healthy, online site on `running`, idle, window open.
+fn on(running: &str) -> SiteView {
+    SiteView {
+        online: true,
+        running: Some(v(running)),
+        updating: None,
+        failed: BTreeSet::new(),
+        refused: None,
+        healthy: true,
+        window_open: true,
+        last_seen: Some(at(0)),
+    }
+}
+
+/// The fleet: every site of `plan()` on 1.0.0.
+fn fleet() -> BTreeMap<String, SiteView> {
+    ["a", "b", "c", "d", "e", "f"]
+        .iter()
+        .map(|s| ((*s).to_owned(), on("1.0.0")))
+        .collect()
+}
+
+fn updating(view: &mut SiteView) {
+    view.updating = Some(v("1.1.0"));
+}
+
+fn committed(view: &mut SiteView) {
+    view.updating = None;
+    view.running = Some(v("1.1.0"));
+}
+
+fn offered(decisions: &Decisions) -> Vec<&str> {
+    decisions.offer.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn waves_go_in_order_each_after_its_soak_and_never_more_than_max_parallel() {
+    let plan = plan();
+    let mut views = fleet();
+    let mut rollout = Rollout::start(&plan, &views, at(0));
+
+    // The canary alone.
+    assert_eq!(offered(&rollout.step(&plan, &views, at(1))), ["a"]);
+    assert!(
+        rollout.step(&plan, &views, at(2)).offer.is_empty(),
+        "the canary first"
+    );
+    updating(views.get_mut("a").expect("a"));
+    rollout.step(&plan, &views, at(3));
+    assert!(matches!(rollout.sites["a"], SiteState::Updating { .. }));
+    committed(views.get_mut("a").expect("a"));
+    rollout.step(&plan, &views, at(10));
+    assert_eq!(
+        rollout.sites["a"],
+        SiteState::Soaking {
+            committed_at: at(10)
+        }
+    );
+    // Soaking: the next wave waits.
+    assert!(rollout.step(&plan, &views, at(69)).offer.is_empty());
+    rollout.step(&plan, &views, at(70));
+    assert_eq!(rollout.sites["a"], SiteState::Succeeded);
+    assert_eq!(
+        rollout.progress,
+        Progress::Running {
+            wave: 1,
+            since: at(70)
+        }
+    );
+
+    // Wave two: both at once (max_parallel 2).
+    assert_eq!(offered(&rollout.step(&plan, &views, at(71))), ["b", "c"]);
+    for site in ["b", "c"] {
+        committed(views.get_mut(site).expect("site"));
+    }
+    rollout.step(&plan, &views, at(80));
+    rollout.step(&plan, &views, at(140));
+    assert!(matches!(
+        rollout.progress,
+        Progress::Running { wave: 2, .. }
+    ));
+
+    // Wave three: three sites, two at a time.
+    assert_eq!(offered(&rollout.step(&plan, &views, at(141))), ["d", "e"]);
+    committed(views.get_mut("d").expect("d"));
+    // d soaks, so it no longer counts: f is offered in the same step.
+    assert_eq!(offered(&rollout.step(&plan, &views, at(150))), ["f"]);
+    assert!(rollout.step(&plan, &views, at(151)).offer.is_empty());
+    for site in ["e", "f"] {
+        committed(views.get_mut(site).expect("site"));
+    }
+    rollout.step(&plan, &views, at(160));
+    rollout.step(&plan, &views, at(230));
+    assert_eq!(rollout.progress, Progress::Completed);
+    assert!(rollout.sites.values().all(|s| *s == SiteState::Succeeded));
+}
+
+#[test]
+fn a_canary_that_rolls_back_halts_the_rollout_and_no_other_site_is_offered() {
+    let plan = plan();
+    let mut views = fleet();
+    let mut rollout = Rollout::start(&plan, &views, at(0));
+    rollout.step(&plan, &views, at(1));
+    updating(views.get_mut("a").expect("a"));
+    rollout.step(&plan, &views, at(2));
+    // The gate failed: back on 1.0.0, 1.1.0 recorded as failed.
+    let a = views.get_mut("a").expect("a");
+    a.updating = None;
+    a.failed.insert(v("1.1.0"));
+    let decisions = rollout.step(&plan, &views, at(30));
+    assert_eq!(decisions.take_back, ["a"]);
+    assert!(matches!(rollout.sites["a"], SiteState::Failed { .. }));
+    let Progress::Halted { wave, reason } = &rollout.progress else {
+        panic!("halted: {:?}", rollout.progress);
+    };
+    assert_eq!(*wave, 0);
+    assert!(
+        reason.contains("canary") && reason.contains("a: 1.1.0 failed its health gate"),
+        "{reason}"
+    );
+    for later in 31..40 {
+        assert!(rollout.step(&plan, &views, at(later)).offer.is_empty());
+    }
+    assert!(
+        ["b", "c", "d", "e", "f"]
+            .iter()
+            .all(|site| rollout.sites[*site] == SiteState::Waiting)
+    );
+
+    // Resumed (after a fixed release, say): the failed site stays failed, so the wave cannot pass.
+    assert!(rollout.resume(at(100)));
+    rollout.step(&plan, &views, at(101));
+    assert!(matches!(rollout.progress, Progress::Halted { .. }));
+}
+
+#[test]
+fn a_refusal_after_the_offer_fails_the_site_an_older_one_does_not() {
+    let plan = plan();
+    let mut views = fleet();
+    let mut rollout = Rollout::start(&plan, &views, at(0));
+    views.get_mut("a").expect("a").refused = Some((v("1.1.0"), at(-5)));
+    rollout.step(&plan, &views, at(1));
+    rollout.step(&plan, &views, at(2));
+    assert!(
+        matches!(rollout.sites["a"], SiteState::Offered { .. }),
+        "a refusal from before the offer is about something else"
+    );
+    views.get_mut("a").expect("a").refused = Some((v("1.1.0"), at(3)));
+    let decisions = rollout.step(&plan, &views, at(4));
+    assert_eq!(decisions.take_back, ["a"]);
+    assert_eq!(
+        rollout.sites["a"],
+        SiteState::Failed {
+            reason: "the site refused 1.1.0".into()
+        }
+    );
+}
+
+#[test]
+fn an_unhealthy_site_while_soaking_fails_and_halts() {
+    let plan = plan();
+    let mut views = fleet();
+    let mut rollout = Rollout::start(&plan, &views, at(0));
+    rollout.step(&plan, &views, at(1));
+    committed(views.get_mut("a").expect("a"));
+    rollout.step(&plan, &views, at(10));
+    views.get_mut("a").expect("a").healthy = false;
+    rollout.step(&plan, &views, at(20));
+    assert_eq!(
+        rollout.sites["a"],
+        SiteState::Failed {
+            reason: "unhealthy while soaking".into()
+        }
+    );
+    assert!(matches!(rollout.progress, Progress::Halted { .. }));
+}
+
+#[test]
+fn an_offline_site_is_skipped_after_the_deadline_without_blocking_the_wave() {
+    let mut plan = plan();
+    plan.waves = vec![wave("all", &["a", "b"], 0)];
+    let mut views = fleet();
+    views.get_mut("b").expect("b").online = false;
+    let mut rollout = Rollout::start(&plan, &views, at(0));
+    assert_eq!(offered(&rollout.step(&plan, &views, at(1))), ["a"]);
+    committed(views.get_mut("a").expect("a"));
+    rollout.step(&plan, &views, at(10));
+    rollout.step(&plan, &views, at(11));
+    assert_eq!(rollout.sites["a"], SiteState::Succeeded);
+    assert_eq!(
+        rollout.sites["b"],
+        SiteState::Waiting,
+        "still within the deadline"
+    );
+    // Back before the deadline: it catches up.
+    let mut returning = views.clone();
+    returning.get_mut("b").expect("b").online = true;
+    let mut caught_up = rollout.clone();
+    assert_eq!(offered(&caught_up.step(&plan, &returning, at(300))), ["b"]);
+    // Offline for the whole wave: skipped, and the wave passes without it.
+    rollout.step(&plan, &views, at(600));
+    assert!(matches!(rollout.sites["b"], SiteState::Skipped { .. }));
+    rollout.step(&plan, &views, at(601));
+    assert_eq!(rollout.progress, Progress::Completed);
+}
+
+#[test]
+fn sites_on_the_target_or_that_failed_it_before_are_not_offered() {
+    let plan = plan();
+    let mut views = fleet();
+    views.insert("a".into(), on("1.1.0"));
+    views.get_mut("b").expect("b").failed.insert(v("1.1.0"));
+    let rollout = Rollout::start(&plan, &views, at(0));
+    assert_eq!(rollout.sites["a"], SiteState::Succeeded);
+    assert!(matches!(rollout.sites["b"], SiteState::Skipped { .. }));
+    assert_eq!(rollout.sites["c"], SiteState::Waiting);
+}
+
+#[test]
+fn a_closed_window_holds_the_offer_and_a_threshold_tolerates_some_failures() {
+    let mut plan = plan();
+    plan.waves = vec![wave("all", &["a", "b", "c", "d"], 0)];
+    plan.max_parallel = 4;
+    plan.stop_on_failure = false;
+    plan.success_threshold_percent = 75;
+    let mut views = fleet();
+    views.get_mut("d").expect("d").window_open = false;
+    let mut rollout = Rollout::start(&plan, &views, at(0));
+    assert_eq!(
+        offered(&rollout.step(&plan, &views, at(1))),
+        ["a", "b", "c"]
+    );
+    views.get_mut("d").expect("d").window_open = true;
+    assert_eq!(offered(&rollout.step(&plan, &views, at(2))), ["d"]);
+    // One of four fails: 75 % can still pass.
+    views.get_mut("a").expect("a").failed.insert(v("1.1.0"));
+    for site in ["b", "c", "d"] {
+        committed(views.get_mut(site).expect("site"));
+    }
+    rollout.step(&plan, &views, at(10));
+    assert!(matches!(rollout.progress, Progress::Running { .. }));
+    rollout.step(&plan, &views, at(11));
+    assert_eq!(rollout.progress, Progress::Completed);
+    // Two of four would not.
+    let mut strict = Rollout::start(&plan, &fleet(), at(0));
+    let mut views = fleet();
+    strict.step(&plan, &views, at(1));
+    for site in ["a", "b"] {
+        views.get_mut(site).expect("site").failed.insert(v("1.1.0"));
+    }
+    strict.step(&plan, &views, at(5));
+    assert!(matches!(strict.progress, Progress::Halted { .. }));
+}
+
+#[test]
+fn random_fleets_never_exceed_max_parallel_nor_offer_a_failed_version_nor_go_back_a_wave() {
+    use rand::{Rng as _, SeedableRng as _};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    for _ in 0..200 {
+        let mut plan = plan();
+        plan.max_parallel = rng.random_range(1..=3);
+        plan.stop_on_failure = rng.random_bool(0.5);
+        plan.success_threshold_percent = rng.random_range(50..=100);
+        let mut views = fleet();
+        let mut rollout = Rollout::start(&plan, &views, at(0));
+        let mut last_wave = 0;
+        for tick in 1..200 {
+            // Each site does something a node might: start, commit, fail, drop off, come back.
+            for view in views.values_mut() {
+                match rng.random_range(0..20) {
+                    0 => updating(view),
+                    1 | 2 => committed(view),
+                    3 => {
+                        view.updating = None;
+                        view.failed.insert(v("1.1.0"));
+                    }
+                    4 => view.online = !view.online,
+                    5 => view.healthy = !view.healthy,
+                    _ => {}
+                }
+            }
+            let decisions = rollout.step(&plan, &views, at(tick * 10));
+            let in_flight = rollout
+                .sites
+                .values()
+                .filter(|s| matches!(s, SiteState::Offered { .. } | SiteState::Updating { .. }))
+                .count();
+            assert!(in_flight <= plan.max_parallel, "{in_flight} in flight");
+            for site in &decisions.offer {
+                assert!(
+                    !views[site].failed.contains(&plan.target),
+                    "offered {site} a failed version"
+                );
+                assert!(matches!(rollout.progress, Progress::Running { .. }));
+            }
+            if let Progress::Running { wave, .. } | Progress::Halted { wave, .. } = rollout.progress
+            {
+                assert!(
+                    wave >= last_wave,
+                    "went back from wave {last_wave} to {wave}"
+                );
+                last_wave = wave;
+            }
+        }
+    }
+}
