@@ -6,6 +6,7 @@
 //! forged, altered, or for another site or time.
 
 mod mirror;
+mod resume;
 
 use scs_edge_proto::release::ReleaseManifest;
 use scs_edge_release::bundle::{self, ExtractLimits};
