@@ -473,17 +473,22 @@ pub fn hash_token(token: &str) -> String {
 
 /// Site names become URL path segments, certificate SANs and DNS-like labels: one strict rule.
 pub fn validate_site_name(name: &str) -> Result<(), FleetError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-');
-    if ok {
+    if is_valid_name(name) {
         Ok(())
     } else {
         Err(FleetError::InvalidSiteName(name.chars().take(80).collect()))
     }
+}
+
+/// The names the region gives things (sites, rollouts, waves): 1 to 63 lower-case letters, digits
+/// and '-', not starting with '-' — a DNS label, so a name fits a certificate and a URL as it is.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
 }
 
 fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), FleetError> {

@@ -1,8 +1,10 @@
 //! Fleet rollouts (issue 12): a release rolled out across the sites in waves, halting by itself when
-//! sites get worse. [`machine`] decides; the store, the driver that applies its decisions, and the
-//! operator surfaces follow.
+//! sites get worse. [`spec`] checks what an operator asks for and fixes
+//! each wave's sites; [`machine`] decides, step by step. The store, the driver that applies the
+//! decisions, and the operator surfaces follow.
 
 pub mod machine;
+pub mod spec;
 
 #[cfg(test)]
 mod tests;

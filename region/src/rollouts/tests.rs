@@ -343,3 +343,125 @@ fn random_fleets_never_exceed_max_parallel_nor_offer_a_failed_version_nor_go_bac
         }
     }
 }
+
+mod specs {
+    use super::super::spec::{Candidate, RolloutSpec, SpecError};
+    use std::collections::BTreeMap;
+
+    fn spec(json: &str) -> RolloutSpec {
+        serde_json::from_str(json).expect("spec")
+    }
+
+    /// Ten sites, `site-0` … `site-9`; the first two carry `ring=canary`.
+    fn labels() -> Vec<(String, BTreeMap<String, String>)> {
+        (0..10)
+            .map(|i| {
+                let labels = if i < 2 {
+                    BTreeMap::from([("ring".to_owned(), "canary".to_owned())])
+                } else {
+                    BTreeMap::new()
+                };
+                (format!("site-{i}"), labels)
+            })
+            .collect()
+    }
+
+    fn candidates(sites: &[(String, BTreeMap<String, String>)]) -> Vec<Candidate<'_>> {
+        sites
+            .iter()
+            .map(|(name, labels)| Candidate { name, labels })
+            .collect()
+    }
+
+    const THREE_WAVES: &str = r#"{"name": "to-1-1-0", "target_version": "1.1.0",
+        "waves": [{"name": "canary", "selector": {"ring": "canary"}, "soak_secs": 600},
+                  {"name": "early", "percent": 30, "soak_secs": 3600},
+                  {"name": "rest"}],
+        "max_parallel": 3}"#;
+
+    #[test]
+    fn selectors_then_percentages_then_the_rest_take_every_site_once_and_the_same_way_again() {
+        let sites = labels();
+        let plan = spec(THREE_WAVES).plan(&candidates(&sites)).expect("plan");
+        let mut canary = plan.waves[0].sites.clone();
+        canary.sort();
+        assert_eq!(canary, ["site-0", "site-1"]);
+        assert_eq!(plan.waves[1].sites.len(), 3, "30 % of ten");
+        assert_eq!(plan.waves[2].sites.len(), 5);
+        let mut all: Vec<&String> = plan.waves.iter().flat_map(|w| &w.sites).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 10, "each site once");
+        assert_eq!(plan.max_parallel, 3);
+        assert_eq!(plan.success_threshold_percent, 100);
+        assert!(plan.stop_on_failure);
+        assert_eq!(
+            spec(THREE_WAVES).plan(&candidates(&sites)).expect("again"),
+            plan,
+            "the same rollout assigns the same way"
+        );
+        // The early wave is a spread, not the first names in order.
+        assert_ne!(plan.waves[1].sites, ["site-2", "site-3", "site-4"]);
+    }
+
+    #[test]
+    fn sites_no_wave_takes_and_out_of_range_values_are_refused_with_what_is_wrong() {
+        let sites = labels();
+        let only_canary = spec(
+            r#"{"name": "c", "target_version": "1.1.0",
+                "waves": [{"name": "canary", "selector": {"ring": "canary"}}]}"#,
+        );
+        let Err(SpecError::Unassigned(left)) = only_canary.plan(&candidates(&sites)) else {
+            panic!("unassigned sites");
+        };
+        assert_eq!(left.len(), 8);
+        for (json, words) in [
+            (
+                r#"{"name": "Bad", "target_version": "1.1.0", "waves": [{"name": "a"}]}"#,
+                "name",
+            ),
+            (
+                r#"{"name": "r", "target_version": "latest", "waves": [{"name": "a"}]}"#,
+                "semantic version",
+            ),
+            (
+                r#"{"name": "r", "target_version": "1.1.0", "waves": []}"#,
+                "waves",
+            ),
+            (
+                r#"{"name": "r", "target_version": "1.1.0", "waves": [{"name": "a"}, {"name": "a"}]}"#,
+                "unique",
+            ),
+            (
+                r#"{"name": "r", "target_version": "1.1.0", "waves": [{"name": "a", "percent": 0}]}"#,
+                "percent",
+            ),
+            (
+                r#"{"name": "r", "target_version": "1.1.0", "waves": [{"name": "a"}], "max_parallel": 0}"#,
+                "max_parallel",
+            ),
+            (
+                r#"{"name": "r", "target_version": "1.1.0", "waves": [{"name": "a"}], "success_threshold_percent": 101}"#,
+                "success_threshold_percent",
+            ),
+            (
+                r#"{"name": "r", "target_version": "1.1.0", "waves": [{"name": "a"}], "offline_deadline_secs": 5}"#,
+                "offline_deadline_secs",
+            ),
+            (
+                r#"{"name": "r", "target_version": "1.1.0", "waves": [{"name": "a", "soak_secs": 99999999}]}"#,
+                "soak_secs",
+            ),
+        ] {
+            let err = spec(json).plan(&candidates(&sites)).expect_err(json);
+            assert!(err.to_string().contains(words), "{json}: {err}");
+        }
+        assert!(
+            serde_json::from_str::<RolloutSpec>(
+                r#"{"name": "r", "target_version": "1.1.0", "waves": [{"name": "a"}], "max_paralel": 2}"#
+            )
+            .is_err(),
+            "a typo is refused, not ignored"
+        );
+    }
+}
