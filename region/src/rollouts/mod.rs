@@ -1,9 +1,11 @@
 //! Fleet rollouts (issue 12): a release rolled out across the sites in waves, halting by itself when
 //! sites get worse. [`spec`] checks what an operator asks for and fixes
-//! each wave's sites; [`machine`] decides, step by step. The store, the driver that applies the
+//! each wave's sites; [`observe`] reads each site's latest heartbeat;
+//! [`machine`] decides, step by step. The store, the driver that applies the
 //! decisions, and the operator surfaces follow.
 
 pub mod machine;
+pub mod observe;
 pub mod spec;
 
 #[cfg(test)]

@@ -465,3 +465,88 @@ mod specs {
         );
     }
 }
+
+mod views {
+    use super::super::observe::view;
+    use super::{at, v};
+    use crate::store::{Site, SiteState};
+    use jiff::SignedDuration;
+    use scs_edge_proto::{
+        Capacity, ComponentHealth, DesiredState, HealthState, Report, ResourceCounts, UpdatePhase,
+        UpdateRefusal, UpdateReport, Versions,
+    };
+    use std::collections::BTreeMap;
+
+    fn site(update: Option<UpdateReport>, health: HealthState) -> Site {
+        Site {
+            name: "factory-1".into(),
+            state: SiteState::Active,
+            created_at: at(0),
+            joined_at: Some(at(0)),
+            last_seen: Some(at(100)),
+            last_report: Some(Report {
+                seq: 3,
+                sent_at: at(100),
+                versions: Versions {
+                    agent: "0.1.0".into(),
+                    os: "1.0.0".into(),
+                    k3s: None,
+                },
+                health: vec![ComponentHealth {
+                    component: "ovn".into(),
+                    state: health,
+                    detail: None,
+                }],
+                capacity: Capacity {
+                    vcpus: 4,
+                    memory_mib: 8192,
+                    disk_free_gib: 50,
+                },
+                resources: ResourceCounts::default(),
+                update,
+            }),
+            last_seq: 3,
+            desired: DesiredState {
+                generation: 2,
+                labels: BTreeMap::new(),
+                target_os_version: Some("1.1.0".into()),
+            },
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_becomes_what_the_machine_follows() {
+        let interval = SignedDuration::from_secs(10);
+        let update = UpdateReport {
+            phase: UpdatePhase::Installing,
+            target: Some("1.1.0".into()),
+            failed: vec!["0.9.0".into(), "not-a-version".into()],
+            last_outcome: None,
+            refused: 1,
+            last_refusal: Some(UpdateRefusal {
+                kind: "expired".into(),
+                reason: "timestamp expired".into(),
+                at: at(90),
+            }),
+            last_error: None,
+            waivers_used: 0,
+        };
+        let seen = view(
+            &site(Some(update), HealthState::Healthy),
+            at(105),
+            interval,
+            true,
+        );
+        assert!(seen.online && seen.healthy && seen.window_open);
+        assert_eq!(seen.running, Some(v("1.0.0")));
+        assert_eq!(seen.updating, Some(v("1.1.0")));
+        assert_eq!(seen.failed.into_iter().collect::<Vec<_>>(), [v("0.9.0")]);
+        assert_eq!(seen.refused, Some((v("1.1.0"), at(90))));
+
+        let idle = view(&site(None, HealthState::Degraded), at(200), interval, false);
+        assert!(!idle.online, "three missed heartbeats");
+        assert!(!idle.healthy && !idle.window_open);
+        assert_eq!(idle.updating, None);
+        assert_eq!(idle.refused, None);
+    }
+}
