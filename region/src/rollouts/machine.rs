@@ -16,7 +16,7 @@ use semver::Version;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How a rollout goes (validated when it is created).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     /// The version it rolls out.
     pub target: Version,
@@ -34,7 +34,7 @@ pub struct Plan {
 }
 
 /// One wave.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Wave {
     /// Its name (`canary`, `early`, …).
     pub name: String,
@@ -67,7 +67,8 @@ pub struct SiteView {
 }
 
 /// Where one site of a rollout is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub enum SiteState {
     /// Its wave has not offered it the target yet.
     Waiting,
@@ -116,7 +117,8 @@ impl SiteState {
 }
 
 /// Where the whole rollout is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub enum Progress {
     /// Offering and following, wave `wave` since `since`.
     Running {
@@ -137,7 +139,7 @@ pub enum Progress {
 }
 
 /// A rollout's state: its progress and every site's.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rollout {
     /// Where it is.
     pub progress: Progress,

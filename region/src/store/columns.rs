@@ -2,7 +2,7 @@
 //! `migrations/0001_fleet.sql`): one encoding, so a fleet can move from SQLite to PostgreSQL by copying
 //! rows, and the engines cannot drift apart in what a value means.
 
-use super::{ReleaseRecord, ReleaseState, Site, SiteState, StoreError, Withdrawal};
+use super::{ReleaseRecord, ReleaseState, RolloutRecord, Site, SiteState, StoreError, Withdrawal};
 use jiff::{SignedDuration, Timestamp};
 use scs_edge_proto::{DesiredState, Report};
 use std::collections::BTreeMap;
@@ -146,6 +146,59 @@ impl ReleaseRow {
             published_at: time_from_db(self.published_at, "releases.published_at", operation)?,
             published_by: self.published_by,
             withdrawal,
+        })
+    }
+}
+
+/// The `rollouts` columns in the order [`RolloutRow`] takes them.
+pub(super) const ROLLOUT_COLUMNS: &str = "name, target_version, plan, state, active, revision, \
+     created_at, created_by, updated_at";
+
+/// A `rollouts` row as the engines read and write it.
+#[derive(Debug)]
+pub(super) struct RolloutRow {
+    pub(super) name: String,
+    pub(super) target_version: String,
+    pub(super) plan: String,
+    pub(super) state: String,
+    pub(super) active: i64,
+    pub(super) revision: i64,
+    pub(super) created_at: i64,
+    pub(super) created_by: String,
+    pub(super) updated_at: i64,
+}
+
+impl RolloutRow {
+    /// Encodes a record.
+    pub(super) fn encode(
+        rollout: &RolloutRecord,
+        operation: &'static str,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            name: rollout.name.clone(),
+            target_version: rollout.target_version.clone(),
+            plan: rollout.plan.clone(),
+            state: rollout.state.clone(),
+            active: i64::from(rollout.active),
+            revision: count_to_db(rollout.revision, operation)?,
+            created_at: time_to_db(rollout.created_at),
+            created_by: rollout.created_by.clone(),
+            updated_at: time_to_db(rollout.updated_at),
+        })
+    }
+
+    /// Decodes the row.
+    pub(super) fn decode(self, operation: &'static str) -> Result<RolloutRecord, StoreError> {
+        Ok(RolloutRecord {
+            active: self.active != 0,
+            revision: count_from_db(self.revision, "rollouts.revision", operation)?,
+            created_at: time_from_db(self.created_at, "rollouts.created_at", operation)?,
+            updated_at: time_from_db(self.updated_at, "rollouts.updated_at", operation)?,
+            name: self.name,
+            target_version: self.target_version,
+            plan: self.plan,
+            state: self.state,
+            created_by: self.created_by,
         })
     }
 }

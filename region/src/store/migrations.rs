@@ -31,6 +31,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "releases",
         sql: include_str!("migrations/0002_releases.sql"),
     },
+    Migration {
+        version: 3,
+        name: "rollouts",
+        sql: include_str!("migrations/0003_rollouts.sql"),
+    },
 ];
 
 /// The bookkeeping table; created before the first migration runs.

@@ -54,6 +54,23 @@ pub enum StoreError {
     /// No release with this version.
     #[error("no release {0}")]
     UnknownRelease(String),
+    /// A rollout with this name exists.
+    #[error("rollout {0} already exists")]
+    RolloutExists(String),
+    /// No rollout with this name.
+    #[error("no rollout named {0}")]
+    UnknownRollout(String),
+    /// Sites a new rollout would take are in an active rollout already.
+    #[error("sites {} are in rollout {rollout}, which is still active", .sites.join(", "))]
+    RolloutOverlap {
+        /// The active rollout.
+        rollout: String,
+        /// The sites in both.
+        sites: Vec<String>,
+    },
+    /// The rollout changed since the step was computed from it.
+    #[error("rollout {0} changed meanwhile; computed again at the next step")]
+    RolloutChanged(String),
     /// The database was migrated by a newer region: this build would misread or corrupt it (a
     /// downgrade needs the matching database backup, not an older binary on the newer schema).
     #[error(
@@ -228,6 +245,47 @@ pub struct Withdrawal {
     pub reason: String,
 }
 
+/// A rollout as stored: its plan and state are the rollouts domain's (JSON), the rest the store's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutRecord {
+    /// Unique name.
+    pub name: String,
+    /// The release it rolls out.
+    pub target_version: String,
+    /// The plan, as the domain serialised it.
+    pub plan: String,
+    /// The state, as the domain serialised it.
+    pub state: String,
+    /// Still offering or following sites.
+    pub active: bool,
+    /// Moves with every saved step.
+    pub revision: u64,
+    /// When an operator created it.
+    pub created_at: Timestamp,
+    /// Who.
+    pub created_by: String,
+    /// When a step last changed it.
+    pub updated_at: Timestamp,
+}
+
+/// One step of a rollout to save: its new state and the desired-state changes it decided, applied
+/// together or not at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutStep {
+    /// The revision the step was computed from.
+    pub from_revision: u64,
+    /// The new state (JSON).
+    pub state: String,
+    /// Whether the rollout stays active.
+    pub active: bool,
+    /// Sites whose desired OS version becomes the rollout's target.
+    pub offer: Vec<String>,
+    /// Sites whose desired OS version goes back to what it was before the offer.
+    pub take_back: Vec<String>,
+    /// When.
+    pub at: Timestamp,
+}
+
 /// Changes to a site's desired state; `None` fields stay as they are.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredChange {
@@ -397,6 +455,33 @@ impl Store {
         withdrawal: &Withdrawal,
     ) -> Result<ReleaseRecord, StoreError> {
         dispatch!(self, s => s.withdraw_release(version, withdrawal))
+    }
+
+    /// Creates a rollout over `sites` in one transaction. `RolloutExists`, `UnknownRelease`,
+    /// `UnknownSite`, or `RolloutOverlap` when a site is in another active rollout; nothing is
+    /// written then.
+    pub async fn create_rollout(
+        &self,
+        rollout: &RolloutRecord,
+        sites: &[String],
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.create_rollout(rollout, sites))
+    }
+
+    /// Every rollout, in no particular order.
+    pub async fn rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
+        dispatch!(self, s => s.rollouts())
+    }
+
+    /// Saves a step of rollout `name` with the desired-state changes it decided, in one
+    /// transaction, bumping each changed site's generation; returns the new revision.
+    /// `RolloutChanged` when it moved past `step.from_revision` (nothing is written).
+    pub async fn save_rollout_step(
+        &self,
+        name: &str,
+        step: &RolloutStep,
+    ) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.save_rollout_step(name, step))
     }
 
     /// Deletes stored reports received before `before`, except each site's latest; returns how many.

@@ -7,12 +7,15 @@
 //! are plain TCP or a unix socket without TLS: the region talks to a database on its own host or
 //! network; a remote database belongs behind a local proxy or socket.
 
-use super::columns::{self, EncodedReport, RELEASE_COLUMNS, ReleaseRow, SITE_COLUMNS, SiteRow};
+use super::columns::{
+    self, EncodedReport, RELEASE_COLUMNS, ROLLOUT_COLUMNS, ReleaseRow, RolloutRow, SITE_COLUMNS,
+    SiteRow,
+};
 use super::migrations::{self, CREATE_SCHEMA_MIGRATIONS};
 use super::rules::{self, TokenRow};
 use super::{
-    CertificateRecord, DesiredChange, ReleaseRecord, Site, SiteState, StoreError, StoredReport,
-    Withdrawal,
+    CertificateRecord, DesiredChange, ReleaseRecord, RolloutRecord, RolloutStep, Site, SiteState,
+    StoreError, StoredReport, Withdrawal,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use jiff::Timestamp;
@@ -505,25 +508,171 @@ impl PostgresStore {
         const OP: &str = "change desired state";
         let mut client = self.client(OP).await?;
         let tx = client.transaction().await.during(OP)?;
-        let current = required_site(&tx, site, Lock::ForUpdate, OP).await?;
-        rules::ensure_changeable(site, current.state)?;
-        let Some(desired) = rules::apply_change(&current.desired, change) else {
-            return Ok(current.desired);
+        let desired = change_desired_in(&tx, site, change, OP).await?;
+        tx.commit().await.during(OP)?;
+        Ok(desired)
+    }
+
+    /// See [`super::Store::create_rollout`].
+    pub async fn create_rollout(
+        &self,
+        rollout: &RolloutRecord,
+        sites: &[String],
+    ) -> Result<(), StoreError> {
+        const OP: &str = "create rollout";
+        let row = RolloutRow::encode(rollout, OP)?;
+        let mut client = self.client(OP).await?;
+        let tx = client.transaction().await.during(OP)?;
+        let exists = async |sql: &str, key: &str| -> Result<bool, StoreError> {
+            Ok(tx.query_opt(sql, &[&key]).await.during(OP)?.is_some())
         };
+        if exists("SELECT 1 FROM rollouts WHERE name = $1", &row.name).await? {
+            return Err(StoreError::RolloutExists(row.name.clone()));
+        }
+        if !exists(
+            "SELECT 1 FROM releases WHERE version = $1",
+            &row.target_version,
+        )
+        .await?
+        {
+            return Err(StoreError::UnknownRelease(row.target_version.clone()));
+        }
+        let mut overlap: Option<(String, Vec<String>)> = None;
+        for site in sites {
+            required_site(&tx, site, Lock::ForUpdate, OP).await?;
+            if let Some(other) = tx
+                .query_opt(
+                    "SELECT rollout FROM rollout_sites WHERE site = $1 AND active = 1",
+                    &[site],
+                )
+                .await
+                .during(OP)?
+            {
+                let other: String = other.try_get(0).during(OP)?;
+                overlap
+                    .get_or_insert_with(|| (other, Vec::new()))
+                    .1
+                    .push(site.clone());
+            }
+        }
+        if let Some((rollout, sites)) = overlap {
+            return Err(StoreError::RolloutOverlap { rollout, sites });
+        }
         tx.execute(
-            "UPDATE sites SET desired_generation = $2, labels = $3, target_os_version = $4 \
-             WHERE name = $1",
+            &format!(
+                "INSERT INTO rollouts ({ROLLOUT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ),
             &[
-                &site,
-                &columns::count_to_db(desired.generation, OP)?,
-                &columns::to_json(&desired.labels, OP)?,
-                &desired.target_os_version,
+                &row.name,
+                &row.target_version,
+                &row.plan,
+                &row.state,
+                &row.active,
+                &row.revision,
+                &row.created_at,
+                &row.created_by,
+                &row.updated_at,
             ],
         )
         .await
         .during(OP)?;
+        for site in sites {
+            tx.execute(
+                "INSERT INTO rollout_sites (rollout, site, active) VALUES ($1, $2, 1)",
+                &[&row.name, site],
+            )
+            .await
+            .during(OP)?;
+        }
         tx.commit().await.during(OP)?;
-        Ok(desired)
+        Ok(())
+    }
+
+    /// See [`super::Store::rollouts`].
+    pub async fn rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
+        const OP: &str = "list rollouts";
+        let client = self.client(OP).await?;
+        let rows = client
+            .query(&format!("SELECT {ROLLOUT_COLUMNS} FROM rollouts"), &[])
+            .await
+            .during(OP)?;
+        rows.iter()
+            .map(|row| rollout_row(row, OP)?.decode(OP))
+            .collect()
+    }
+
+    /// See [`super::Store::save_rollout_step`].
+    pub async fn save_rollout_step(
+        &self,
+        name: &str,
+        step: &RolloutStep,
+    ) -> Result<u64, StoreError> {
+        const OP: &str = "save rollout step";
+        let mut client = self.client(OP).await?;
+        let tx = client.transaction().await.during(OP)?;
+        let target: String = tx
+            .query_opt(
+                "SELECT target_version FROM rollouts WHERE name = $1 FOR UPDATE",
+                &[&name],
+            )
+            .await
+            .during(OP)?
+            .ok_or_else(|| StoreError::UnknownRollout(name.to_owned()))?
+            .try_get(0)
+            .during(OP)?;
+        let revision = rules::next_revision(step.from_revision, OP)?;
+        let updated = tx
+            .execute(
+                "UPDATE rollouts SET state = $3, active = $4, revision = $5, updated_at = $6 \
+                 WHERE name = $1 AND revision = $2",
+                &[
+                    &name,
+                    &columns::count_to_db(step.from_revision, OP)?,
+                    &step.state,
+                    &i64::from(step.active),
+                    &columns::count_to_db(revision, OP)?,
+                    &columns::time_to_db(step.at),
+                ],
+            )
+            .await
+            .during(OP)?;
+        if updated == 0 {
+            return Err(StoreError::RolloutChanged(name.to_owned()));
+        }
+        for site in &step.offer {
+            let current = required_site(&tx, site, Lock::ForUpdate, OP).await?;
+            tx.execute(
+                "UPDATE rollout_sites SET previous_target = $3 WHERE rollout = $1 AND site = $2",
+                &[&name, site, &current.desired.target_os_version],
+            )
+            .await
+            .during(OP)?;
+            change_desired_in(&tx, site, &rules::target_change(Some(target.clone())), OP).await?;
+        }
+        for site in &step.take_back {
+            let previous: Option<String> = match tx
+                .query_opt(
+                    "SELECT previous_target FROM rollout_sites WHERE rollout = $1 AND site = $2",
+                    &[&name, site],
+                )
+                .await
+                .during(OP)?
+            {
+                Some(row) => row.try_get(0).during(OP)?,
+                None => None,
+            };
+            change_desired_in(&tx, site, &rules::target_change(previous), OP).await?;
+        }
+        if !step.active {
+            tx.execute(
+                "UPDATE rollout_sites SET active = 0 WHERE rollout = $1",
+                &[&name],
+            )
+            .await
+            .during(OP)?;
+        }
+        tx.commit().await.during(OP)?;
+        Ok(revision)
     }
 
     /// See [`super::Store::prune_reports`].
@@ -618,6 +767,48 @@ impl PostgresStore {
         tx.commit().await.during(OP)?;
         Ok(record)
     }
+}
+
+/// Applies `change` to `site`'s desired state inside `tx` (the row locked); the generation moves
+/// only when something changed. The desired state after it.
+async fn change_desired_in(
+    tx: &Transaction<'_>,
+    site: &str,
+    change: &DesiredChange,
+    operation: &'static str,
+) -> Result<DesiredState, StoreError> {
+    let current = required_site(tx, site, Lock::ForUpdate, operation).await?;
+    rules::ensure_changeable(site, current.state)?;
+    let Some(desired) = rules::apply_change(&current.desired, change) else {
+        return Ok(current.desired);
+    };
+    tx.execute(
+        "UPDATE sites SET desired_generation = $2, labels = $3, target_os_version = $4 \
+         WHERE name = $1",
+        &[
+            &site,
+            &columns::count_to_db(desired.generation, operation)?,
+            &columns::to_json(&desired.labels, operation)?,
+            &desired.target_os_version,
+        ],
+    )
+    .await
+    .during(operation)?;
+    Ok(desired)
+}
+
+fn rollout_row(row: &Row, operation: &'static str) -> Result<RolloutRow, StoreError> {
+    Ok(RolloutRow {
+        name: row.try_get(0).during(operation)?,
+        target_version: row.try_get(1).during(operation)?,
+        plan: row.try_get(2).during(operation)?,
+        state: row.try_get(3).during(operation)?,
+        active: row.try_get(4).during(operation)?,
+        revision: row.try_get(5).during(operation)?,
+        created_at: row.try_get(6).during(operation)?,
+        created_by: row.try_get(7).during(operation)?,
+        updated_at: row.try_get(8).during(operation)?,
+    })
 }
 
 fn release_row(row: &Row, operation: &'static str) -> Result<ReleaseRow, StoreError> {

@@ -102,6 +102,22 @@ pub(super) fn apply_change(current: &DesiredState, change: &DesiredChange) -> Op
     })
 }
 
+/// A change of the target OS version alone.
+pub(super) fn target_change(target: Option<String>) -> DesiredChange {
+    DesiredChange {
+        labels: None,
+        target_os_version: Some(target),
+    }
+}
+
+/// The revision after `from`.
+pub(super) fn next_revision(from: u64, operation: &'static str) -> Result<u64, StoreError> {
+    from.checked_add(1).ok_or(StoreError::Database {
+        operation,
+        message: "rollout revision overflow".into(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

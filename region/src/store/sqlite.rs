@@ -7,12 +7,15 @@
 //! Check-and-change operations run in `BEGIN IMMEDIATE` transactions, so they take the write lock
 //! before they read and another process opening the same file cannot interleave.
 
-use super::columns::{self, EncodedReport, RELEASE_COLUMNS, ReleaseRow, SITE_COLUMNS, SiteRow};
+use super::columns::{
+    self, EncodedReport, RELEASE_COLUMNS, ROLLOUT_COLUMNS, ReleaseRow, RolloutRow, SITE_COLUMNS,
+    SiteRow,
+};
 use super::migrations::{self, CREATE_SCHEMA_MIGRATIONS};
 use super::rules::{self, TokenRow};
 use super::{
-    CertificateRecord, DesiredChange, ReleaseRecord, Site, SiteState, StoreError, StoredReport,
-    Withdrawal,
+    CertificateRecord, DesiredChange, ReleaseRecord, RolloutRecord, RolloutStep, Site, SiteState,
+    StoreError, StoredReport, Withdrawal,
 };
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -469,22 +472,7 @@ impl SqliteStore {
         let change = change.clone();
         self.run(OP, move |conn| {
             let tx = immediate(conn, OP)?;
-            let current = required_site(&tx, &site, OP)?;
-            rules::ensure_changeable(&site, current.state)?;
-            let Some(desired) = rules::apply_change(&current.desired, &change) else {
-                return Ok(current.desired);
-            };
-            tx.execute(
-                "UPDATE sites SET desired_generation = ?2, labels = ?3, target_os_version = ?4 \
-                 WHERE name = ?1",
-                params![
-                    site,
-                    columns::count_to_db(desired.generation, OP)?,
-                    columns::to_json(&desired.labels, OP)?,
-                    desired.target_os_version,
-                ],
-            )
-            .during(OP)?;
+            let desired = change_desired_in(&tx, &site, &change, OP)?;
             tx.commit().during(OP)?;
             Ok(desired)
         })
@@ -594,6 +582,173 @@ impl SqliteStore {
         })
         .await
     }
+
+    /// See [`super::Store::create_rollout`].
+    pub async fn create_rollout(
+        &self,
+        rollout: &RolloutRecord,
+        sites: &[String],
+    ) -> Result<(), StoreError> {
+        const OP: &str = "create rollout";
+        let row = RolloutRow::encode(rollout, OP)?;
+        let sites = sites.to_vec();
+        self.run(OP, move |conn| {
+            let tx = immediate(conn, OP)?;
+            let exists = |sql: &str, key: &str| -> Result<bool, StoreError> {
+                Ok(tx
+                    .query_row(sql, params![key], |_| Ok(()))
+                    .optional()
+                    .during(OP)?
+                    .is_some())
+            };
+            if exists("SELECT 1 FROM rollouts WHERE name = ?1", &row.name)? {
+                return Err(StoreError::RolloutExists(row.name.clone()));
+            }
+            if !exists(
+                "SELECT 1 FROM releases WHERE version = ?1",
+                &row.target_version,
+            )? {
+                return Err(StoreError::UnknownRelease(row.target_version.clone()));
+            }
+            let mut overlap: Option<(String, Vec<String>)> = None;
+            for site in &sites {
+                required_site(&tx, site, OP)?;
+                let other: Option<String> = tx
+                    .query_row(
+                        "SELECT rollout FROM rollout_sites WHERE site = ?1 AND active = 1",
+                        params![site],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .during(OP)?;
+                if let Some(other) = other {
+                    overlap
+                        .get_or_insert_with(|| (other, Vec::new()))
+                        .1
+                        .push(site.clone());
+                }
+            }
+            if let Some((rollout, sites)) = overlap {
+                return Err(StoreError::RolloutOverlap { rollout, sites });
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO rollouts ({ROLLOUT_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                ),
+                params![
+                    row.name,
+                    row.target_version,
+                    row.plan,
+                    row.state,
+                    row.active,
+                    row.revision,
+                    row.created_at,
+                    row.created_by,
+                    row.updated_at
+                ],
+            )
+            .during(OP)?;
+            for site in &sites {
+                tx.execute(
+                    "INSERT INTO rollout_sites (rollout, site, active) VALUES (?1, ?2, 1)",
+                    params![row.name, site],
+                )
+                .during(OP)?;
+            }
+            tx.commit().during(OP)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// See [`super::Store::rollouts`].
+    pub async fn rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
+        const OP: &str = "list rollouts";
+        self.run(OP, move |conn| {
+            let rows = conn
+                .prepare_cached(&format!("SELECT {ROLLOUT_COLUMNS} FROM rollouts"))
+                .during(OP)?
+                .query_map([], rollout_row)
+                .during(OP)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .during(OP)?;
+            rows.into_iter().map(|row| row.decode(OP)).collect()
+        })
+        .await
+    }
+
+    /// See [`super::Store::save_rollout_step`].
+    pub async fn save_rollout_step(
+        &self,
+        name: &str,
+        step: &RolloutStep,
+    ) -> Result<u64, StoreError> {
+        const OP: &str = "save rollout step";
+        let name = name.to_owned();
+        let step = step.clone();
+        self.run(OP, move |conn| {
+            let tx = immediate(conn, OP)?;
+            let target: Option<String> = tx
+                .query_row(
+                    "SELECT target_version FROM rollouts WHERE name = ?1",
+                    params![name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .during(OP)?;
+            let target = target.ok_or_else(|| StoreError::UnknownRollout(name.clone()))?;
+            let revision = rules::next_revision(step.from_revision, OP)?;
+            let updated = tx
+                .execute(
+                    "UPDATE rollouts SET state = ?3, active = ?4, revision = ?5, updated_at = ?6 \
+                     WHERE name = ?1 AND revision = ?2",
+                    params![
+                        name,
+                        columns::count_to_db(step.from_revision, OP)?,
+                        step.state,
+                        i64::from(step.active),
+                        columns::count_to_db(revision, OP)?,
+                        columns::time_to_db(step.at),
+                    ],
+                )
+                .during(OP)?;
+            if updated == 0 {
+                return Err(StoreError::RolloutChanged(name));
+            }
+            for site in &step.offer {
+                let current = required_site(&tx, site, OP)?;
+                tx.execute(
+                    "UPDATE rollout_sites SET previous_target = ?3 WHERE rollout = ?1 AND site = ?2",
+                    params![name, site, current.desired.target_os_version],
+                )
+                .during(OP)?;
+                change_desired_in(&tx, site, &rules::target_change(Some(target.clone())), OP)?;
+            }
+            for site in &step.take_back {
+                let previous: Option<String> = tx
+                    .query_row(
+                        "SELECT previous_target FROM rollout_sites WHERE rollout = ?1 AND site = ?2",
+                        params![name, site],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .during(OP)?
+                    .flatten();
+                change_desired_in(&tx, site, &rules::target_change(previous), OP)?;
+            }
+            if !step.active {
+                tx.execute(
+                    "UPDATE rollout_sites SET active = 0 WHERE rollout = ?1",
+                    params![name],
+                )
+                .during(OP)?;
+            }
+            tx.commit().during(OP)?;
+            Ok(revision)
+        })
+        .await
+    }
 }
 
 /// Durability and concurrency settings, applied to every connection.
@@ -664,6 +819,47 @@ fn immediate<'c>(
 ) -> Result<Transaction<'c>, StoreError> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
         .during(operation)
+}
+
+/// Applies `change` to `site`'s desired state inside `tx`; the generation moves only when
+/// something changed. The desired state after it.
+fn change_desired_in(
+    tx: &Transaction<'_>,
+    site: &str,
+    change: &DesiredChange,
+    operation: &'static str,
+) -> Result<DesiredState, StoreError> {
+    let current = required_site(tx, site, operation)?;
+    rules::ensure_changeable(site, current.state)?;
+    let Some(desired) = rules::apply_change(&current.desired, change) else {
+        return Ok(current.desired);
+    };
+    tx.execute(
+        "UPDATE sites SET desired_generation = ?2, labels = ?3, target_os_version = ?4 \
+         WHERE name = ?1",
+        params![
+            site,
+            columns::count_to_db(desired.generation, operation)?,
+            columns::to_json(&desired.labels, operation)?,
+            desired.target_os_version,
+        ],
+    )
+    .during(operation)?;
+    Ok(desired)
+}
+
+fn rollout_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RolloutRow> {
+    Ok(RolloutRow {
+        name: row.get(0)?,
+        target_version: row.get(1)?,
+        plan: row.get(2)?,
+        state: row.get(3)?,
+        active: row.get(4)?,
+        revision: row.get(5)?,
+        created_at: row.get(6)?,
+        created_by: row.get(7)?,
+        updated_at: row.get(8)?,
+    })
 }
 
 fn release_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ReleaseRow> {

@@ -7,8 +7,8 @@
 #![allow(clippy::missing_panics_doc)]
 
 use super::{
-    CertificateRecord, DesiredChange, ReleaseRecord, ReleaseState, SiteState, Store, StoreError,
-    TokenRefusal, Withdrawal,
+    CertificateRecord, DesiredChange, ReleaseRecord, ReleaseState, RolloutRecord, RolloutStep,
+    SiteState, Store, StoreError, TokenRefusal, Withdrawal,
 };
 use jiff::Timestamp;
 use scs_edge_proto::{
@@ -37,6 +37,7 @@ macro_rules! for_each_scenario {
             racing_joins_with_one_token_admit_exactly_one,
             racing_deliveries_of_one_batch_store_it_once,
             releases_are_recorded_once_and_withdrawn_once,
+            a_site_is_in_one_active_rollout_and_steps_move_desired_states_together,
         );
     };
 }
@@ -773,6 +774,171 @@ pub(super) async fn releases_are_recorded_once_and_withdrawn_once(url: &str) {
     assert_eq!(releases.len(), 2);
     assert_eq!(releases[0], first);
     assert_eq!(releases[1].withdrawal.as_ref(), Some(&withdrawal));
+}
+
+fn rollout(name: &str, target: &str) -> RolloutRecord {
+    RolloutRecord {
+        name: name.into(),
+        target_version: target.into(),
+        plan: "{\"waves\":[]}".into(),
+        state: "{\"progress\":\"running\"}".into(),
+        active: true,
+        revision: 1,
+        created_at: at(0),
+        created_by: "alice".into(),
+        updated_at: at(0),
+    }
+}
+
+fn step(from_revision: u64, offer: &[&str], take_back: &[&str], active: bool) -> RolloutStep {
+    RolloutStep {
+        from_revision,
+        state: format!("{{\"step\":{from_revision}}}"),
+        active,
+        offer: offer.iter().map(|s| (*s).to_owned()).collect(),
+        take_back: take_back.iter().map(|s| (*s).to_owned()).collect(),
+        at: at(10),
+    }
+}
+
+fn names(sites: &[&str]) -> Vec<String> {
+    sites.iter().map(|s| (*s).to_owned()).collect()
+}
+
+pub(super) async fn a_site_is_in_one_active_rollout_and_steps_move_desired_states_together(
+    url: &str,
+) {
+    let store = open(url).await;
+    for site in ["a", "b", "c"] {
+        store
+            .add_site(site, &labels(&[]), at(0))
+            .await
+            .expect("site");
+    }
+    store
+        .add_releases(&[release("1.1.0", at(0))])
+        .await
+        .expect("release");
+    let before_a = store
+        .change_desired(
+            "a",
+            &DesiredChange {
+                labels: None,
+                target_os_version: Some(Some("1.0.0".into())),
+            },
+        )
+        .await
+        .expect("a wants 1.0.0");
+
+    store
+        .create_rollout(&rollout("r1", "1.1.0"), &names(&["a", "b"]))
+        .await
+        .expect("r1");
+    for (attempt, expected) in [
+        (
+            store
+                .create_rollout(&rollout("r2", "1.1.0"), &names(&["b", "c"]))
+                .await,
+            "overlap",
+        ),
+        (
+            store
+                .create_rollout(&rollout("r1", "1.1.0"), &names(&["c"]))
+                .await,
+            "exists",
+        ),
+        (
+            store
+                .create_rollout(&rollout("r3", "9.9.9"), &names(&["c"]))
+                .await,
+            "release",
+        ),
+        (
+            store
+                .create_rollout(&rollout("r4", "1.1.0"), &names(&["zz"]))
+                .await,
+            "site",
+        ),
+    ] {
+        match (attempt, expected) {
+            (Err(StoreError::RolloutOverlap { rollout, sites }), "overlap") => {
+                assert_eq!((rollout.as_str(), sites), ("r1", names(&["b"])));
+            }
+            (Err(StoreError::RolloutExists(_)), "exists")
+            | (Err(StoreError::UnknownRelease(_)), "release")
+            | (Err(StoreError::UnknownSite(_)), "site") => {}
+            (other, _) => panic!("{expected}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        store.rollouts().await.expect("list").len(),
+        1,
+        "refusals wrote nothing"
+    );
+
+    // A step offers a and b: both desired states move, with their generations.
+    assert_eq!(
+        store
+            .save_rollout_step("r1", &step(1, &["a", "b"], &[], true))
+            .await
+            .expect("step"),
+        2
+    );
+    let a = store.site("a").await.expect("a").expect("a");
+    assert_eq!(a.desired.target_os_version.as_deref(), Some("1.1.0"));
+    assert_eq!(a.desired.generation, before_a.generation + 1);
+    // A step computed from the old revision changes nothing.
+    assert!(matches!(
+        store
+            .save_rollout_step("r1", &step(1, &[], &["a"], true))
+            .await,
+        Err(StoreError::RolloutChanged(_))
+    ));
+    assert_eq!(
+        store
+            .site("a")
+            .await
+            .expect("a")
+            .expect("a")
+            .desired
+            .target_os_version
+            .as_deref(),
+        Some("1.1.0")
+    );
+    // Taking the offer back restores what a wanted before.
+    store
+        .save_rollout_step("r1", &step(2, &[], &["a"], true))
+        .await
+        .expect("take back");
+    let a = store.site("a").await.expect("a").expect("a");
+    assert_eq!(a.desired.target_os_version.as_deref(), Some("1.0.0"));
+    let b = store.site("b").await.expect("b").expect("b");
+    assert_eq!(b.desired.target_os_version.as_deref(), Some("1.1.0"));
+    assert!(matches!(
+        store
+            .save_rollout_step("nope", &step(1, &[], &[], true))
+            .await,
+        Err(StoreError::UnknownRollout(_))
+    ));
+
+    // Finished: its sites are free for the next rollout.
+    store
+        .save_rollout_step("r1", &step(3, &[], &[], false))
+        .await
+        .expect("done");
+    store
+        .create_rollout(&rollout("r2", "1.1.0"), &names(&["b", "c"]))
+        .await
+        .expect("r2 after r1");
+    let mut all = store.rollouts().await.expect("list");
+    all.sort_by(|x, y| x.name.cmp(&y.name));
+    assert_eq!(
+        all.iter()
+            .map(|r| (r.name.as_str(), r.active, r.revision))
+            .collect::<Vec<_>>(),
+        [("r1", false, 4), ("r2", true, 1)]
+    );
+    assert_eq!(all[0].state, "{\"step\":3}");
 }
 
 pub(super) async fn everything_survives_closing_and_reopening(url: &str) {
