@@ -3,9 +3,8 @@
 
 use super::*;
 use crate::fleet::ManualClock;
-use crate::store::CertificateRecord;
+use crate::store::fixtures;
 use jiff::{SignedDuration, Timestamp};
-use scs_edge_proto::{Capacity, Report, ResourceCounts, Versions};
 use scs_edge_release::keys;
 use scs_edge_release::repository::Repository;
 use scs_edge_release::test_support;
@@ -77,50 +76,8 @@ impl Setup {
     /// An active site whose node reports running `os`, wanting `desired` (if any).
     async fn site(&self, name: &str, os: &str, desired: Option<&str>) {
         let now = self.clock.now();
-        self.store
-            .add_site(name, &std::collections::BTreeMap::new(), now)
-            .await
-            .expect("site");
-        let hash = format!("{name}-token-hash");
-        self.store
-            .add_join_token(&hash, name, now + SignedDuration::from_hours(1), now)
-            .await
-            .expect("token");
-        self.store
-            .join(
-                &hash,
-                name,
-                &CertificateRecord {
-                    serial: format!("{name}-serial"),
-                    site: name.into(),
-                    not_after: now + SignedDuration::from_hours(24),
-                    revoked_at: None,
-                },
-                now,
-            )
-            .await
-            .expect("join");
-        let report = Report {
-            seq: 1,
-            sent_at: now,
-            versions: Versions {
-                agent: "0.1.0".into(),
-                os: os.into(),
-                k3s: None,
-            },
-            health: Vec::new(),
-            capacity: Capacity {
-                vcpus: 4,
-                memory_mib: 8192,
-                disk_free_gib: 50,
-            },
-            resources: ResourceCounts::default(),
-            update: None,
-        };
-        self.store
-            .append_reports(name, &[report], now)
-            .await
-            .expect("report");
+        fixtures::joined_site(&self.store, name, &std::collections::BTreeMap::new(), now).await;
+        fixtures::heartbeat(&self.store, name, 1, os, None, now).await;
         if let Some(version) = desired {
             self.store
                 .change_desired(

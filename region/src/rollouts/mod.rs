@@ -1,11 +1,12 @@
 //! Fleet rollouts (issue 12): a release rolled out across the sites in waves, halting by itself when
 //! sites get worse. [`spec`] checks what an operator asks for and fixes
 //! each wave's sites; [`observe`] reads each site's latest heartbeat;
-//! [`machine`] decides, step by step. The store, the driver that applies the
-//! decisions, and the operator surfaces follow.
+//! [`machine`] decides, step by step; [`service`] puts them together over the store for operators
+//! and the driver. The operator surfaces follow.
 
 pub mod machine;
 pub mod observe;
+pub mod service;
 pub mod spec;
 
 #[cfg(test)]

@@ -550,3 +550,144 @@ mod views {
         assert_eq!(idle.refused, None);
     }
 }
+
+mod service {
+    use super::super::machine::{Progress, SiteState};
+    use super::super::service::{RolloutError, Rollouts};
+    use super::super::spec::RolloutSpec;
+    use crate::fleet::{Clock as _, ManualClock};
+    use crate::store::{ReleaseRecord, ReleaseState, Store, fixtures};
+    use jiff::{SignedDuration, Timestamp};
+    use scs_edge_proto::{UpdatePhase, UpdateReport};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    async fn fleet() -> (Store, Arc<ManualClock>, Rollouts) {
+        let store = Store::open("sqlite::memory:").await.expect("store");
+        let clock = Arc::new(ManualClock::new(
+            Timestamp::from_second(1_800_000_000).expect("t"),
+        ));
+        let manifest = scs_edge_proto::release::ReleaseManifest {
+            schema: scs_edge_proto::release::MANIFEST_SCHEMA,
+            version: "1.1.0".parse().expect("v"),
+            min_from_version: semver::Version::new(0, 0, 0),
+            max_version: None,
+            artifacts: Vec::new(),
+        };
+        store
+            .add_releases(&[ReleaseRecord {
+                manifest,
+                state: ReleaseState::Available,
+                published_at: clock.now(),
+                published_by: "alice".into(),
+                withdrawal: None,
+            }])
+            .await
+            .expect("release");
+        for (site, ring) in [("a", "canary"), ("b", "main"), ("c", "main")] {
+            let labels = BTreeMap::from([("ring".to_owned(), ring.to_owned())]);
+            fixtures::joined_site(&store, site, &labels, clock.now()).await;
+            fixtures::heartbeat(&store, site, 1, "1.0.0", None, clock.now()).await;
+        }
+        let rollouts = Rollouts::new(store.clone(), clock.clone(), SignedDuration::from_secs(10));
+        (store, clock, rollouts)
+    }
+
+    fn spec(target: &str) -> RolloutSpec {
+        serde_json::from_str(&format!(
+            r#"{{"name": "to-{}", "target_version": "{target}", "max_parallel": 2,
+                "waves": [{{"name": "canary", "selector": {{"ring": "canary"}}, "soak_secs": 30}},
+                          {{"name": "rest"}}]}}"#,
+            target.replace('.', "-")
+        ))
+        .expect("spec")
+    }
+
+    async fn desired(store: &Store, site: &str) -> Option<String> {
+        store
+            .site(site)
+            .await
+            .expect("site")
+            .expect("site")
+            .desired
+            .target_os_version
+    }
+
+    #[tokio::test]
+    async fn a_rollout_offers_the_canary_then_the_rest_through_the_sites_desired_states() {
+        let (store, clock, rollouts) = fleet().await;
+        assert!(matches!(
+            rollouts.create(&spec("9.9.9"), "alice").await,
+            Err(RolloutError::UnknownRelease(_))
+        ));
+        let created = rollouts
+            .create(&spec("1.1.0"), "alice")
+            .await
+            .expect("created");
+        assert_eq!(created.plan.waves[0].sites, ["a"]);
+        assert!(matches!(
+            rollouts.create(&spec("1.1.0"), "bob").await,
+            Err(RolloutError::Exists(_))
+        ));
+
+        rollouts.step_all().await.expect("step");
+        assert_eq!(desired(&store, "a").await.as_deref(), Some("1.1.0"));
+        assert_eq!(
+            desired(&store, "b").await,
+            None,
+            "the rest waits for the canary"
+        );
+
+        // The canary's node takes it and reports 1.1.0; after its soak the rest is offered.
+        clock.advance(SignedDuration::from_secs(5));
+        fixtures::heartbeat(
+            &store,
+            "a",
+            2,
+            "1.0.0",
+            Some(UpdateReport {
+                phase: UpdatePhase::Installing,
+                target: Some("1.1.0".into()),
+                failed: Vec::new(),
+                last_outcome: None,
+                refused: 0,
+                last_refusal: None,
+                last_error: None,
+                waivers_used: 0,
+            }),
+            clock.now(),
+        )
+        .await;
+        rollouts.step_all().await.expect("step");
+        let shown = rollouts.show("to-1-1-0").await.expect("show");
+        assert!(matches!(shown.state.sites["a"], SiteState::Updating { .. }));
+        fixtures::heartbeat(&store, "a", 3, "1.1.0", None, clock.now()).await;
+        rollouts.step_all().await.expect("step");
+        clock.advance(SignedDuration::from_secs(30));
+        for (site, seq) in [("a", 4), ("b", 2), ("c", 2)] {
+            fixtures::heartbeat(
+                &store,
+                site,
+                seq,
+                if site == "a" { "1.1.0" } else { "1.0.0" },
+                None,
+                clock.now(),
+            )
+            .await;
+        }
+        rollouts.step_all().await.expect("soaked");
+        rollouts.step_all().await.expect("next wave");
+        assert_eq!(desired(&store, "b").await.as_deref(), Some("1.1.0"));
+        assert_eq!(desired(&store, "c").await.as_deref(), Some("1.1.0"));
+        let shown = rollouts.show("to-1-1-0").await.expect("show");
+        assert!(matches!(
+            shown.state.progress,
+            Progress::Running { wave: 1, .. }
+        ));
+        assert!(shown.record.revision > 1);
+        assert!(matches!(
+            rollouts.resume("to-1-1-0", "bob").await,
+            Err(RolloutError::NotHalted(_))
+        ));
+    }
+}

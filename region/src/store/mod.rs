@@ -11,6 +11,8 @@
 //! leaves half of it behind.
 
 mod columns;
+#[cfg(test)]
+pub(crate) mod fixtures;
 mod migrations;
 mod postgres;
 mod rules;
