@@ -81,7 +81,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_atomic_write_keeps_the_old_file() {
+    fn an_atomic_write_that_fails_leaves_no_file_behind() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("missing-folder").join("timestamp.json");
         assert!(write_atomically(&path, b"new").is_err());

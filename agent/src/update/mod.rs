@@ -309,13 +309,9 @@ impl Updater {
         self.mark_importing(&lock, source)?;
         let failed: BTreeSet<Version> = before.failed.keys().cloned().collect();
         let result = async {
-            let repo = self
+            let (repo, offered) = self
                 .verified(&lock, &before, source, waiver_file, progress)
                 .await?;
-            let offered = repo
-                .offered()
-                .await
-                .map_err(UpdateError::from_release(source))?;
             let manifest = self.choose(&offered, &failed)?;
             self.stage(&repo, source, manifest, reboot, progress).await
         }
@@ -345,17 +341,7 @@ impl Updater {
             client: client.clone(),
         };
         let failed: BTreeSet<Version> = before.failed.keys().cloned().collect();
-        let verified = async {
-            let repo = self
-                .verified(&lock, &before, &source, None, progress)
-                .await?;
-            let offered = repo
-                .offered()
-                .await
-                .map_err(UpdateError::from_release(&source))?;
-            Ok((repo, offered))
-        }
-        .await;
+        let verified = self.verified(&lock, &before, &source, None, progress).await;
         let (repo, offered) = match verified {
             Ok(verified) => verified,
             Err(err) => {
@@ -415,13 +401,9 @@ impl Updater {
         let failed: BTreeSet<Version> = before.failed.keys().cloned().collect();
         self.mark_importing(&lock, &source)?;
         let result = async {
-            let repo = self
+            let (repo, offered) = self
                 .verified(&lock, &before, &source, None, progress)
                 .await?;
-            let offered = repo
-                .offered()
-                .await
-                .map_err(UpdateError::from_release(&source))?;
             let manifest = offered
                 .iter()
                 .find(|manifest| &manifest.version == wanted)
@@ -550,12 +532,12 @@ impl Updater {
         }
     }
 
-    /// `source`'s repository, its metadata verified against the root of trust: a bundle is
-    /// unpacked into the incoming area first, a repository online is read where it is. The waiver
-    /// offered in case the metadata expired is the first of: `waiver_file`, the one beside the
-    /// bundle on a stick, the one inside the bundle.
-    /// Reads `source` and verifies it with TUF, after checking the clock against the newest time
-    /// this node has seen (`before`); a verification that passed moves that time forward.
+    /// `source`'s repository, its metadata verified against the root of trust, and the releases it
+    /// offers: a bundle is unpacked into the incoming area first, a repository online is read where
+    /// it is. The waiver offered in case the metadata expired is the first of: `waiver_file`, the
+    /// one beside the bundle on a stick, the one inside the bundle. The clock is checked against the
+    /// newest time this node has seen (`before`) first; a verification that passed moves that time
+    /// forward.
     async fn verified(
         &self,
         lock: &RecordLock,
@@ -563,7 +545,7 @@ impl Updater {
         source: &ImportSource,
         waiver_file: Option<&Path>,
         progress: &dyn ImportProgress,
-    ) -> Result<VerifiedRepository, UpdateError> {
+    ) -> Result<(VerifiedRepository, Vec<ReleaseManifest>), UpdateError> {
         let now = self.clock.now();
         if let Some(known) = before.last_known_time.filter(|known| now < *known) {
             return Err(UpdateError::Refused {
@@ -578,7 +560,11 @@ impl Updater {
             record.last_known_time =
                 Some(record.last_known_time.map_or(now, |known| known.max(now)));
         })?;
-        Ok(repo)
+        let offered = repo
+            .offered()
+            .await
+            .map_err(UpdateError::from_release(source))?;
+        Ok((repo, offered))
     }
 
     async fn verify_source(

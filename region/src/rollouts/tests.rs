@@ -469,11 +469,10 @@ mod specs {
 mod views {
     use super::super::observe::view;
     use super::{at, v};
-    use crate::store::{Site, SiteState};
+    use crate::store::{Site, SiteState, fixtures};
     use jiff::SignedDuration;
     use scs_edge_proto::{
-        Capacity, ComponentHealth, DesiredState, HealthState, Report, ResourceCounts, UpdatePhase,
-        UpdateRefusal, UpdateReport, Versions,
+        ComponentHealth, DesiredState, HealthState, UpdatePhase, UpdateRefusal, UpdateReport,
     };
     use std::collections::BTreeMap;
 
@@ -484,27 +483,17 @@ mod views {
             created_at: at(0),
             joined_at: Some(at(0)),
             last_seen: Some(at(100)),
-            last_report: Some(Report {
-                seq: 3,
-                sent_at: at(100),
-                versions: Versions {
-                    agent: "0.1.0".into(),
-                    os: "1.0.0".into(),
-                    k3s: None,
-                },
-                health: vec![ComponentHealth {
+            last_report: Some(fixtures::report(
+                3,
+                "1.0.0",
+                vec![ComponentHealth {
                     component: "ovn".into(),
                     state: health,
                     detail: None,
                 }],
-                capacity: Capacity {
-                    vcpus: 4,
-                    memory_mib: 8192,
-                    disk_free_gib: 50,
-                },
-                resources: ResourceCounts::default(),
                 update,
-            }),
+                at(100),
+            )),
             last_seq: 3,
             desired: DesiredState {
                 generation: 2,

@@ -3,7 +3,7 @@
 
 use super::{CertificateRecord, Store};
 use jiff::{SignedDuration, Timestamp};
-use scs_edge_proto::{Capacity, Report, ResourceCounts, UpdateReport, Versions};
+use scs_edge_proto::{Capacity, ComponentHealth, Report, ResourceCounts, UpdateReport, Versions};
 use std::collections::BTreeMap;
 
 /// Adds `name` with `labels` and lets a node join it at `now`.
@@ -44,15 +44,29 @@ pub(crate) async fn heartbeat(
     update: Option<UpdateReport>,
     now: Timestamp,
 ) {
-    let report = Report {
+    store
+        .append_reports(site, &[report(seq, os, Vec::new(), update, now)], now)
+        .await
+        .expect("report");
+}
+
+/// Heartbeat `seq`, sent at `sent_at`: running `os`, with `health` and `update`.
+pub(crate) fn report(
+    seq: u64,
+    os: &str,
+    health: Vec<ComponentHealth>,
+    update: Option<UpdateReport>,
+    sent_at: Timestamp,
+) -> Report {
+    Report {
         seq,
-        sent_at: now,
+        sent_at,
         versions: Versions {
             agent: "0.1.0".into(),
             os: os.into(),
             k3s: None,
         },
-        health: Vec::new(),
+        health,
         capacity: Capacity {
             vcpus: 4,
             memory_mib: 8192,
@@ -60,9 +74,5 @@ pub(crate) async fn heartbeat(
         },
         resources: ResourceCounts::default(),
         update,
-    };
-    store
-        .append_reports(site, &[report], now)
-        .await
-        .expect("report");
+    }
 }
