@@ -192,6 +192,7 @@ fn the_site_page_shows_the_os_update_state_from_the_last_report() {
             }),
             last_error: None,
             waivers_used: 1,
+            window: None,
         });
     }
     let html = site_page(

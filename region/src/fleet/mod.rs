@@ -442,7 +442,18 @@ impl Fleet {
                 "invalid OS version {version:?}"
             )));
         }
-        Ok(self.store.change_desired(site, change).await?)
+        let mut change = change.clone();
+        if let Some(Some(window)) = &mut change.maintenance_window {
+            // Stored in its canonical form: what the node parses and reports back is the same text.
+            *window = scs_edge_proto::window::MaintenanceWindow::parse(window)
+                .map_err(|err| {
+                    FleetError::InvalidInput(format!(
+                        "invalid maintenance window {window:?}: {err}"
+                    ))
+                })?
+                .to_string();
+        }
+        Ok(self.store.change_desired(site, &change).await?)
     }
 
     fn enrollment(&self, site: &str, issued: IssuedCertificate) -> Enrollment {

@@ -235,16 +235,17 @@ async fn create_token(
         .into_response())
 }
 
-/// `target_os_version` in a PATCH: absent leaves it, `null` clears it, a string sets it.
+/// A nullable field of a PATCH (`target_os_version`, `maintenance_window`): absent leaves it,
+/// `null` clears it, a string sets it.
 #[derive(Default)]
-enum VersionPatch {
+enum NullablePatch {
     #[default]
     Keep,
     Clear,
     Set(String),
 }
 
-impl<'de> Deserialize<'de> for VersionPatch {
+impl<'de> Deserialize<'de> for NullablePatch {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Ok(Option::<String>::deserialize(d)?.map_or(Self::Clear, Self::Set))
     }
@@ -256,7 +257,19 @@ struct DesiredPatch {
     #[serde(default)]
     labels: Option<BTreeMap<String, String>>,
     #[serde(default)]
-    target_os_version: VersionPatch,
+    target_os_version: NullablePatch,
+    #[serde(default)]
+    maintenance_window: NullablePatch,
+}
+
+impl NullablePatch {
+    fn into_change(self) -> Option<Option<String>> {
+        match self {
+            Self::Keep => None,
+            Self::Clear => Some(None),
+            Self::Set(value) => Some(Some(value)),
+        }
+    }
 }
 
 async fn change_desired(
@@ -274,11 +287,8 @@ async fn change_desired(
             &name,
             &DesiredChange {
                 labels: patch.labels,
-                target_os_version: match patch.target_os_version {
-                    VersionPatch::Keep => None,
-                    VersionPatch::Clear => Some(None),
-                    VersionPatch::Set(version) => Some(Some(version)),
-                },
+                target_os_version: patch.target_os_version.into_change(),
+                maintenance_window: patch.maintenance_window.into_change(),
             },
         )
         .await?;

@@ -85,6 +85,7 @@ impl Setup {
                     &crate::store::DesiredChange {
                         labels: None,
                         target_os_version: Some(Some(version.into())),
+                        maintenance_window: None,
                     },
                 )
                 .await

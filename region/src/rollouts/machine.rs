@@ -89,12 +89,23 @@ pub enum SiteState {
     },
     /// It runs the target and stayed healthy through its soak.
     Succeeded,
-    /// It did not make it; its desired version goes back.
+    /// It did not make it; its desired version went back.
     Failed {
         /// Why, for the operator.
         reason: String,
+        /// An operator resumed the rollout after the halt this failure caused: it no longer
+        /// halts it, and counts like a skipped site towards the wave's threshold.
+        #[serde(default)]
+        acknowledged: bool,
     },
-    /// Left out: offline past the deadline, or nothing to do.
+    /// Offline when its wave came and past the deadline: the wave went on without it. It is
+    /// offered first, before the current wave's sites, when it reports again while the rollout
+    /// runs; once the rollout completed it stays here, reported as skipped.
+    Absent {
+        /// When its wave gave up waiting.
+        since: Timestamp,
+    },
+    /// Left out: nothing to do, or it failed this version before.
     Skipped {
         /// Why.
         reason: String,
@@ -102,17 +113,24 @@ pub enum SiteState {
 }
 
 impl SiteState {
-    /// Finished, one way or the other.
+    /// Finished for its wave, one way or the other.
     pub fn is_done(&self) -> bool {
         matches!(
             self,
-            Self::Succeeded | Self::Failed { .. } | Self::Skipped { .. }
+            Self::Succeeded | Self::Failed { .. } | Self::Skipped { .. } | Self::Absent { .. }
         )
     }
 
     /// Counts against `max_parallel`.
-    fn in_flight(&self) -> bool {
+    pub fn in_flight(&self) -> bool {
         matches!(self, Self::Offered { .. } | Self::Updating { .. })
+    }
+
+    fn failed(reason: impl Into<String>) -> Self {
+        Self::Failed {
+            reason: reason.into(),
+            acknowledged: false,
+        }
     }
 }
 
@@ -124,18 +142,73 @@ pub enum Progress {
     Running {
         /// The current wave's index.
         wave: usize,
-        /// When it started.
+        /// When it started (or the rollout was last resumed in it).
         since: Timestamp,
     },
-    /// Stopped by itself; an operator may resume it.
+    /// Paused by an operator: no offers, offers not begun taken back, updates under way followed.
+    Paused {
+        /// The wave it paused in.
+        wave: usize,
+        /// When.
+        since: Timestamp,
+        /// Who.
+        by: String,
+        /// Why, in their words.
+        reason: String,
+    },
+    /// Stopped by itself; an operator may resume it, or retarget it to a fixed release.
     Halted {
         /// The wave it stopped in.
         wave: usize,
         /// Why.
         reason: String,
     },
+    /// Stopped for good by an operator. Updates under way when it stopped are still followed to
+    /// their verdict; nothing is offered again.
+    Stopped {
+        /// The wave it stopped in.
+        wave: usize,
+        /// Who.
+        by: String,
+        /// Why.
+        reason: String,
+    },
     /// Every wave passed.
     Completed,
+}
+
+impl Progress {
+    /// Its name as operators read it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Running { .. } => "running",
+            Self::Paused { .. } => "paused",
+            Self::Halted { .. } => "halted",
+            Self::Stopped { .. } => "stopped",
+            Self::Completed => "completed",
+        }
+    }
+
+    /// The current wave, while there is one.
+    pub fn wave(&self) -> Option<usize> {
+        match self {
+            Self::Running { wave, .. }
+            | Self::Paused { wave, .. }
+            | Self::Halted { wave, .. }
+            | Self::Stopped { wave, .. } => Some(*wave),
+            Self::Completed => None,
+        }
+    }
+}
+
+/// The fleet-wide stop switch, read by every step: while engaged, no rollout offers anything and
+/// offers not begun go back — the one action an operator needs when something looks wrong fleet-wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Rollouts go on.
+    Free,
+    /// Engaged.
+    Switch,
 }
 
 /// A rollout's state: its progress and every site's.
@@ -156,6 +229,16 @@ pub struct Decisions {
     pub take_back: Vec<String>,
 }
 
+/// An operator action the rollout's state does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {action} a rollout that is {state}")]
+pub struct WrongState {
+    /// What was asked.
+    pub action: &'static str,
+    /// The rollout's state.
+    pub state: &'static str,
+}
+
 impl Rollout {
     /// A new rollout of `plan`, started at `now`: sites already on the target succeeded, sites that
     /// failed it before are skipped (it is never offered to them again), the rest wait.
@@ -164,19 +247,7 @@ impl Rollout {
             .waves
             .iter()
             .flat_map(|wave| &wave.sites)
-            .map(|site| {
-                let view = views.get(site);
-                let state = if view.and_then(|v| v.running.as_ref()) == Some(&plan.target) {
-                    SiteState::Succeeded
-                } else if view.is_some_and(|v| v.failed.contains(&plan.target)) {
-                    SiteState::Skipped {
-                        reason: format!("{} failed on this site before", plan.target),
-                    }
-                } else {
-                    SiteState::Waiting
-                };
-                (site.clone(), state)
-            })
+            .map(|site| (site.clone(), initial(&plan.target, views.get(site))))
             .collect();
         Self {
             progress: Progress::Running {
@@ -187,20 +258,32 @@ impl Rollout {
         }
     }
 
-    /// One step at `now` over the sites' latest views: follows every site, then advances, halts or
-    /// completes, then offers within the limits. Returns the desired-state changes to apply.
+    /// Still offering or following sites: not completed, and not stopped with every update under
+    /// way judged.
+    pub fn is_active(&self) -> bool {
+        match self.progress {
+            Progress::Completed => false,
+            Progress::Stopped { .. } => self.sites.values().any(SiteState::in_flight),
+            _ => true,
+        }
+    }
+
+    /// One step at `now` over the sites' latest views: follows every site, then halts, holds,
+    /// advances or completes, then offers within the limits. Returns the desired-state changes to
+    /// apply.
     pub fn step(
         &mut self,
         plan: &Plan,
         views: &BTreeMap<String, SiteView>,
         now: Timestamp,
+        hold: Hold,
     ) -> Decisions {
         let mut decisions = Decisions::default();
         if self.progress == Progress::Completed {
             return decisions;
         }
-        // Sites are followed in every state of the rollout: an update under way when it halted
-        // still ends in a verdict.
+        // Sites are followed in every state of the rollout: an update under way when it halted,
+        // paused or stopped still ends in a verdict.
         for (site, state) in &mut self.sites {
             let Some(view) = views.get(site) else {
                 continue;
@@ -211,75 +294,109 @@ impl Rollout {
                 .find(|wave| wave.sites.contains(site))
                 .map_or(SignedDuration::ZERO, |wave| wave.soak);
             if follow(state, plan, soak, view, now)
-                && matches!(state, SiteState::Failed { .. } | SiteState::Skipped { .. })
+                && matches!(state, SiteState::Failed { .. } | SiteState::Absent { .. })
             {
                 decisions.take_back.push(site.clone());
             }
         }
         let Progress::Running { wave, since } = self.progress.clone() else {
+            if matches!(
+                self.progress,
+                Progress::Paused { .. } | Progress::Stopped { .. }
+            ) {
+                self.take_back_unbegun(&mut decisions);
+            }
             return decisions;
         };
         let Some(current) = plan.waves.get(wave) else {
             self.progress = Progress::Completed;
             return decisions;
         };
-        let states: Vec<&SiteState> = current
-            .sites
-            .iter()
-            .filter_map(|site| self.sites.get(site))
-            .collect();
-        let failed = states
-            .iter()
-            .filter(|s| matches!(s, SiteState::Failed { .. }))
-            .count();
-        let skipped = states
-            .iter()
-            .filter(|s| matches!(s, SiteState::Skipped { .. }))
-            .count();
-        let counted = states.len() - skipped;
-        let allowed_failures =
-            counted - (counted * usize::from(plan.success_threshold_percent)).div_ceil(100);
-        if failed > 0 && (plan.stop_on_failure || failed > allowed_failures) {
-            let first = current
-                .sites
-                .iter()
-                .find_map(|site| match self.sites.get(site) {
-                    Some(SiteState::Failed { reason }) => Some(format!("{site}: {reason}")),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            // Offers not begun yet are taken back; updates under way finish and are still judged.
-            for (site, state) in &mut self.sites {
-                if matches!(state, SiteState::Offered { .. }) {
-                    *state = SiteState::Waiting;
-                    decisions.take_back.push(site.clone());
-                }
-            }
-            self.progress = Progress::Halted {
-                wave,
-                reason: format!(
-                    "wave {} ({}): {failed} of {counted} sites failed — {first}",
-                    wave + 1,
-                    current.name
-                ),
-            };
+        if let Some(reason) = self.halt_reason(plan, wave) {
+            self.halt(reason, &mut decisions);
             return decisions;
         }
-        if states.iter().all(|s| s.is_done()) {
-            self.progress = if wave + 1 == plan.waves.len() {
-                Progress::Completed
-            } else {
-                Progress::Running {
-                    wave: wave + 1,
-                    since: now,
-                }
-            };
-            // The next wave starts offering at the next step, from fresh views.
+        if hold == Hold::Switch {
+            self.take_back_unbegun(&mut decisions);
             return decisions;
         }
         let mut in_flight = self.sites.values().filter(|s| s.in_flight()).count();
-        for site in &current.sites {
-            if in_flight >= plan.max_parallel {
+        // Sites that were absent when their wave came and report again go first: an earlier wave
+        // promised them the release, and they must not wait behind a later wave.
+        // (A straggler back but not offered yet, for want of a free slot, waits in its old wave.)
+        let stragglers: Vec<String> = plan.waves[..wave]
+            .iter()
+            .flat_map(|earlier| &earlier.sites)
+            .filter(|site| {
+                matches!(
+                    self.sites.get(*site),
+                    Some(SiteState::Absent { .. } | SiteState::Waiting)
+                )
+            })
+            .cloned()
+            .collect();
+        for site in &stragglers {
+            let returned = views.get(site).is_some_and(|view| view.online);
+            if returned && let Some(state) = self.sites.get_mut(site) {
+                *state = SiteState::Waiting;
+            }
+        }
+        self.offer(
+            plan,
+            &stragglers,
+            views,
+            now,
+            None,
+            &mut in_flight,
+            &mut decisions,
+        );
+        if current
+            .sites
+            .iter()
+            .all(|site| self.sites.get(site).is_none_or(SiteState::is_done))
+        {
+            let last = wave + 1 == plan.waves.len();
+            if !last {
+                self.progress = Progress::Running {
+                    wave: wave + 1,
+                    since: now,
+                };
+            } else if !self.sites.values().any(SiteState::in_flight) {
+                // Stragglers still updating are followed to their verdict before it completes.
+                self.progress = Progress::Completed;
+            }
+            // The next wave starts offering at the next step, from fresh views.
+            return decisions;
+        }
+        let deadline = since + plan.offline_deadline;
+        self.offer(
+            plan,
+            &current.sites,
+            views,
+            now,
+            Some(deadline),
+            &mut in_flight,
+            &mut decisions,
+        );
+        decisions
+    }
+
+    /// Offers the target to waiting `sites` that are online and inside their window, while fewer
+    /// than `max_parallel` are in flight. With a `deadline` (the current wave), a site still
+    /// offline past it is marked absent.
+    #[allow(clippy::too_many_arguments)]
+    fn offer(
+        &mut self,
+        plan: &Plan,
+        sites: &[String],
+        views: &BTreeMap<String, SiteView>,
+        now: Timestamp,
+        deadline: Option<Timestamp>,
+        in_flight: &mut usize,
+        decisions: &mut Decisions,
+    ) {
+        for site in sites {
+            if *in_flight >= plan.max_parallel {
                 break;
             }
             let (Some(state), Some(view)) = (self.sites.get_mut(site), views.get(site)) else {
@@ -296,29 +413,218 @@ impl Rollout {
                 continue;
             }
             if !view.online {
-                if now.duration_since(since) >= plan.offline_deadline {
-                    *state = SiteState::Skipped {
-                        reason: "offline for the whole wave".into(),
-                    };
+                if deadline.is_some_and(|deadline| now >= deadline) {
+                    *state = SiteState::Absent { since: now };
                 }
                 continue;
             }
             if view.window_open {
                 *state = SiteState::Offered { at: now };
                 decisions.offer.push(site.clone());
-                in_flight += 1;
+                *in_flight += 1;
             }
         }
-        decisions
     }
 
-    /// Resumes a halted rollout in the wave it stopped in; failed sites stay failed.
-    pub fn resume(&mut self, now: Timestamp) -> bool {
-        let Progress::Halted { wave, .. } = self.progress else {
-            return false;
+    /// Why the rollout must halt in `wave`, if it must: with `stop_on_failure`, any failure no
+    /// operator acknowledged (a straggler's included); without, failures that make the wave's
+    /// success threshold unreachable.
+    fn halt_reason(&self, plan: &Plan, wave: usize) -> Option<String> {
+        let current = &plan.waves[wave];
+        let unacknowledged = |site: &String| match self.sites.get(site) {
+            Some(SiteState::Failed {
+                reason,
+                acknowledged: false,
+            }) => Some(format!("{site}: {reason}")),
+            _ => None,
+        };
+        let states: Vec<&SiteState> = current
+            .sites
+            .iter()
+            .filter_map(|site| self.sites.get(site))
+            .collect();
+        let failed = states
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s,
+                    SiteState::Failed {
+                        acknowledged: false,
+                        ..
+                    }
+                )
+            })
+            .count();
+        let left_out = states
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s,
+                    SiteState::Skipped { .. }
+                        | SiteState::Absent { .. }
+                        | SiteState::Failed {
+                            acknowledged: true,
+                            ..
+                        }
+                )
+            })
+            .count();
+        let counted = states.len() - left_out;
+        let allowed_failures =
+            counted - (counted * usize::from(plan.success_threshold_percent)).div_ceil(100);
+        if plan.stop_on_failure {
+            let straggler = plan.waves[..wave]
+                .iter()
+                .flat_map(|earlier| &earlier.sites)
+                .find_map(unacknowledged);
+            if let Some(first) = current.sites.iter().find_map(unacknowledged).or(straggler) {
+                return Some(format!(
+                    "wave {} ({}): {failed} of {counted} sites failed — {first}",
+                    wave + 1,
+                    current.name
+                ));
+            }
+        } else if failed > allowed_failures {
+            let first = current
+                .sites
+                .iter()
+                .find_map(unacknowledged)
+                .unwrap_or_default();
+            return Some(format!(
+                "wave {} ({}): {failed} of {counted} sites failed, more than {}% allows — {first}",
+                wave + 1,
+                current.name,
+                100 - plan.success_threshold_percent
+            ));
+        }
+        None
+    }
+
+    /// Halts with `reason`: offers not begun go back; updates under way finish and are judged.
+    /// Also how the region stops a rollout whose release was withdrawn.
+    pub fn halt(&mut self, reason: String, decisions: &mut Decisions) {
+        let wave = self.progress.wave().unwrap_or_default();
+        self.take_back_unbegun(decisions);
+        self.progress = Progress::Halted { wave, reason };
+    }
+
+    fn take_back_unbegun(&mut self, decisions: &mut Decisions) {
+        for (site, state) in &mut self.sites {
+            if matches!(state, SiteState::Offered { .. }) {
+                *state = SiteState::Waiting;
+                decisions.take_back.push(site.clone());
+            }
+        }
+    }
+
+    /// Pauses a running rollout; offers not begun go back.
+    pub fn pause(
+        &mut self,
+        by: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<Decisions, WrongState> {
+        let Progress::Running { wave, .. } = self.progress else {
+            return Err(self.wrong("pause"));
+        };
+        let mut decisions = Decisions::default();
+        self.take_back_unbegun(&mut decisions);
+        self.progress = Progress::Paused {
+            wave,
+            since: now,
+            by: by.to_owned(),
+            reason: reason.to_owned(),
+        };
+        Ok(decisions)
+    }
+
+    /// Resumes a paused or halted rollout in its wave. Resuming a halt acknowledges the failures
+    /// that caused it (the operator looked at them): they no longer halt the rollout and count
+    /// like skipped sites. A failure that came during a pause was not looked at and still halts.
+    /// Offline sites get a whole deadline again from now.
+    pub fn resume(&mut self, now: Timestamp) -> Result<(), WrongState> {
+        let wave = match self.progress {
+            Progress::Paused { wave, .. } => wave,
+            Progress::Halted { wave, .. } => {
+                for state in self.sites.values_mut() {
+                    if let SiteState::Failed { acknowledged, .. } = state {
+                        *acknowledged = true;
+                    }
+                }
+                wave
+            }
+            _ => return Err(self.wrong("resume")),
         };
         self.progress = Progress::Running { wave, since: now };
-        true
+        Ok(())
+    }
+
+    /// Points a halted or paused rollout at a fixed release and starts it again from the first
+    /// wave: sites on it succeeded, sites that failed it are skipped, every other site waits (a
+    /// site that succeeded with the old target gets the new one in its wave). Offers not begun go
+    /// back; the old target's failures stay in the sites' history, so it is never offered again.
+    pub fn retarget(
+        &mut self,
+        plan: &mut Plan,
+        target: Version,
+        views: &BTreeMap<String, SiteView>,
+        now: Timestamp,
+    ) -> Result<Decisions, WrongState> {
+        if !matches!(
+            self.progress,
+            Progress::Halted { .. } | Progress::Paused { .. }
+        ) {
+            return Err(self.wrong("retarget"));
+        }
+        let mut decisions = Decisions::default();
+        self.take_back_unbegun(&mut decisions);
+        plan.target = target;
+        for (site, state) in &mut self.sites {
+            *state = initial(&plan.target, views.get(site));
+        }
+        self.progress = Progress::Running {
+            wave: 0,
+            since: now,
+        };
+        Ok(decisions)
+    }
+
+    /// Stops the rollout for good; offers not begun go back, updates under way are followed.
+    pub fn stop(&mut self, by: &str, reason: &str) -> Result<Decisions, WrongState> {
+        let wave = match &self.progress {
+            Progress::Running { wave, .. }
+            | Progress::Paused { wave, .. }
+            | Progress::Halted { wave, .. } => *wave,
+            Progress::Stopped { .. } | Progress::Completed => return Err(self.wrong("stop")),
+        };
+        let mut decisions = Decisions::default();
+        self.take_back_unbegun(&mut decisions);
+        self.progress = Progress::Stopped {
+            wave,
+            by: by.to_owned(),
+            reason: reason.to_owned(),
+        };
+        Ok(decisions)
+    }
+
+    fn wrong(&self, action: &'static str) -> WrongState {
+        WrongState {
+            action,
+            state: self.progress.name(),
+        }
+    }
+}
+
+/// Where a site starts in a rollout of `target`.
+fn initial(target: &Version, view: Option<&SiteView>) -> SiteState {
+    if view.and_then(|v| v.running.as_ref()) == Some(target) {
+        SiteState::Succeeded
+    } else if view.is_some_and(|v| v.failed.contains(target)) {
+        SiteState::Skipped {
+            reason: format!("{target} failed on this site before"),
+        }
+    } else {
+        SiteState::Waiting
     }
 }
 
@@ -338,7 +644,7 @@ fn follow(
             if view.running.as_ref() == Some(target) {
                 Some(SiteState::Soaking { committed_at: now })
             } else if let Some(reason) = failure(view, target, started) {
-                Some(SiteState::Failed { reason })
+                Some(SiteState::failed(reason))
             } else if matches!(state, SiteState::Offered { .. })
                 && view.updating.as_ref() == Some(target)
             {
@@ -349,13 +655,11 @@ fn follow(
                     .is_none_or(|seen| now.duration_since(seen) >= plan.offline_deadline)
             {
                 Some(if matches!(state, SiteState::Updating { .. }) {
-                    SiteState::Failed {
-                        reason: "went silent while updating".into(),
-                    }
+                    SiteState::failed("went silent while updating")
                 } else {
-                    SiteState::Skipped {
-                        reason: "offline since the offer".into(),
-                    }
+                    // Offered but gone before it began: the offer goes back, and it catches up
+                    // as a straggler when it returns.
+                    SiteState::Absent { since: now }
                 })
             } else {
                 None
@@ -363,28 +667,33 @@ fn follow(
         }
         SiteState::Soaking { committed_at } => {
             if view.running.as_ref() != Some(target) {
-                Some(SiteState::Failed {
-                    reason: format!(
-                        "left {target} while soaking (runs {})",
-                        view.running
-                            .as_ref()
-                            .map_or_else(|| "nothing".into(), ToString::to_string)
-                    ),
-                })
+                Some(SiteState::failed(format!(
+                    "left {target} while soaking (runs {})",
+                    view.running
+                        .as_ref()
+                        .map_or_else(|| "nothing".into(), ToString::to_string)
+                )))
             } else if view.online && !view.healthy {
-                Some(SiteState::Failed {
-                    reason: "unhealthy while soaking".into(),
-                })
+                Some(SiteState::failed("unhealthy while soaking"))
             } else if now.duration_since(*committed_at) >= soak {
                 Some(SiteState::Succeeded)
             } else {
                 None
             }
         }
-        SiteState::Waiting
-        | SiteState::Succeeded
-        | SiteState::Failed { .. }
-        | SiteState::Skipped { .. } => None,
+        // A site not offered (yet, or any more) that runs or installs the target anyway — a
+        // take-back that raced a node which had begun, a stick — is followed and judged like one
+        // that was offered.
+        SiteState::Waiting | SiteState::Absent { .. } => {
+            if view.running.as_ref() == Some(target) {
+                Some(SiteState::Soaking { committed_at: now })
+            } else if view.updating.as_ref() == Some(target) {
+                Some(SiteState::Updating { since: now })
+            } else {
+                None
+            }
+        }
+        SiteState::Succeeded | SiteState::Failed { .. } | SiteState::Skipped { .. } => None,
     };
     match next {
         Some(next) if next != *state => {

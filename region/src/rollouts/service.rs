@@ -2,14 +2,22 @@
 //! steps every active one. It reads the fleet from the store, lets [`super::machine`] decide, and
 //! saves each step together with the desired-state changes it decided.
 
-use super::machine::{Decisions, Plan, Progress, Rollout};
+use super::machine::{Decisions, Hold, Plan, Progress, Rollout, SiteView, WrongState};
 use super::observe;
 use super::spec::{Candidate, RolloutSpec, SpecError};
 use crate::fleet::Clock;
-use crate::store::{ReleaseState, RolloutRecord, RolloutStep, SiteState, Store, StoreError};
-use jiff::SignedDuration;
+use crate::store::{
+    ReleaseRecord, ReleaseState, Retarget, RolloutRecord, RolloutStep, RolloutSwitch, SiteState,
+    Store, StoreError,
+};
+use jiff::{SignedDuration, Timestamp};
+use semver::Version;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// How often an operator's action is computed again when the driver's tick saved a step of the
+/// same rollout in between: the operator never loses a race against the tick.
+const OPERATOR_ATTEMPTS: usize = 3;
 
 /// A rollout request the region refused, or a failure underneath it.
 #[derive(Debug, thiserror::Error)]
@@ -37,9 +45,22 @@ pub enum RolloutError {
     /// No rollout with this name.
     #[error("no rollout named {0}")]
     Unknown(String),
-    /// The rollout is not halted, so there is nothing to resume.
-    #[error("rollout {0} is not halted")]
-    NotHalted(String),
+    /// The rollout's state does not allow the action.
+    #[error("rollout {name}: {source}")]
+    WrongState {
+        /// The rollout.
+        name: String,
+        /// What was asked, in which state.
+        source: WrongState,
+    },
+    /// The fleet-wide switch is engaged.
+    #[error("the rollout switch is engaged (by {by}: {reason}); release it first")]
+    SwitchEngaged {
+        /// Who engaged it.
+        by: String,
+        /// Why.
+        reason: String,
+    },
     /// A stored plan or state this build cannot read.
     #[error("rollout {name}: stored {what} unreadable: {reason}")]
     Corrupt {
@@ -62,6 +83,7 @@ impl From<StoreError> for RolloutError {
             StoreError::RolloutExists(name) => Self::Exists(name),
             StoreError::UnknownRollout(name) => Self::Unknown(name),
             StoreError::RolloutOverlap { rollout, sites } => Self::Overlap { rollout, sites },
+            StoreError::SwitchEngaged { by, reason } => Self::SwitchEngaged { by, reason },
             other => Self::Store(other),
         }
     }
@@ -108,16 +130,7 @@ impl Rollouts {
         spec: &RolloutSpec,
         actor: &str,
     ) -> Result<RolloutView, RolloutError> {
-        let release = self
-            .store
-            .releases()
-            .await?
-            .into_iter()
-            .find(|release| release.manifest.version.to_string() == spec.target_version)
-            .ok_or_else(|| RolloutError::UnknownRelease(spec.target_version.clone()))?;
-        if release.state == ReleaseState::Withdrawn {
-            return Err(RolloutError::Withdrawn(spec.target_version.clone()));
-        }
+        published(&self.store.releases().await?, &spec.target_version)?;
         let sites: Vec<_> = self
             .store
             .list_sites()
@@ -187,46 +200,169 @@ impl Rollouts {
             .ok_or_else(|| RolloutError::Unknown(name.to_owned()))
     }
 
-    /// Resumes a halted rollout in the wave it stopped in.
-    pub async fn resume(&self, name: &str, actor: &str) -> Result<RolloutView, RolloutError> {
-        let mut view = self.show(name).await?;
-        let now = self.clock.now();
-        if !view.state.resume(now) {
-            return Err(RolloutError::NotHalted(name.to_owned()));
-        }
-        self.save(&mut view, Vec::new(), Vec::new()).await?;
-        tracing::info!(rollout = name, actor, "rollout resumed");
+    /// Pauses a running rollout: offers not begun go back, updates under way are followed.
+    pub async fn pause(
+        &self,
+        name: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<RolloutView, RolloutError> {
+        let view = self
+            .operate(name, |view, _, now| {
+                let decisions = view.state.pause(actor, reason, now)?;
+                Ok((decisions, false))
+            })
+            .await?;
+        tracing::info!(rollout = name, actor, reason, "rollout paused");
         Ok(view)
+    }
+
+    /// Resumes a paused or halted rollout in its wave; with `target`, points it at that (fixed)
+    /// release first and starts again from the first wave. A withdrawn target cannot be resumed.
+    pub async fn resume(
+        &self,
+        name: &str,
+        actor: &str,
+        target: Option<&str>,
+    ) -> Result<RolloutView, RolloutError> {
+        let releases = self.store.releases().await?;
+        let retarget = match target {
+            Some(version) => Some(published(&releases, version)?),
+            None => None,
+        };
+        let sites = if retarget.is_some() {
+            self.views(self.clock.now()).await?
+        } else {
+            BTreeMap::new()
+        };
+        let view = self
+            .operate(name, |view, plan, now| match &retarget {
+                Some(version) => {
+                    let decisions = view.state.retarget(plan, version.clone(), &sites, now)?;
+                    Ok((decisions, true))
+                }
+                None => {
+                    if let Some(release) =
+                        releases.iter().find(|r| r.manifest.version == plan.target)
+                        && release.state == ReleaseState::Withdrawn
+                    {
+                        return Err(RolloutError::Withdrawn(plan.target.to_string()));
+                    }
+                    view.state.resume(now)?;
+                    Ok((Decisions::default(), false))
+                }
+            })
+            .await?;
+        tracing::info!(rollout = name, actor, target = ?target, "rollout resumed");
+        Ok(view)
+    }
+
+    /// Stops a rollout for good: offers not begun go back, updates under way are followed to
+    /// their verdict, nothing is offered again.
+    pub async fn stop(
+        &self,
+        name: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<RolloutView, RolloutError> {
+        let view = self
+            .operate(name, |view, _, _| {
+                Ok((view.state.stop(actor, reason)?, false))
+            })
+            .await?;
+        tracing::warn!(rollout = name, actor, reason, "rollout stopped");
+        Ok(view)
+    }
+
+    /// The fleet-wide switch.
+    pub async fn switch(&self) -> Result<RolloutSwitch, RolloutError> {
+        Ok(self.store.rollout_switch().await?)
+    }
+
+    /// Engages or releases the fleet-wide switch. Engaging takes back every offer not begun at
+    /// once (a step of every rollout runs before this returns); no offer is written after it.
+    pub async fn set_switch(
+        &self,
+        engaged: bool,
+        actor: &str,
+        reason: &str,
+    ) -> Result<RolloutSwitch, RolloutError> {
+        let switch = RolloutSwitch {
+            engaged,
+            changed_at: self.clock.now(),
+            changed_by: actor.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.store.set_rollout_switch(&switch).await?;
+        if engaged {
+            tracing::warn!(
+                actor,
+                reason,
+                "rollout switch engaged: no rollout offers anything"
+            );
+        } else {
+            tracing::info!(actor, reason, "rollout switch released");
+        }
+        self.step_all().await?;
+        Ok(switch)
     }
 
     /// One step of every active rollout: the driver's tick. A rollout that changed meanwhile (an
     /// operator, another region process) is stepped again at the next tick.
     pub async fn step_all(&self) -> Result<(), RolloutError> {
-        let sites = self.store.list_sites().await?;
-        let now = self.clock.now();
-        let views: BTreeMap<_, _> = sites
-            .iter()
-            .map(|site| {
-                (
-                    site.name.clone(),
-                    observe::view(site, now, self.expected_interval, true),
-                )
-            })
+        let active: Vec<RolloutView> = self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|rollout| rollout.record.active)
             .collect();
-        for mut rollout in self.list().await? {
-            if !rollout.record.active {
-                continue;
-            }
+        if active.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let views = self.views(now).await?;
+        let hold = if self.store.rollout_switch().await?.engaged {
+            Hold::Switch
+        } else {
+            Hold::Free
+        };
+        let releases = self.store.releases().await?;
+        for mut rollout in active {
             let before = rollout.state.clone();
-            let decisions = rollout.state.step(&rollout.plan, &views, now);
+            let mut decisions = Decisions::default();
+            if let Some(withdrawal) = releases
+                .iter()
+                .find(|r| r.manifest.version == rollout.plan.target)
+                .and_then(|r| r.withdrawal.as_ref())
+                && matches!(
+                    rollout.state.progress,
+                    Progress::Running { .. } | Progress::Paused { .. }
+                )
+            {
+                // Downloads under way are refused by the repository already; the sites that
+                // took it are judged by their reports, and go back through `max_version`.
+                rollout.state.halt(
+                    format!(
+                        "release {} withdrawn by {}: {}",
+                        rollout.plan.target, withdrawal.by, withdrawal.reason
+                    ),
+                    &mut decisions,
+                );
+            }
+            let step = rollout.state.step(&rollout.plan, &views, now, hold);
+            decisions.offer.extend(step.offer);
+            decisions.take_back.extend(step.take_back);
             if rollout.state == before && decisions == Decisions::default() {
                 continue;
             }
-            match self
-                .save(&mut rollout, decisions.offer, decisions.take_back)
-                .await
-            {
-                Ok(()) | Err(RolloutError::Store(StoreError::RolloutChanged(_))) => {}
+            match self.save(&mut rollout, decisions, false).await {
+                Ok(()) => {}
+                // Another process or an operator moved it, or the switch was engaged between
+                // reading it and saving: computed again from fresh state at the next tick.
+                Err(
+                    RolloutError::Store(StoreError::RolloutChanged(_))
+                    | RolloutError::SwitchEngaged { .. },
+                ) => continue,
                 Err(err) => return Err(err),
             }
             if let Progress::Halted { reason, .. } = &rollout.state.progress
@@ -238,18 +374,72 @@ impl Rollouts {
         Ok(())
     }
 
+    /// Every site as the machine sees it at `now`.
+    async fn views(&self, now: Timestamp) -> Result<BTreeMap<String, SiteView>, RolloutError> {
+        Ok(self
+            .store
+            .list_sites()
+            .await?
+            .iter()
+            .map(|site| {
+                (
+                    site.name.clone(),
+                    observe::view(site, now, self.expected_interval, true),
+                )
+            })
+            .collect())
+    }
+
+    /// Applies an operator's action to rollout `name` and saves it with the desired-state changes
+    /// it decided (and the plan's new target when it says it retargeted); computed again from fresh state when the
+    /// driver saved a step in between.
+    async fn operate(
+        &self,
+        name: &str,
+        action: impl Fn(
+            &mut RolloutView,
+            &mut Plan,
+            Timestamp,
+        ) -> Result<(Decisions, bool), RolloutError>,
+    ) -> Result<RolloutView, RolloutError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut view = self.show(name).await?;
+            let mut plan = view.plan.clone();
+            let (decisions, retargeted) =
+                action(&mut view, &mut plan, self.clock.now()).map_err(|err| match err {
+                    RolloutError::WrongState { source, .. } => RolloutError::WrongState {
+                        name: name.to_owned(),
+                        source,
+                    },
+                    other => other,
+                })?;
+            view.plan = plan;
+            match self.save(&mut view, decisions, retargeted).await {
+                Err(RolloutError::Store(StoreError::RolloutChanged(_)))
+                    if attempt < OPERATOR_ATTEMPTS => {}
+                other => return other.map(|()| view),
+            }
+        }
+    }
+
     async fn save(
         &self,
         view: &mut RolloutView,
-        offer: Vec<String>,
-        take_back: Vec<String>,
+        decisions: Decisions,
+        retargeted: bool,
     ) -> Result<(), RolloutError> {
         let step = RolloutStep {
             from_revision: view.record.revision,
             state: encode(&view.state),
-            active: view.state.progress != Progress::Completed,
-            offer,
-            take_back,
+            active: view.state.is_active(),
+            retarget: retargeted.then(|| Retarget {
+                version: view.plan.target.to_string(),
+                plan: encode(&view.plan),
+            }),
+            offer: decisions.offer,
+            take_back: decisions.take_back,
             at: self.clock.now(),
         };
         view.record.revision = self
@@ -260,10 +450,36 @@ impl Rollouts {
                 StoreError::RolloutChanged(_) => RolloutError::Store(err),
                 other => other.into(),
             })?;
+        if let Some(retarget) = step.retarget {
+            view.record.target_version = retarget.version;
+            view.record.plan = retarget.plan;
+        }
         view.record.state = step.state;
         view.record.active = step.active;
         view.record.updated_at = step.at;
         Ok(())
+    }
+}
+
+/// The published, not withdrawn release `version`.
+fn published(releases: &[ReleaseRecord], version: &str) -> Result<Version, RolloutError> {
+    let release = releases
+        .iter()
+        .find(|release| release.manifest.version.to_string() == version)
+        .ok_or_else(|| RolloutError::UnknownRelease(version.to_owned()))?;
+    if release.state == ReleaseState::Withdrawn {
+        return Err(RolloutError::Withdrawn(version.to_owned()));
+    }
+    Ok(release.manifest.version.clone())
+}
+
+impl From<WrongState> for RolloutError {
+    fn from(source: WrongState) -> Self {
+        // The name is filled in by `Rollouts::operate`, which knows it.
+        Self::WrongState {
+            name: String::new(),
+            source,
+        }
     }
 }
 

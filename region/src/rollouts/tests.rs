@@ -1,6 +1,6 @@
 //! The rollout state machine, step by step, over sites that report what a node would.
 
-use super::machine::{Decisions, Plan, Progress, Rollout, SiteState, SiteView, Wave};
+use super::machine::{Decisions, Hold, Plan, Progress, Rollout, SiteState, SiteView, Wave};
 use jiff::{SignedDuration, Timestamp};
 use semver::Version;
 use std::collections::{BTreeMap, BTreeSet};
@@ -79,16 +79,22 @@ fn waves_go_in_order_each_after_its_soak_and_never_more_than_max_parallel() {
     let mut rollout = Rollout::start(&plan, &views, at(0));
 
     // The canary alone.
-    assert_eq!(offered(&rollout.step(&plan, &views, at(1))), ["a"]);
+    assert_eq!(
+        offered(&rollout.step(&plan, &views, at(1), Hold::Free)),
+        ["a"]
+    );
     assert!(
-        rollout.step(&plan, &views, at(2)).offer.is_empty(),
+        rollout
+            .step(&plan, &views, at(2), Hold::Free)
+            .offer
+            .is_empty(),
         "the canary first"
     );
     updating(views.get_mut("a").expect("a"));
-    rollout.step(&plan, &views, at(3));
+    rollout.step(&plan, &views, at(3), Hold::Free);
     assert!(matches!(rollout.sites["a"], SiteState::Updating { .. }));
     committed(views.get_mut("a").expect("a"));
-    rollout.step(&plan, &views, at(10));
+    rollout.step(&plan, &views, at(10), Hold::Free);
     assert_eq!(
         rollout.sites["a"],
         SiteState::Soaking {
@@ -96,8 +102,13 @@ fn waves_go_in_order_each_after_its_soak_and_never_more_than_max_parallel() {
         }
     );
     // Soaking: the next wave waits.
-    assert!(rollout.step(&plan, &views, at(69)).offer.is_empty());
-    rollout.step(&plan, &views, at(70));
+    assert!(
+        rollout
+            .step(&plan, &views, at(69), Hold::Free)
+            .offer
+            .is_empty()
+    );
+    rollout.step(&plan, &views, at(70), Hold::Free);
     assert_eq!(rollout.sites["a"], SiteState::Succeeded);
     assert_eq!(
         rollout.progress,
@@ -108,28 +119,42 @@ fn waves_go_in_order_each_after_its_soak_and_never_more_than_max_parallel() {
     );
 
     // Wave two: both at once (max_parallel 2).
-    assert_eq!(offered(&rollout.step(&plan, &views, at(71))), ["b", "c"]);
+    assert_eq!(
+        offered(&rollout.step(&plan, &views, at(71), Hold::Free)),
+        ["b", "c"]
+    );
     for site in ["b", "c"] {
         committed(views.get_mut(site).expect("site"));
     }
-    rollout.step(&plan, &views, at(80));
-    rollout.step(&plan, &views, at(140));
+    rollout.step(&plan, &views, at(80), Hold::Free);
+    rollout.step(&plan, &views, at(140), Hold::Free);
     assert!(matches!(
         rollout.progress,
         Progress::Running { wave: 2, .. }
     ));
 
     // Wave three: three sites, two at a time.
-    assert_eq!(offered(&rollout.step(&plan, &views, at(141))), ["d", "e"]);
+    assert_eq!(
+        offered(&rollout.step(&plan, &views, at(141), Hold::Free)),
+        ["d", "e"]
+    );
     committed(views.get_mut("d").expect("d"));
     // d soaks, so it no longer counts: f is offered in the same step.
-    assert_eq!(offered(&rollout.step(&plan, &views, at(150))), ["f"]);
-    assert!(rollout.step(&plan, &views, at(151)).offer.is_empty());
+    assert_eq!(
+        offered(&rollout.step(&plan, &views, at(150), Hold::Free)),
+        ["f"]
+    );
+    assert!(
+        rollout
+            .step(&plan, &views, at(151), Hold::Free)
+            .offer
+            .is_empty()
+    );
     for site in ["e", "f"] {
         committed(views.get_mut(site).expect("site"));
     }
-    rollout.step(&plan, &views, at(160));
-    rollout.step(&plan, &views, at(230));
+    rollout.step(&plan, &views, at(160), Hold::Free);
+    rollout.step(&plan, &views, at(230), Hold::Free);
     assert_eq!(rollout.progress, Progress::Completed);
     assert!(rollout.sites.values().all(|s| *s == SiteState::Succeeded));
 }
@@ -139,14 +164,14 @@ fn a_canary_that_rolls_back_halts_the_rollout_and_no_other_site_is_offered() {
     let plan = plan();
     let mut views = fleet();
     let mut rollout = Rollout::start(&plan, &views, at(0));
-    rollout.step(&plan, &views, at(1));
+    rollout.step(&plan, &views, at(1), Hold::Free);
     updating(views.get_mut("a").expect("a"));
-    rollout.step(&plan, &views, at(2));
+    rollout.step(&plan, &views, at(2), Hold::Free);
     // The gate failed: back on 1.0.0, 1.1.0 recorded as failed.
     let a = views.get_mut("a").expect("a");
     a.updating = None;
     a.failed.insert(v("1.1.0"));
-    let decisions = rollout.step(&plan, &views, at(30));
+    let decisions = rollout.step(&plan, &views, at(30), Hold::Free);
     assert_eq!(decisions.take_back, ["a"]);
     assert!(matches!(rollout.sites["a"], SiteState::Failed { .. }));
     let Progress::Halted { wave, reason } = &rollout.progress else {
@@ -158,7 +183,12 @@ fn a_canary_that_rolls_back_halts_the_rollout_and_no_other_site_is_offered() {
         "{reason}"
     );
     for later in 31..40 {
-        assert!(rollout.step(&plan, &views, at(later)).offer.is_empty());
+        assert!(
+            rollout
+                .step(&plan, &views, at(later), Hold::Free)
+                .offer
+                .is_empty()
+        );
     }
     assert!(
         ["b", "c", "d", "e", "f"]
@@ -166,10 +196,25 @@ fn a_canary_that_rolls_back_halts_the_rollout_and_no_other_site_is_offered() {
             .all(|site| rollout.sites[*site] == SiteState::Waiting)
     );
 
-    // Resumed (after a fixed release, say): the failed site stays failed, so the wave cannot pass.
-    assert!(rollout.resume(at(100)));
-    rollout.step(&plan, &views, at(101));
-    assert!(matches!(rollout.progress, Progress::Halted { .. }));
+    // Resumed: the operator acknowledged the canary's failure, so it no longer halts the rollout;
+    // it stays failed (1.1.0 is never offered to it again) and the next wave goes on.
+    rollout.resume(at(100)).expect("resume a halt");
+    rollout.step(&plan, &views, at(101), Hold::Free);
+    assert!(matches!(
+        rollout.progress,
+        Progress::Running { wave: 1, .. }
+    ));
+    assert!(matches!(
+        rollout.sites["a"],
+        SiteState::Failed {
+            acknowledged: true,
+            ..
+        }
+    ));
+    assert_eq!(
+        offered(&rollout.step(&plan, &views, at(102), Hold::Free)),
+        ["b", "c"]
+    );
 }
 
 #[test]
@@ -178,19 +223,20 @@ fn a_refusal_after_the_offer_fails_the_site_an_older_one_does_not() {
     let mut views = fleet();
     let mut rollout = Rollout::start(&plan, &views, at(0));
     views.get_mut("a").expect("a").refused = Some((v("1.1.0"), at(-5)));
-    rollout.step(&plan, &views, at(1));
-    rollout.step(&plan, &views, at(2));
+    rollout.step(&plan, &views, at(1), Hold::Free);
+    rollout.step(&plan, &views, at(2), Hold::Free);
     assert!(
         matches!(rollout.sites["a"], SiteState::Offered { .. }),
         "a refusal from before the offer is about something else"
     );
     views.get_mut("a").expect("a").refused = Some((v("1.1.0"), at(3)));
-    let decisions = rollout.step(&plan, &views, at(4));
+    let decisions = rollout.step(&plan, &views, at(4), Hold::Free);
     assert_eq!(decisions.take_back, ["a"]);
     assert_eq!(
         rollout.sites["a"],
         SiteState::Failed {
-            reason: "the site refused 1.1.0".into()
+            reason: "the site refused 1.1.0".into(),
+            acknowledged: false,
         }
     );
 }
@@ -200,15 +246,16 @@ fn an_unhealthy_site_while_soaking_fails_and_halts() {
     let plan = plan();
     let mut views = fleet();
     let mut rollout = Rollout::start(&plan, &views, at(0));
-    rollout.step(&plan, &views, at(1));
+    rollout.step(&plan, &views, at(1), Hold::Free);
     committed(views.get_mut("a").expect("a"));
-    rollout.step(&plan, &views, at(10));
+    rollout.step(&plan, &views, at(10), Hold::Free);
     views.get_mut("a").expect("a").healthy = false;
-    rollout.step(&plan, &views, at(20));
+    rollout.step(&plan, &views, at(20), Hold::Free);
     assert_eq!(
         rollout.sites["a"],
         SiteState::Failed {
-            reason: "unhealthy while soaking".into()
+            reason: "unhealthy while soaking".into(),
+            acknowledged: false,
         }
     );
     assert!(matches!(rollout.progress, Progress::Halted { .. }));
@@ -221,10 +268,13 @@ fn an_offline_site_is_skipped_after_the_deadline_without_blocking_the_wave() {
     let mut views = fleet();
     views.get_mut("b").expect("b").online = false;
     let mut rollout = Rollout::start(&plan, &views, at(0));
-    assert_eq!(offered(&rollout.step(&plan, &views, at(1))), ["a"]);
+    assert_eq!(
+        offered(&rollout.step(&plan, &views, at(1), Hold::Free)),
+        ["a"]
+    );
     committed(views.get_mut("a").expect("a"));
-    rollout.step(&plan, &views, at(10));
-    rollout.step(&plan, &views, at(11));
+    rollout.step(&plan, &views, at(10), Hold::Free);
+    rollout.step(&plan, &views, at(11), Hold::Free);
     assert_eq!(rollout.sites["a"], SiteState::Succeeded);
     assert_eq!(
         rollout.sites["b"],
@@ -235,11 +285,14 @@ fn an_offline_site_is_skipped_after_the_deadline_without_blocking_the_wave() {
     let mut returning = views.clone();
     returning.get_mut("b").expect("b").online = true;
     let mut caught_up = rollout.clone();
-    assert_eq!(offered(&caught_up.step(&plan, &returning, at(300))), ["b"]);
-    // Offline for the whole wave: skipped, and the wave passes without it.
-    rollout.step(&plan, &views, at(600));
-    assert!(matches!(rollout.sites["b"], SiteState::Skipped { .. }));
-    rollout.step(&plan, &views, at(601));
+    assert_eq!(
+        offered(&caught_up.step(&plan, &returning, at(300), Hold::Free)),
+        ["b"]
+    );
+    // Offline for the whole wave: absent, and the wave passes without it.
+    rollout.step(&plan, &views, at(600), Hold::Free);
+    assert_eq!(rollout.sites["b"], SiteState::Absent { since: at(600) });
+    rollout.step(&plan, &views, at(601), Hold::Free);
     assert_eq!(rollout.progress, Progress::Completed);
 }
 
@@ -266,33 +319,36 @@ fn a_closed_window_holds_the_offer_and_a_threshold_tolerates_some_failures() {
     views.get_mut("d").expect("d").window_open = false;
     let mut rollout = Rollout::start(&plan, &views, at(0));
     assert_eq!(
-        offered(&rollout.step(&plan, &views, at(1))),
+        offered(&rollout.step(&plan, &views, at(1), Hold::Free)),
         ["a", "b", "c"]
     );
     views.get_mut("d").expect("d").window_open = true;
-    assert_eq!(offered(&rollout.step(&plan, &views, at(2))), ["d"]);
+    assert_eq!(
+        offered(&rollout.step(&plan, &views, at(2), Hold::Free)),
+        ["d"]
+    );
     // One of four fails: 75 % can still pass.
     views.get_mut("a").expect("a").failed.insert(v("1.1.0"));
     for site in ["b", "c", "d"] {
         committed(views.get_mut(site).expect("site"));
     }
-    rollout.step(&plan, &views, at(10));
+    rollout.step(&plan, &views, at(10), Hold::Free);
     assert!(matches!(rollout.progress, Progress::Running { .. }));
-    rollout.step(&plan, &views, at(11));
+    rollout.step(&plan, &views, at(11), Hold::Free);
     assert_eq!(rollout.progress, Progress::Completed);
     // Two of four would not.
     let mut strict = Rollout::start(&plan, &fleet(), at(0));
     let mut views = fleet();
-    strict.step(&plan, &views, at(1));
+    strict.step(&plan, &views, at(1), Hold::Free);
     for site in ["a", "b"] {
         views.get_mut(site).expect("site").failed.insert(v("1.1.0"));
     }
-    strict.step(&plan, &views, at(5));
+    strict.step(&plan, &views, at(5), Hold::Free);
     assert!(matches!(strict.progress, Progress::Halted { .. }));
 }
 
 #[test]
-fn random_fleets_never_exceed_max_parallel_nor_offer_a_failed_version_nor_go_back_a_wave() {
+fn random_fleets_and_operators_never_break_the_rollout_rules() {
     use rand::{Rng as _, SeedableRng as _};
     let mut rng = rand::rngs::StdRng::seed_from_u64(12);
     for _ in 0..200 {
@@ -303,6 +359,7 @@ fn random_fleets_never_exceed_max_parallel_nor_offer_a_failed_version_nor_go_bac
         let mut views = fleet();
         let mut rollout = Rollout::start(&plan, &views, at(0));
         let mut last_wave = 0;
+        let mut hold = Hold::Free;
         for tick in 1..200 {
             // Each site does something a node might: start, commit, fail, drop off, come back.
             for view in views.values_mut() {
@@ -318,22 +375,65 @@ fn random_fleets_never_exceed_max_parallel_nor_offer_a_failed_version_nor_go_bac
                     _ => {}
                 }
             }
-            let decisions = rollout.step(&plan, &views, at(tick * 10));
-            let in_flight = rollout
-                .sites
-                .values()
-                .filter(|s| matches!(s, SiteState::Offered { .. } | SiteState::Updating { .. }))
-                .count();
-            assert!(in_flight <= plan.max_parallel, "{in_flight} in flight");
+            // And operators do what operators do; refusals are fine, they change nothing.
+            let before = rollout.clone();
+            let operated = match rng.random_range(0..40) {
+                0 => rollout.pause("op", "look", at(tick * 10)).map(|_| ()),
+                1 => rollout.resume(at(tick * 10)),
+                2 => rollout.stop("op", "enough").map(|_| ()),
+                3 => {
+                    hold = if hold == Hold::Free {
+                        Hold::Switch
+                    } else {
+                        Hold::Free
+                    };
+                    Ok(())
+                }
+                _ => Ok(()),
+            };
+            if operated.is_err() {
+                assert_eq!(rollout, before, "a refused action changed the rollout");
+            }
+            let in_flight_before = rollout.sites.values().filter(|s| s.in_flight()).count();
+            let stopped_before = matches!(rollout.progress, Progress::Stopped { .. });
+            let decisions = rollout.step(&plan, &views, at(tick * 10), hold);
             for site in &decisions.offer {
                 assert!(
                     !views[site].failed.contains(&plan.target),
                     "offered {site} a failed version"
                 );
                 assert!(matches!(rollout.progress, Progress::Running { .. }));
+                assert_eq!(
+                    hold,
+                    Hold::Free,
+                    "offered {site} while the switch is engaged"
+                );
+                assert!(!stopped_before, "a stopped rollout offered {site}");
             }
-            if let Progress::Running { wave, .. } | Progress::Halted { wave, .. } = rollout.progress
+            if !decisions.offer.is_empty() {
+                // Sites may start on their own (a stick, a raced take-back); offers never add
+                // beyond the limit.
+                let in_flight = rollout.sites.values().filter(|s| s.in_flight()).count();
+                assert!(
+                    in_flight <= plan.max_parallel.max(in_flight_before),
+                    "{in_flight} in flight"
+                );
+            }
+            if hold == Hold::Switch
+                || matches!(
+                    rollout.progress,
+                    Progress::Paused { .. } | Progress::Stopped { .. }
+                )
             {
+                assert!(
+                    !rollout
+                        .sites
+                        .values()
+                        .any(|s| matches!(s, SiteState::Offered { .. })),
+                    "an offer not begun stayed out while held"
+                );
+            }
+            if let Some(wave) = rollout.progress.wave() {
                 assert!(
                     wave >= last_wave,
                     "went back from wave {last_wave} to {wave}"
@@ -342,6 +442,174 @@ fn random_fleets_never_exceed_max_parallel_nor_offer_a_failed_version_nor_go_bac
             }
         }
     }
+}
+
+#[test]
+fn pause_holds_and_takes_back_offers_not_begun_stop_is_for_good() {
+    let plan = plan();
+    let mut views = fleet();
+    let mut rollout = Rollout::start(&plan, &views, at(0));
+    assert_eq!(
+        offered(&rollout.step(&plan, &views, at(1), Hold::Free)),
+        ["a"]
+    );
+    let paused = rollout
+        .pause("carol", "checking ovn", at(2))
+        .expect("pause");
+    assert_eq!(paused.take_back, ["a"]);
+    assert_eq!(rollout.sites["a"], SiteState::Waiting);
+    assert!(rollout.pause("carol", "again", at(3)).is_err());
+    assert!(
+        rollout
+            .step(&plan, &views, at(4), Hold::Free)
+            .offer
+            .is_empty()
+    );
+    rollout.resume(at(5)).expect("resume");
+    assert_eq!(
+        offered(&rollout.step(&plan, &views, at(6), Hold::Free)),
+        ["a"]
+    );
+    // Begun before the stop: followed to its verdict; nothing offered afterwards.
+    updating(views.get_mut("a").expect("a"));
+    rollout.step(&plan, &views, at(7), Hold::Free);
+    rollout.stop("carol", "wrong release").expect("stop");
+    assert!(rollout.is_active(), "a is still updating");
+    assert!(rollout.resume(at(8)).is_err());
+    committed(views.get_mut("a").expect("a"));
+    rollout.step(&plan, &views, at(9), Hold::Free);
+    rollout.step(&plan, &views, at(80), Hold::Free);
+    assert_eq!(rollout.sites["a"], SiteState::Succeeded);
+    assert!(!rollout.is_active());
+    assert!(matches!(rollout.progress, Progress::Stopped { ref by, .. } if by == "carol"));
+    assert!(
+        rollout
+            .sites
+            .values()
+            .filter(|s| **s == SiteState::Waiting)
+            .count()
+            == 5
+    );
+}
+
+#[test]
+fn the_switch_takes_back_offers_not_begun_and_holds_every_wave() {
+    let plan = plan();
+    let views = fleet();
+    let mut rollout = Rollout::start(&plan, &views, at(0));
+    rollout.step(&plan, &views, at(1), Hold::Free);
+    let held = rollout.step(&plan, &views, at(2), Hold::Switch);
+    assert_eq!(held.take_back, ["a"]);
+    for tick in 3..10 {
+        assert!(
+            rollout
+                .step(&plan, &views, at(tick), Hold::Switch)
+                .offer
+                .is_empty()
+        );
+    }
+    assert!(matches!(
+        rollout.progress,
+        Progress::Running { wave: 0, .. }
+    ));
+    assert_eq!(
+        offered(&rollout.step(&plan, &views, at(10), Hold::Free)),
+        ["a"]
+    );
+}
+
+#[test]
+fn a_site_absent_for_its_wave_catches_up_first_when_it_returns() {
+    let mut plan = plan();
+    plan.offline_deadline = SignedDuration::from_secs(60);
+    plan.waves[0].soak = SignedDuration::ZERO;
+    let mut views = fleet();
+    views.get_mut("a").expect("a").online = false;
+    views.get_mut("a").expect("a").last_seen = Some(at(-100));
+    let mut rollout = Rollout::start(&plan, &views, at(0));
+    assert!(
+        rollout
+            .step(&plan, &views, at(1), Hold::Free)
+            .offer
+            .is_empty()
+    );
+    rollout.step(&plan, &views, at(61), Hold::Free);
+    assert_eq!(rollout.sites["a"], SiteState::Absent { since: at(61) });
+    rollout.step(&plan, &views, at(62), Hold::Free);
+    assert!(
+        matches!(rollout.progress, Progress::Running { wave: 1, .. }),
+        "the canary's absence does not block the next wave: {:?}",
+        rollout.progress
+    );
+    assert_eq!(
+        offered(&rollout.step(&plan, &views, at(63), Hold::Free)),
+        ["b", "c"]
+    );
+    // Back while the next wave runs: it goes first once a slot is free.
+    views.get_mut("a").expect("a").online = true;
+    assert!(
+        rollout
+            .step(&plan, &views, at(64), Hold::Free)
+            .offer
+            .is_empty(),
+        "b and c fill both slots"
+    );
+    committed(views.get_mut("b").expect("b"));
+    assert_eq!(
+        offered(&rollout.step(&plan, &views, at(70), Hold::Free)),
+        ["a"]
+    );
+}
+
+#[test]
+fn a_halted_rollout_retargeted_to_a_fixed_release_starts_again_and_never_reoffers_the_bad_one() {
+    let mut plan = plan();
+    let mut views = fleet();
+    let mut rollout = Rollout::start(&plan, &views, at(0));
+    rollout.step(&plan, &views, at(1), Hold::Free);
+    views.get_mut("a").expect("a").failed.insert(v("1.1.0"));
+    rollout.step(&plan, &views, at(2), Hold::Free);
+    assert!(matches!(rollout.progress, Progress::Halted { .. }));
+    // Nothing to retarget while running, and a stop is for good.
+    let mut running = Rollout::start(&plan, &views, at(0));
+    assert!(
+        running
+            .retarget(&mut plan.clone(), v("1.1.1"), &views, at(3))
+            .is_err()
+    );
+
+    rollout
+        .retarget(&mut plan, v("1.1.1"), &views, at(3))
+        .expect("retarget");
+    assert_eq!(plan.target, v("1.1.1"));
+    assert!(rollout.sites.values().all(|s| *s == SiteState::Waiting));
+    assert_eq!(
+        offered(&rollout.step(&plan, &views, at(4), Hold::Free)),
+        ["a"]
+    );
+}
+
+#[test]
+fn a_site_that_began_after_its_offer_was_taken_back_is_followed_and_judged() {
+    let plan = plan();
+    let mut views = fleet();
+    let mut rollout = Rollout::start(&plan, &views, at(0));
+    rollout.step(&plan, &views, at(1), Hold::Free);
+    rollout.pause("carol", "hold on", at(2)).expect("pause");
+    // The node had fetched the offer just before it went back.
+    updating(views.get_mut("a").expect("a"));
+    rollout.step(&plan, &views, at(3), Hold::Free);
+    assert_eq!(rollout.sites["a"], SiteState::Updating { since: at(3) });
+    views.get_mut("a").expect("a").updating = None;
+    views.get_mut("a").expect("a").failed.insert(v("1.1.0"));
+    let decisions = rollout.step(&plan, &views, at(4), Hold::Free);
+    assert_eq!(decisions.take_back, ["a"]);
+    rollout.resume(at(5)).expect("resume");
+    rollout.step(&plan, &views, at(6), Hold::Free);
+    assert!(
+        matches!(rollout.progress, Progress::Halted { .. }),
+        "a failure during a pause was not looked at: it halts"
+    );
 }
 
 mod specs {
@@ -499,6 +767,7 @@ mod views {
                 generation: 2,
                 labels: BTreeMap::new(),
                 target_os_version: Some("1.1.0".into()),
+                maintenance_window: None,
             },
         }
     }
@@ -519,6 +788,7 @@ mod views {
             }),
             last_error: None,
             waivers_used: 0,
+            window: None,
         };
         let seen = view(
             &site(Some(update), HealthState::Healthy),
@@ -643,6 +913,7 @@ mod service {
                 last_refusal: None,
                 last_error: None,
                 waivers_used: 0,
+                window: None,
             }),
             clock.now(),
         )
@@ -675,8 +946,8 @@ mod service {
         ));
         assert!(shown.record.revision > 1);
         assert!(matches!(
-            rollouts.resume("to-1-1-0", "bob").await,
-            Err(RolloutError::NotHalted(_))
+            rollouts.resume("to-1-1-0", "bob", None).await,
+            Err(RolloutError::WrongState { name, .. }) if name == "to-1-1-0"
         ));
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 /// The `sites` columns in the order [`SiteRow`] takes them; every site query selects exactly these.
 pub(super) const SITE_COLUMNS: &str = "name, state, created_at, joined_at, last_seen, last_seq, \
-     last_report, desired_generation, labels, target_os_version";
+     last_report, desired_generation, labels, target_os_version, maintenance_window";
 
 /// A `sites` row as the engines read it, before decoding.
 #[derive(Debug)]
@@ -24,6 +24,7 @@ pub(super) struct SiteRow {
     pub(super) desired_generation: i64,
     pub(super) labels: String,
     pub(super) target_os_version: Option<String>,
+    pub(super) maintenance_window: Option<String>,
 }
 
 impl SiteRow {
@@ -57,6 +58,7 @@ impl SiteRow {
                     operation,
                 )?,
                 target_os_version: self.target_os_version,
+                maintenance_window: self.maintenance_window,
             },
             name: self.name,
         })
@@ -315,6 +317,7 @@ mod tests {
             desired_generation: 1,
             labels: "{}".into(),
             target_os_version: None,
+            maintenance_window: None,
         };
         let err = row.decode("test").expect_err("refused");
         assert!(err.to_string().contains("sites.state"), "{err}");

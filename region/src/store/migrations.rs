@@ -36,6 +36,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "rollouts",
         sql: include_str!("migrations/0003_rollouts.sql"),
     },
+    Migration {
+        version: 4,
+        name: "rollout controls",
+        sql: include_str!("migrations/0004_rollout_controls.sql"),
+    },
 ];
 
 /// The bookkeeping table; created before the first migration runs.

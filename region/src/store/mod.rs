@@ -70,6 +70,14 @@ pub enum StoreError {
         /// The sites in both.
         sites: Vec<String>,
     },
+    /// The fleet-wide rollout switch is engaged: a step that offers is refused.
+    #[error("the rollout switch is engaged (by {by}: {reason}); nothing is offered")]
+    SwitchEngaged {
+        /// Who engaged it.
+        by: String,
+        /// Why.
+        reason: String,
+    },
     /// The rollout changed since the step was computed from it.
     #[error("rollout {0} changed meanwhile; computed again at the next step")]
     RolloutChanged(String),
@@ -280,12 +288,37 @@ pub struct RolloutStep {
     pub state: String,
     /// Whether the rollout stays active.
     pub active: bool,
+    /// A new target and the plan naming it (an operator pointed the rollout at a fixed
+    /// release); applied before the offers, which then name it.
+    pub retarget: Option<Retarget>,
     /// Sites whose desired OS version becomes the rollout's target.
     pub offer: Vec<String>,
     /// Sites whose desired OS version goes back to what it was before the offer.
     pub take_back: Vec<String>,
     /// When.
     pub at: Timestamp,
+}
+
+/// A rollout pointed at another release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retarget {
+    /// The release, published.
+    pub version: String,
+    /// The plan naming it (JSON).
+    pub plan: String,
+}
+
+/// The fleet-wide rollout switch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutSwitch {
+    /// No rollout offers anything while engaged.
+    pub engaged: bool,
+    /// When it last changed (the epoch if never).
+    pub changed_at: Timestamp,
+    /// Who changed it.
+    pub changed_by: String,
+    /// Why, in their words.
+    pub reason: String,
 }
 
 /// Changes to a site's desired state; `None` fields stay as they are.
@@ -295,6 +328,8 @@ pub struct DesiredChange {
     pub labels: Option<BTreeMap<String, String>>,
     /// Set (`Some(Some(v))`) or clear (`Some(None)`) the target OS version.
     pub target_os_version: Option<Option<String>>,
+    /// Set or clear the maintenance window (validated by the caller).
+    pub maintenance_window: Option<Option<String>>,
 }
 
 /// The store, on whichever engine the URL chose. An enum rather than a trait object: two engines, both
@@ -477,13 +512,26 @@ impl Store {
 
     /// Saves a step of rollout `name` with the desired-state changes it decided, in one
     /// transaction, bumping each changed site's generation; returns the new revision.
-    /// `RolloutChanged` when it moved past `step.from_revision` (nothing is written).
+    /// `RolloutChanged` when it moved past `step.from_revision`, `SwitchEngaged` when it offers
+    /// while the rollout switch is engaged, `UnknownRelease` for a new target never published;
+    /// nothing is written then.
     pub async fn save_rollout_step(
         &self,
         name: &str,
         step: &RolloutStep,
     ) -> Result<u64, StoreError> {
         dispatch!(self, s => s.save_rollout_step(name, step))
+    }
+
+    /// The fleet-wide rollout switch.
+    pub async fn rollout_switch(&self) -> Result<RolloutSwitch, StoreError> {
+        dispatch!(self, s => s.rollout_switch())
+    }
+
+    /// Sets the fleet-wide rollout switch. Once this returned, no rollout step writes an offer
+    /// until it is released (steps check it in their transaction).
+    pub async fn set_rollout_switch(&self, switch: &RolloutSwitch) -> Result<(), StoreError> {
+        dispatch!(self, s => s.set_rollout_switch(switch))
     }
 
     /// Deletes stored reports received before `before`, except each site's latest; returns how many.

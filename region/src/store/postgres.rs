@@ -14,8 +14,8 @@ use super::columns::{
 use super::migrations::{self, CREATE_SCHEMA_MIGRATIONS};
 use super::rules::{self, TokenRow};
 use super::{
-    CertificateRecord, DesiredChange, ReleaseRecord, RolloutRecord, RolloutStep, Site, SiteState,
-    StoreError, StoredReport, Withdrawal,
+    CertificateRecord, DesiredChange, ReleaseRecord, RolloutRecord, RolloutStep, RolloutSwitch,
+    Site, SiteState, StoreError, StoredReport, Withdrawal,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use jiff::Timestamp;
@@ -610,7 +610,7 @@ impl PostgresStore {
         const OP: &str = "save rollout step";
         let mut client = self.client(OP).await?;
         let tx = client.transaction().await.during(OP)?;
-        let target: String = tx
+        let mut target: String = tx
             .query_opt(
                 "SELECT target_version FROM rollouts WHERE name = $1 FOR UPDATE",
                 &[&name],
@@ -638,6 +638,33 @@ impl PostgresStore {
             .during(OP)?;
         if updated == 0 {
             return Err(StoreError::RolloutChanged(name.to_owned()));
+        }
+        if !step.offer.is_empty() {
+            // FOR SHARE: engaging the switch (an UPDATE of this row) waits for this step to
+            // commit, and a step after it sees it engaged.
+            let row = tx
+                .query_one(&format!("{SWITCH_QUERY} FOR SHARE"), &[])
+                .await
+                .during(OP)?;
+            rules::offers_allowed(&switch_row(&row, OP)?)?;
+        }
+        if let Some(retarget) = &step.retarget {
+            let new_target = &retarget.version;
+            if tx
+                .query_opt("SELECT 1 FROM releases WHERE version = $1", &[new_target])
+                .await
+                .during(OP)?
+                .is_none()
+            {
+                return Err(StoreError::UnknownRelease(new_target.clone()));
+            }
+            tx.execute(
+                "UPDATE rollouts SET target_version = $2, plan = $3 WHERE name = $1",
+                &[&name, new_target, &retarget.plan],
+            )
+            .await
+            .during(OP)?;
+            target.clone_from(new_target);
         }
         for site in &step.offer {
             let current = required_site(&tx, site, Lock::ForUpdate, OP).await?;
@@ -673,6 +700,34 @@ impl PostgresStore {
         }
         tx.commit().await.during(OP)?;
         Ok(revision)
+    }
+
+    /// See [`super::Store::rollout_switch`].
+    pub async fn rollout_switch(&self) -> Result<RolloutSwitch, StoreError> {
+        const OP: &str = "read rollout switch";
+        let client = self.client(OP).await?;
+        let row = client.query_one(SWITCH_QUERY, &[]).await.during(OP)?;
+        switch_row(&row, OP)
+    }
+
+    /// See [`super::Store::set_rollout_switch`].
+    pub async fn set_rollout_switch(&self, switch: &RolloutSwitch) -> Result<(), StoreError> {
+        const OP: &str = "set rollout switch";
+        let client = self.client(OP).await?;
+        client
+            .execute(
+                "UPDATE rollout_switch SET engaged = $1, changed_at = $2, changed_by = $3, \
+                 reason = $4 WHERE id = 1",
+                &[
+                    &i64::from(switch.engaged),
+                    &columns::time_to_db(switch.changed_at),
+                    &switch.changed_by,
+                    &switch.reason,
+                ],
+            )
+            .await
+            .during(OP)?;
+        Ok(())
     }
 
     /// See [`super::Store::prune_reports`].
@@ -783,13 +838,14 @@ async fn change_desired_in(
         return Ok(current.desired);
     };
     tx.execute(
-        "UPDATE sites SET desired_generation = $2, labels = $3, target_os_version = $4 \
-         WHERE name = $1",
+        "UPDATE sites SET desired_generation = $2, labels = $3, target_os_version = $4, \
+         maintenance_window = $5 WHERE name = $1",
         &[
             &site,
             &columns::count_to_db(desired.generation, operation)?,
             &columns::to_json(&desired.labels, operation)?,
             &desired.target_os_version,
+            &desired.maintenance_window,
         ],
     )
     .await
@@ -860,6 +916,7 @@ fn site_row(row: &Row) -> Result<SiteRow, tokio_postgres::Error> {
         desired_generation: row.try_get(7)?,
         labels: row.try_get(8)?,
         target_os_version: row.try_get(9)?,
+        maintenance_window: row.try_get(10)?,
     })
 }
 
@@ -954,4 +1011,21 @@ async fn insert_certificate(
     .await
     .during(operation)?;
     Ok(())
+}
+
+const SWITCH_QUERY: &str =
+    "SELECT engaged, changed_at, changed_by, reason FROM rollout_switch WHERE id = 1";
+
+fn switch_row(row: &Row, operation: &'static str) -> Result<RolloutSwitch, StoreError> {
+    let engaged: i64 = row.try_get(0).during(operation)?;
+    Ok(RolloutSwitch {
+        engaged: engaged == 1,
+        changed_at: columns::time_from_db(
+            row.try_get(1).during(operation)?,
+            "changed_at",
+            operation,
+        )?,
+        changed_by: row.try_get(2).during(operation)?,
+        reason: row.try_get(3).during(operation)?,
+    })
 }

@@ -2,7 +2,7 @@
 //! under their lock. Kept apart from the SQL so the two engines cannot disagree on when a token is
 //! refused, which reports are new, or whether a desired-state change is a change.
 
-use super::{CertificateRecord, DesiredChange, SiteState, StoreError, TokenRefusal};
+use super::{CertificateRecord, DesiredChange, RolloutSwitch, SiteState, StoreError, TokenRefusal};
 use scs_edge_proto::DesiredState;
 
 /// A `join_tokens` row as the join check needs it.
@@ -92,21 +92,29 @@ pub(super) fn apply_change(current: &DesiredState, change: &DesiredChange) -> Op
         .target_os_version
         .as_ref()
         .unwrap_or(&current.target_os_version);
-    if *labels == current.labels && *target == current.target_os_version {
+    let window = change
+        .maintenance_window
+        .as_ref()
+        .unwrap_or(&current.maintenance_window);
+    if *labels == current.labels
+        && *target == current.target_os_version
+        && *window == current.maintenance_window
+    {
         return None;
     }
     Some(DesiredState {
         generation: current.generation + 1,
         labels: labels.clone(),
         target_os_version: target.clone(),
+        maintenance_window: window.clone(),
     })
 }
 
 /// A change of the target OS version alone.
 pub(super) fn target_change(target: Option<String>) -> DesiredChange {
     DesiredChange {
-        labels: None,
         target_os_version: Some(target),
+        ..DesiredChange::default()
     }
 }
 
@@ -192,11 +200,13 @@ mod tests {
             generation: 3,
             labels: [("tier".to_owned(), "factory".to_owned())].into(),
             target_os_version: Some("7".into()),
+            maintenance_window: None,
         };
         assert_eq!(apply_change(&current, &DesiredChange::default()), None);
         let same = DesiredChange {
             labels: Some(current.labels.clone()),
             target_os_version: Some(Some("7".into())),
+            maintenance_window: None,
         };
         assert_eq!(apply_change(&current, &same), None);
         let cleared = apply_change(
@@ -204,6 +214,7 @@ mod tests {
             &DesiredChange {
                 labels: None,
                 target_os_version: Some(None),
+                maintenance_window: None,
             },
         )
         .expect("changed");
@@ -211,4 +222,15 @@ mod tests {
         assert_eq!(cleared.labels, current.labels);
         assert_eq!(cleared.target_os_version, None);
     }
+}
+
+/// A rollout step may offer only while the fleet-wide switch is released.
+pub(super) fn offers_allowed(switch: &RolloutSwitch) -> Result<(), StoreError> {
+    if switch.engaged {
+        return Err(StoreError::SwitchEngaged {
+            by: switch.changed_by.clone(),
+            reason: switch.reason.clone(),
+        });
+    }
+    Ok(())
 }

@@ -14,8 +14,8 @@ use super::columns::{
 use super::migrations::{self, CREATE_SCHEMA_MIGRATIONS};
 use super::rules::{self, TokenRow};
 use super::{
-    CertificateRecord, DesiredChange, ReleaseRecord, RolloutRecord, RolloutStep, Site, SiteState,
-    StoreError, StoredReport, Withdrawal,
+    CertificateRecord, DesiredChange, ReleaseRecord, RolloutRecord, RolloutStep, RolloutSwitch,
+    Site, SiteState, StoreError, StoredReport, Withdrawal,
 };
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -697,7 +697,10 @@ impl SqliteStore {
                 )
                 .optional()
                 .during(OP)?;
-            let target = target.ok_or_else(|| StoreError::UnknownRollout(name.clone()))?;
+            let mut target = target.ok_or_else(|| StoreError::UnknownRollout(name.clone()))?;
+            if !step.offer.is_empty() {
+                rules::offers_allowed(&switch_in(&tx, OP)?)?;
+            }
             let revision = rules::next_revision(step.from_revision, OP)?;
             let updated = tx
                 .execute(
@@ -715,6 +718,27 @@ impl SqliteStore {
                 .during(OP)?;
             if updated == 0 {
                 return Err(StoreError::RolloutChanged(name));
+            }
+            if let Some(retarget) = &step.retarget {
+                let new_target = &retarget.version;
+                let published = tx
+                    .query_row(
+                        "SELECT 1 FROM releases WHERE version = ?1",
+                        params![new_target],
+                        |_| Ok(()),
+                    )
+                    .optional()
+                    .during(OP)?
+                    .is_some();
+                if !published {
+                    return Err(StoreError::UnknownRelease(new_target.clone()));
+                }
+                tx.execute(
+                    "UPDATE rollouts SET target_version = ?2, plan = ?3 WHERE name = ?1",
+                    params![name, new_target, retarget.plan],
+                )
+                .during(OP)?;
+                target.clone_from(new_target);
             }
             for site in &step.offer {
                 let current = required_site(&tx, site, OP)?;
@@ -749,6 +773,50 @@ impl SqliteStore {
         })
         .await
     }
+
+    /// See [`super::Store::rollout_switch`].
+    pub async fn rollout_switch(&self) -> Result<RolloutSwitch, StoreError> {
+        const OP: &str = "read rollout switch";
+        self.run(OP, move |conn| switch_in(conn, OP)).await
+    }
+
+    /// See [`super::Store::set_rollout_switch`].
+    pub async fn set_rollout_switch(&self, switch: &RolloutSwitch) -> Result<(), StoreError> {
+        const OP: &str = "set rollout switch";
+        let switch = switch.clone();
+        self.run(OP, move |conn| {
+            conn.execute(
+                "UPDATE rollout_switch SET engaged = ?1, changed_at = ?2, changed_by = ?3, \
+                 reason = ?4 WHERE id = 1",
+                params![
+                    i64::from(switch.engaged),
+                    columns::time_to_db(switch.changed_at),
+                    switch.changed_by,
+                    switch.reason
+                ],
+            )
+            .during(OP)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// The rollout switch as `conn` (or a transaction on it) sees it.
+fn switch_in(conn: &Connection, operation: &'static str) -> Result<RolloutSwitch, StoreError> {
+    let (engaged, changed_at, changed_by, reason): (i64, i64, String, String) = conn
+        .query_row(
+            "SELECT engaged, changed_at, changed_by, reason FROM rollout_switch WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .during(operation)?;
+    Ok(RolloutSwitch {
+        engaged: engaged == 1,
+        changed_at: columns::time_from_db(changed_at, "changed_at", operation)?,
+        changed_by,
+        reason,
+    })
 }
 
 /// Durability and concurrency settings, applied to every connection.
@@ -835,13 +903,14 @@ fn change_desired_in(
         return Ok(current.desired);
     };
     tx.execute(
-        "UPDATE sites SET desired_generation = ?2, labels = ?3, target_os_version = ?4 \
-         WHERE name = ?1",
+        "UPDATE sites SET desired_generation = ?2, labels = ?3, target_os_version = ?4, \
+         maintenance_window = ?5 WHERE name = ?1",
         params![
             site,
             columns::count_to_db(desired.generation, operation)?,
             columns::to_json(&desired.labels, operation)?,
             desired.target_os_version,
+            desired.maintenance_window,
         ],
     )
     .during(operation)?;
@@ -887,6 +956,7 @@ fn site_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SiteRow> {
         desired_generation: row.get(7)?,
         labels: row.get(8)?,
         target_os_version: row.get(9)?,
+        maintenance_window: row.get(10)?,
     })
 }
 

@@ -7,8 +7,8 @@
 #![allow(clippy::missing_panics_doc)]
 
 use super::{
-    CertificateRecord, DesiredChange, ReleaseRecord, ReleaseState, RolloutRecord, RolloutStep,
-    SiteState, Store, StoreError, TokenRefusal, Withdrawal,
+    CertificateRecord, DesiredChange, ReleaseRecord, ReleaseState, Retarget, RolloutRecord,
+    RolloutStep, RolloutSwitch, SiteState, Store, StoreError, TokenRefusal, Withdrawal,
 };
 use jiff::Timestamp;
 use scs_edge_proto::{
@@ -38,6 +38,7 @@ macro_rules! for_each_scenario {
             racing_deliveries_of_one_batch_store_it_once,
             releases_are_recorded_once_and_withdrawn_once,
             a_site_is_in_one_active_rollout_and_steps_move_desired_states_together,
+            the_switch_refuses_offers_and_a_retarget_offers_the_new_version,
         );
     };
 }
@@ -324,6 +325,7 @@ pub(super) async fn decommissioned_sites_refuse_every_change(url: &str) {
     let change = DesiredChange {
         labels: Some(labels(&[("x", "y")])),
         target_os_version: None,
+        maintenance_window: None,
     };
     assert!(matches!(
         store.change_desired("gone", &change).await,
@@ -464,6 +466,7 @@ pub(super) async fn reports_in_order_update_the_site(url: &str) {
             &DesiredChange {
                 labels: None,
                 target_os_version: Some(Some("2026.2".into())),
+                maintenance_window: None,
             },
         )
         .await
@@ -622,10 +625,12 @@ pub(super) async fn desired_generation_moves_only_on_a_change(url: &str) {
     let set_labels = |l: &[(&str, &str)]| DesiredChange {
         labels: Some(labels(l)),
         target_os_version: None,
+        maintenance_window: None,
     };
     let set_target = |v: Option<&str>| DesiredChange {
         labels: None,
         target_os_version: Some(v.map(str::to_owned)),
+        maintenance_window: None,
     };
 
     let steps = [
@@ -795,6 +800,7 @@ fn step(from_revision: u64, offer: &[&str], take_back: &[&str], active: bool) ->
         from_revision,
         state: format!("{{\"step\":{from_revision}}}"),
         active,
+        retarget: None,
         offer: offer.iter().map(|s| (*s).to_owned()).collect(),
         take_back: take_back.iter().map(|s| (*s).to_owned()).collect(),
         at: at(10),
@@ -825,6 +831,7 @@ pub(super) async fn a_site_is_in_one_active_rollout_and_steps_move_desired_state
             &DesiredChange {
                 labels: None,
                 target_os_version: Some(Some("1.0.0".into())),
+                maintenance_window: None,
             },
         )
         .await
@@ -941,6 +948,87 @@ pub(super) async fn a_site_is_in_one_active_rollout_and_steps_move_desired_state
     assert_eq!(all[0].state, "{\"step\":3}");
 }
 
+pub(super) async fn the_switch_refuses_offers_and_a_retarget_offers_the_new_version(url: &str) {
+    let store = open(url).await;
+    for site in ["a", "b"] {
+        store
+            .add_site(site, &labels(&[]), at(0))
+            .await
+            .expect("site");
+    }
+    store
+        .add_releases(&[release("1.1.0", at(0)), release("1.1.1", at(1))])
+        .await
+        .expect("releases");
+    store
+        .create_rollout(&rollout("r", "1.1.0"), &names(&["a", "b"]))
+        .await
+        .expect("rollout");
+    let never = store.rollout_switch().await.expect("switch");
+    assert!(!never.engaged);
+
+    let engaged = RolloutSwitch {
+        engaged: true,
+        changed_at: at(5),
+        changed_by: "carol".into(),
+        reason: "ovn flaps at three sites".into(),
+    };
+    store.set_rollout_switch(&engaged).await.expect("engage");
+    assert_eq!(store.rollout_switch().await.expect("switch"), engaged);
+    match store
+        .save_rollout_step("r", &step(1, &["a"], &[], true))
+        .await
+    {
+        Err(StoreError::SwitchEngaged { by, reason }) => {
+            assert_eq!(
+                (by.as_str(), reason.as_str()),
+                ("carol", "ovn flaps at three sites")
+            );
+        }
+        other => panic!("an offer while engaged: {other:?}"),
+    }
+    let a = store.site("a").await.expect("a").expect("a");
+    assert_eq!(a.desired.target_os_version, None, "nothing was offered");
+    assert_eq!(store.rollouts().await.expect("list")[0].revision, 1);
+    // Steps without offers still go on (following, taking back).
+    store
+        .save_rollout_step("r", &step(1, &[], &[], true))
+        .await
+        .expect("a step that offers nothing");
+
+    store
+        .set_rollout_switch(&RolloutSwitch {
+            engaged: false,
+            ..engaged
+        })
+        .await
+        .expect("release");
+    let mut retarget = step(2, &["b"], &[], true);
+    retarget.retarget = Some(Retarget {
+        version: "9.9.9".into(),
+        plan: "{\"target\":\"9.9.9\"}".into(),
+    });
+    assert!(matches!(
+        store.save_rollout_step("r", &retarget).await,
+        Err(StoreError::UnknownRelease(version)) if version == "9.9.9"
+    ));
+    retarget.retarget = Some(Retarget {
+        version: "1.1.1".into(),
+        plan: "{\"target\":\"1.1.1\"}".into(),
+    });
+    store
+        .save_rollout_step("r", &retarget)
+        .await
+        .expect("retarget");
+    let b = store.site("b").await.expect("b").expect("b");
+    assert_eq!(b.desired.target_os_version.as_deref(), Some("1.1.1"));
+    let stored = &store.rollouts().await.expect("list")[0];
+    assert_eq!(
+        (stored.target_version.as_str(), stored.plan.as_str()),
+        ("1.1.1", "{\"target\":\"1.1.1\"}")
+    );
+}
+
 pub(super) async fn everything_survives_closing_and_reopening(url: &str) {
     let store = open(url).await;
     joined(&store, "f", "01").await;
@@ -962,6 +1050,7 @@ pub(super) async fn everything_survives_closing_and_reopening(url: &str) {
             &DesiredChange {
                 labels: Some(labels(&[("wave", "2")])),
                 target_os_version: Some(Some("2026.3".into())),
+                maintenance_window: None,
             },
         )
         .await
