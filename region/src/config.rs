@@ -62,6 +62,23 @@ pub struct RegionConfig {
     pub dashboard: DashboardSection,
     /// `[releases]`: the OS releases the region mirrors and serves. Absent = the region serves none.
     pub releases: Option<ReleasesSection>,
+    /// `[rollouts]`: how the region drives rollouts.
+    pub rollouts: RolloutsSection,
+}
+
+/// `[rollouts]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutsSection {
+    /// `rollouts.tick_millis` — how often every active rollout is stepped: offers follow a
+    /// site's report within this. Default 5000; at least 100.
+    pub tick_millis: u64,
+}
+
+impl Default for RolloutsSection {
+    fn default() -> Self {
+        Self { tick_millis: 5000 }
+    }
 }
 
 /// `[releases]`
@@ -238,6 +255,12 @@ impl RegionConfig {
             return Err(invalid(
                 "reports.expected_interval_secs",
                 "must be at least 1",
+            ));
+        }
+        if !(100..=3_600_000).contains(&config.rollouts.tick_millis) {
+            return Err(invalid(
+                "rollouts.tick_millis",
+                "must be 100 to 3600000 (an hour)",
             ));
         }
         if let Some(releases) = &config.releases

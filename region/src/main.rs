@@ -10,12 +10,16 @@ use scs_edge_region::fleet::{EnrollmentPolicy, Fleet, SystemClock};
 use scs_edge_region::http::{self, AppState, LoginSettings, OperatorAccess, Sessions};
 use scs_edge_region::operator_auth::{OidcSettings, OperatorAuth};
 use scs_edge_region::releases::{Releases, ReleasesError};
-use scs_edge_region::store::Store;
+use scs_edge_region::rollouts::service::Rollouts;
+use scs_edge_region::store::{DesiredChange, Store};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+
+mod rollout_command;
+use rollout_command::RolloutCommand;
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +50,9 @@ enum Command {
     /// OS releases the region mirrors and serves to its sites (`[releases]`).
     #[command(subcommand)]
     Release(ReleaseCommand),
+    /// Rollouts of a release across the fleet in waves.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
 }
 
 #[derive(Subcommand)]
@@ -101,6 +108,18 @@ enum SiteCommand {
         /// Site name.
         name: String,
     },
+    /// Change a site's settings the region delivers in its desired state.
+    Set {
+        /// Site name.
+        name: String,
+        /// Its maintenance window (`sat,sun 22:00-02:00`, UTC): the node reboots into an update
+        /// only then, and rollouts offer ahead of it.
+        #[arg(long, conflicts_with = "no_window")]
+        window: Option<String>,
+        /// Remove the window the region set: the node's own applies.
+        #[arg(long)]
+        no_window: bool,
+    },
     /// Decommission a site: revoke its certificates and void its tokens.
     Remove {
         /// Site name.
@@ -126,7 +145,7 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected key=value, got {text:?}"))
 }
 
-fn main() -> Result<()> {
+fn main() -> Result<std::process::ExitCode> {
     rustls::crypto::aws_lc_rs::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
@@ -135,7 +154,8 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(cli.command, config))
+    let status = runtime.block_on(run(cli.command, config))?;
+    Ok(std::process::ExitCode::from(status))
 }
 
 async fn open_fleet(config: &RegionConfig) -> Result<Fleet> {
@@ -160,7 +180,8 @@ async fn open_fleet(config: &RegionConfig) -> Result<Fleet> {
     ))
 }
 
-async fn run(command: Command, config: RegionConfig) -> Result<()> {
+/// Runs `command`; returns the process's exit status.
+async fn run(command: Command, config: RegionConfig) -> Result<u8> {
     let fleet = open_fleet(&config).await?;
     let mut out = std::io::stdout().lock();
     match command {
@@ -270,6 +291,38 @@ async fn run(command: Command, config: RegionConfig) -> Result<()> {
             let releases = open_releases(&config, &fleet)?;
             release_command(command, &releases, &mut out).await?;
         }
+        Command::Rollout(command) => {
+            let rollouts = Rollouts::new(
+                fleet.store().clone(),
+                Arc::new(SystemClock),
+                SignedDuration::from_secs(i64::from(config.reports.expected_interval_secs)),
+            );
+            return rollout_command::run(command, &rollouts, CLI_OPERATOR, &mut out).await;
+        }
+        Command::Site(SiteCommand::Set {
+            name,
+            window,
+            no_window,
+        }) => {
+            let change = DesiredChange {
+                maintenance_window: match (window, no_window) {
+                    (Some(window), _) => Some(Some(window)),
+                    (None, true) => Some(None),
+                    (None, false) => None,
+                },
+                ..DesiredChange::default()
+            };
+            let desired = fleet.change_desired(&name, &change).await?;
+            writeln!(
+                out,
+                "site {name}: maintenance window {} (desired generation {})",
+                desired
+                    .maintenance_window
+                    .as_deref()
+                    .unwrap_or("the node's own"),
+                desired.generation
+            )?;
+        }
         Command::Token(TokenCommand::Create { site, ttl_hours }) => {
             let token = fleet
                 .create_join_token(
@@ -287,7 +340,7 @@ async fn run(command: Command, config: RegionConfig) -> Result<()> {
             )?;
         }
     }
-    Ok(())
+    Ok(0)
 }
 
 /// The release mirror; an error naming the missing section when `[releases]` is not configured.
@@ -419,6 +472,13 @@ async fn serve(config: RegionConfig, fleet: Fleet) -> Result<()> {
         tracing::info!("no [releases] configured: the region serves no OS releases");
         None
     };
+    let expected_interval =
+        SignedDuration::from_secs(i64::from(config.reports.expected_interval_secs));
+    let rollouts = Rollouts::new(
+        fleet.store().clone(),
+        Arc::new(SystemClock),
+        expected_interval,
+    );
     let public_url = config.public_url();
     let state = AppState {
         fleet: fleet.clone(),
@@ -432,10 +492,9 @@ async fn serve(config: RegionConfig, fleet: Fleet) -> Result<()> {
         sessions: Sessions::default(),
         http_client,
         region_name: config.region.name.as_str().into(),
-        expected_interval: SignedDuration::from_secs(i64::from(
-            config.reports.expected_interval_secs,
-        )),
+        expected_interval,
         releases: releases.clone(),
+        rollouts: rollouts.clone(),
     };
     let tls = http::tls_config(fleet.ca(), &config.listen.names, fleet.now())
         .map_err(anyhow::Error::msg)?;
@@ -453,6 +512,11 @@ async fn serve(config: RegionConfig, fleet: Fleet) -> Result<()> {
     let pruner = tokio::spawn(prune_reports(fleet.clone(), retention, shutdown.clone()));
     let refresher =
         releases.map(|releases| tokio::spawn(refresh_timestamps(releases, shutdown.clone())));
+    let driver = tokio::spawn(drive_rollouts(
+        rollouts,
+        std::time::Duration::from_millis(config.rollouts.tick_millis),
+        shutdown.clone(),
+    ));
     let server = tokio::spawn(http::serve(
         listener,
         tls,
@@ -464,6 +528,7 @@ async fn serve(config: RegionConfig, fleet: Fleet) -> Result<()> {
     shutdown.cancel();
     let _ = server.await;
     let _ = pruner.await;
+    let _ = driver.await;
     if let Some(refresher) = refresher {
         let _ = refresher.await;
     }
@@ -490,6 +555,32 @@ async fn discover_identity_provider(
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(std::time::Duration::from_mins(1));
             }
+        }
+    }
+}
+
+/// Steps every active rollout each `every`: offers, follows, halts. A failed tick is logged and
+/// the next one tries again from the stored state; several region processes on one database stay
+/// correct through the rollouts' revision check.
+async fn drive_rollouts(
+    rollouts: Rollouts,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let started = std::time::Instant::now();
+        if let Err(error) = rollouts.step_all().await {
+            tracing::warn!(%error, "stepping rollouts failed");
+        }
+        let took = started.elapsed();
+        if took > std::time::Duration::from_millis(100) {
+            tracing::info!(?took, "rollouts stepped");
         }
     }
 }

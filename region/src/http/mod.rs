@@ -5,19 +5,22 @@
 //! One port for all of it keeps a region behind a single firewall rule. Client certificates are
 //! optional at the TLS layer (a node joining has none yet; a browser never has one) and required by
 //! the node routes, which read the verified certificate from the connection — never a header. Errors
-//! on every route have one shape, [`scs_edge_proto::ErrorBody`], mapped from [`FleetError`] here and
-//! from [`crate::releases::ReleasesError`] in `releases.rs`, nowhere else.
+//! on every route have one shape, [`scs_edge_proto::ErrorBody`], mapped from [`FleetError`] here,
+//! from [`crate::releases::ReleasesError`] in `releases.rs` and from
+//! [`crate::rollouts::service::RolloutError`] in `rollouts.rs`, nowhere else.
 
 mod login;
 mod node;
 mod operator;
 mod range;
 mod releases;
+mod rollouts;
 
 use crate::ca::RegionCa;
 use crate::fleet::{Fleet, FleetError, NodeIdentity};
 use crate::operator_auth::OperatorAuth;
 use crate::releases::Releases;
+use crate::rollouts::service::Rollouts;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -55,6 +58,8 @@ pub struct AppState {
     pub expected_interval: SignedDuration,
     /// The release mirror, when `[releases]` is configured.
     pub releases: Option<Releases>,
+    /// Fleet rollouts.
+    pub rollouts: Rollouts,
 }
 
 /// Builds the router over `state`.
@@ -63,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .merge(node::routes())
         .merge(operator::routes())
         .merge(releases::routes())
+        .merge(rollouts::routes())
         .merge(login::routes())
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .with_state(state)
@@ -70,6 +76,7 @@ pub fn router(state: AppState) -> Router {
 
 pub use login::LoginSettings;
 pub use releases::release_json;
+pub use rollouts::rollout_json;
 
 /// How operators authenticate: no identity provider (loopback clients only, without authentication),
 /// or an identity provider — discovered in the background, so the region serves its nodes even while

@@ -5,14 +5,23 @@ use super::machine::SiteView;
 use crate::fleet::status::{Connectivity, connectivity, site_health};
 use crate::store::Site;
 use jiff::{SignedDuration, Timestamp};
+use scs_edge_proto::window::MaintenanceWindow;
 use scs_edge_proto::{HealthState, UpdatePhase};
 
-/// `site` at `now`, with heartbeats expected every `interval`, its maintenance window open or not.
+/// How long before its maintenance window opens a site is offered a release: the download and
+/// the check take minutes to an hour over a slow WAN, and the reboot should use the window.
+pub const WINDOW_LEAD: SignedDuration = SignedDuration::from_hours(1);
+
+/// `site` at `now`, with heartbeats expected every `interval`.
+///
+/// Its window is the one the node reports using (its own, or the region's it was sent), else the
+/// one the region sends it, else none (always open). A window text that does not parse counts as
+/// open: the node applies its own rule anyway.
 ///
 /// A refusal is taken to be about the version the site's desired state names: in a region a node
 /// imports only that version on its own (an operator's stick is the exception, and a rollout that
 /// halts on one says so in its reason).
-pub fn view(site: &Site, now: Timestamp, interval: SignedDuration, window_open: bool) -> SiteView {
+pub fn view(site: &Site, now: Timestamp, interval: SignedDuration) -> SiteView {
     let report = site.last_report.as_ref();
     let update = report.and_then(|report| report.update.as_ref());
     let updating = update
@@ -42,7 +51,11 @@ pub fn view(site: &Site, now: Timestamp, interval: SignedDuration, window_open: 
             .zip(wanted)
             .map(|(refusal, wanted)| (wanted, refusal.at)),
         healthy: site_health(site) == HealthState::Healthy,
-        window_open,
+        window_open: update
+            .and_then(|update| update.window.as_deref())
+            .or(site.desired.maintenance_window.as_deref())
+            .and_then(|text| MaintenanceWindow::parse(text).ok())
+            .is_none_or(|window| window.next_open(now) <= now + WINDOW_LEAD),
         last_seen: site.last_seen,
     }
 }

@@ -4,6 +4,7 @@
 
 use super::machine::{Decisions, Hold, Plan, Progress, Rollout, SiteView, WrongState};
 use super::observe;
+use super::progress::{self, Summary};
 use super::spec::{Candidate, RolloutSpec, SpecError};
 use crate::fleet::Clock;
 use crate::store::{
@@ -152,7 +153,7 @@ impl Rollouts {
             .map(|site| {
                 (
                     site.name.clone(),
-                    observe::view(site, now, self.expected_interval, true),
+                    observe::view(site, now, self.expected_interval),
                 )
             })
             .collect();
@@ -198,6 +199,21 @@ impl Rollouts {
             .into_iter()
             .find(|view| view.record.name == name)
             .ok_or_else(|| RolloutError::Unknown(name.to_owned()))
+    }
+
+    /// One rollout with what each of its sites is doing, as the operator surfaces show it.
+    pub async fn progress(&self, name: &str) -> Result<(RolloutView, Summary), RolloutError> {
+        let view = self.show(name).await?;
+        let reports = self
+            .store
+            .list_sites()
+            .await?
+            .into_iter()
+            .filter(|site| view.state.sites.contains_key(&site.name))
+            .map(|site| (site.name, site.last_report.and_then(|report| report.update)))
+            .collect();
+        let summary = progress::summarise(&view.plan, &view.state, &reports);
+        Ok((view, summary))
     }
 
     /// Pauses a running rollout: offers not begun go back, updates under way are followed.
@@ -384,7 +400,7 @@ impl Rollouts {
             .map(|site| {
                 (
                     site.name.clone(),
-                    observe::view(site, now, self.expected_interval, true),
+                    observe::view(site, now, self.expected_interval),
                 )
             })
             .collect())

@@ -790,23 +790,52 @@ mod views {
             waivers_used: 0,
             window: None,
         };
-        let seen = view(
-            &site(Some(update), HealthState::Healthy),
-            at(105),
-            interval,
-            true,
-        );
+        let seen = view(&site(Some(update), HealthState::Healthy), at(105), interval);
         assert!(seen.online && seen.healthy && seen.window_open);
         assert_eq!(seen.running, Some(v("1.0.0")));
         assert_eq!(seen.updating, Some(v("1.1.0")));
         assert_eq!(seen.failed.into_iter().collect::<Vec<_>>(), [v("0.9.0")]);
         assert_eq!(seen.refused, Some((v("1.1.0"), at(90))));
 
-        let idle = view(&site(None, HealthState::Degraded), at(200), interval, false);
+        let idle = view(&site(None, HealthState::Degraded), at(200), interval);
         assert!(!idle.online, "three missed heartbeats");
-        assert!(!idle.healthy && !idle.window_open);
+        assert!(!idle.healthy);
         assert_eq!(idle.updating, None);
         assert_eq!(idle.refused, None);
+    }
+
+    /// `at(0)` is a Friday, 08:00 UTC.
+    #[test]
+    fn a_site_is_offered_within_an_hour_of_its_window_the_one_the_node_reports_first() {
+        let interval = SignedDuration::from_secs(10);
+        let with_windows = |desired: Option<&str>, reported: Option<&str>| {
+            let update = reported.map(|window| UpdateReport {
+                phase: UpdatePhase::Idle,
+                target: None,
+                failed: Vec::new(),
+                last_outcome: None,
+                refused: 0,
+                last_refusal: None,
+                last_error: None,
+                waivers_used: 0,
+                window: Some(window.to_owned()),
+            });
+            let mut site = site(update, HealthState::Healthy);
+            site.desired.maintenance_window = desired.map(str::to_owned);
+            view(&site, at(105), interval).window_open
+        };
+        assert!(with_windows(None, None), "no window: always open");
+        assert!(!with_windows(Some("sat 22:00-02:00"), None));
+        assert!(with_windows(Some("fri 08:30-09:00"), None), "opens within the hour");
+        assert!(with_windows(Some("fri 07:00-09:00"), None), "open now");
+        assert!(
+            !with_windows(Some("fri 08:30-09:00"), Some("sun 01:00-03:00")),
+            "the node reports another window in force"
+        );
+        assert!(
+            with_windows(Some("sat 22:00-02:00"), Some("not a window")),
+            "unreadable: the node's own rule decides"
+        );
     }
 }
 
