@@ -12,6 +12,8 @@ use crate::store::Site;
 use jiff::{SignedDuration, Timestamp};
 use std::fmt::Write as _;
 
+pub mod rollouts;
+
 /// What every page shows beside its content.
 #[derive(Debug, Clone, Copy)]
 pub struct PageContext<'a> {
@@ -71,7 +73,7 @@ fn page(
     });
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">{refresh}<title>{} — SCS Edge region {}</title>\
-<style>{STYLE}</style></head><body><header><strong><a href=\"/\">SCS Edge</a> · region {}</strong>{who}</header>\
+<style>{STYLE}</style></head><body><header><strong><a href=\"/\">SCS Edge</a> · region {} · <a href=\"/rollouts\">rollouts</a></strong>{who}</header>\
 <main>{body}</main></body></html>",
         escape(title),
         escape(ctx_region),

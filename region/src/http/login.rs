@@ -49,25 +49,51 @@ struct PendingLogin {
 
 struct Session {
     user: String,
+    /// The session's form token: every dashboard form carries it and every form post must
+    /// return it (a synchronizer token — a page of another origin cannot read it).
+    form_token: String,
     expires: Timestamp,
 }
 
-#[derive(Default)]
 struct SessionTable {
     pending: HashMap<String, PendingLogin>,
     sessions: HashMap<String, Session>,
+    /// The form token of loopback operators on a region without an identity provider (they have
+    /// no session); drawn at start, so a restart voids open forms, as it voids sessions.
+    local_form_token: String,
 }
 
 /// The dashboard's sessions and logins in progress.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Sessions(Arc<Mutex<SessionTable>>);
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self(Arc::new(Mutex::new(SessionTable {
+            pending: HashMap::new(),
+            sessions: HashMap::new(),
+            local_form_token: random_token(),
+        })))
+    }
+}
 
 impl Sessions {
     /// The user of a live session.
     pub fn user(&self, id: &str) -> Option<String> {
+        self.user_and_form_token(id).map(|(user, _)| user)
+    }
+
+    /// The user of a live session and its form token.
+    pub fn user_and_form_token(&self, id: &str) -> Option<(String, String)> {
         let table = self.0.lock().ok()?;
         let session = table.sessions.get(id)?;
-        (session.expires > Timestamp::now()).then(|| session.user.clone())
+        (session.expires > Timestamp::now())
+            .then(|| (session.user.clone(), session.form_token.clone()))
+    }
+
+    /// The form token of loopback operators without an identity provider.
+    pub fn local_form_token(&self) -> Option<String> {
+        Some(self.0.lock().ok()?.local_form_token.clone())
     }
 
     fn start_login(&self, verifier: String, next: String) -> Option<String> {
@@ -97,7 +123,7 @@ impl Sessions {
         (Timestamp::now().duration_since(pending.started) < LOGIN_LIFETIME).then_some(pending)
     }
 
-    fn open(&self, user: String) -> Option<String> {
+    pub(super) fn open(&self, user: String) -> Option<String> {
         let mut table = self.0.lock().ok()?;
         let now = Timestamp::now();
         table.sessions.retain(|_, s| s.expires > now);
@@ -109,6 +135,7 @@ impl Sessions {
             id.clone(),
             Session {
                 user,
+                form_token: random_token(),
                 expires: now + SESSION_LIFETIME,
             },
         );

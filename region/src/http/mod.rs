@@ -9,11 +9,13 @@
 //! from [`crate::releases::ReleasesError`] in `releases.rs` and from
 //! [`crate::rollouts::service::RolloutError`] in `rollouts.rs`, nowhere else.
 
+mod csrf;
 mod login;
 mod node;
 mod operator;
 mod range;
 mod releases;
+mod rollout_pages;
 mod rollouts;
 
 use crate::ca::RegionCa;
@@ -69,8 +71,10 @@ pub fn router(state: AppState) -> Router {
         .merge(operator::routes())
         .merge(releases::routes())
         .merge(rollouts::routes())
+        .merge(rollout_pages::routes())
         .merge(login::routes())
         .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn(csrf::guard_api_writes))
         .with_state(state)
 }
 
@@ -312,6 +316,11 @@ impl ApiError {
     /// The status (tests and logs).
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// The explanation, safe to show.
+    pub fn message(&self) -> &str {
+        &self.body.error.message
     }
 }
 

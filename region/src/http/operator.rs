@@ -36,7 +36,8 @@ pub(crate) struct OperatorPrincipal {
 }
 
 /// Authenticates an operator request: a bearer token from the identity provider, a dashboard session,
-/// or — only when no identity provider is configured — a loopback client.
+/// or — only when no identity provider is configured — a loopback client. (`/api/v1` writes never
+/// reach here with a session cookie: [`super::csrf`] strips it.)
 pub(crate) async fn authenticate(
     state: &AppState,
     peer: &Peer,
@@ -298,7 +299,7 @@ async fn change_desired(
 
 /// Dashboard pages: an unauthenticated browser is sent to the login (when an identity provider is
 /// configured) instead of getting a JSON error.
-async fn page_operator(
+pub(super) async fn page_operator(
     state: &AppState,
     peer: &Peer,
     headers: &HeaderMap,
