@@ -16,6 +16,7 @@
 //! with extra fields; the tests parse both with today's types.
 
 pub mod release;
+pub mod window;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -246,6 +247,13 @@ pub struct UpdateReport {
     /// Releases accepted under a freshness waiver so far.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub waivers_used: u64,
+    /// The maintenance window the node reboots in (canonical form, [`window::MaintenanceWindow`]):
+    /// the region's when the desired state names one the node can read, else the node's own. The
+    /// region gates on it rather than on the window it sent, which an older node ignores and a
+    /// node that cannot parse it replaces with its own. `None`: no window, the node reboots as
+    /// soon as a release is written (and agents before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
 }
 
 /// A release a node refused.
@@ -344,6 +352,7 @@ impl Report {
                     .flat_map(|r| std::iter::once(&r.kind).chain(std::iter::once(&r.reason))),
             )
             .chain(update.and_then(|u| u.last_error.as_ref()))
+            .chain(update.and_then(|u| u.window.as_ref()))
             .chain(self.health.iter().map(|h| &h.component))
             .chain(self.health.iter().filter_map(|h| h.detail.as_ref()));
         for s in strings {
@@ -390,6 +399,12 @@ pub struct DesiredState {
     /// The OS version the site should run; `None` means "stay".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_os_version: Option<String>,
+    /// The maintenance window the region plans its offers with ([`window::MaintenanceWindow`]'s
+    /// form); the node reboots in it instead of its own. Text rather than a parsed window so that
+    /// a window a node cannot read costs only the window, not the whole desired state: the node
+    /// keeps its own and reports so ([`UpdateReport::window`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_window: Option<String>,
 }
 
 /// Machine-readable reason of a refused request.
@@ -504,6 +519,7 @@ mod tests {
             last_refusal: None,
             last_error: None,
             waivers_used: 0,
+            window: None,
         };
         let mut failing = report(1);
         failing.update = Some(update.clone());
@@ -532,9 +548,16 @@ mod tests {
                 reason: "y".repeat(MAX_FIELD_CHARS + 1),
                 at: Timestamp::UNIX_EPOCH,
             }),
-            ..update
+            ..update.clone()
         });
         assert!(refusal.validate().expect_err("refused").contains("longer"));
+        let mut window = report(1);
+        window.update = Some(UpdateReport {
+            failed: Vec::new(),
+            window: Some("z".repeat(MAX_FIELD_CHARS + 1)),
+            ..update
+        });
+        assert!(window.validate().expect_err("refused").contains("longer"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! extra fields, new enum values — must parse with today's types, the unknowns ignored or mapped to
 //! `Unknown`.
 
+use scs_edge_proto::window::MaintenanceWindow;
 use scs_edge_proto::{
     DesiredState, Enrollment, ErrorBody, ErrorCode, HealthState, JoinRequest, ReportAck,
     ReportBatch, UpdatePhase,
@@ -45,9 +46,31 @@ fn version_1_messages_parse_and_write_back_identically() {
     assert_eq!(ack.acked_through, 41);
     let desired: DesiredState = v1_round_trip("v1/desired_state.json");
     assert_eq!(desired.labels["wave"], "canary");
+    assert_eq!(
+        desired.maintenance_window, None,
+        "regions before windows send none"
+    );
+    assert_eq!(batch.reports[0].update, None);
     let error: ErrorBody = v1_round_trip("v1/error_out_of_order.json");
     assert_eq!(error.error.code, ErrorCode::OutOfOrder);
     assert_eq!(error.error.expected_seq, Some(42));
+}
+
+/// Fields added within version 1 — the region's maintenance window in the desired state, the
+/// node's effective window in its report — round-trip like the rest, and read back as windows.
+#[test]
+fn maintenance_windows_round_trip_in_desired_state_and_report() {
+    let desired: DesiredState = v1_round_trip("v1/desired_state_window.json");
+    let window = desired.maintenance_window.as_deref().expect("window");
+    let parsed = MaintenanceWindow::parse(window).expect("a window");
+    assert_eq!(parsed.to_string(), window, "sent in canonical form");
+
+    let batch: ReportBatch = v1_round_trip("v1/report_batch_update.json");
+    let report = &batch.reports[0];
+    assert!(report.validate().is_ok());
+    let update = report.update.as_ref().expect("update state");
+    assert_eq!(update.phase, UpdatePhase::Installed);
+    assert_eq!(update.window.as_deref(), Some(window));
 }
 
 #[test]
@@ -77,6 +100,12 @@ fn messages_from_a_newer_peer_parse_with_unknowns_ignored() {
     let desired: DesiredState =
         serde_json::from_str(&fixture("future/desired_state.json")).expect("newer desired state");
     assert_eq!(desired.target_os_version.as_deref(), Some("2027.3.0"));
+    // A window in a form this build cannot read costs the window, not the desired state.
+    let window = desired
+        .maintenance_window
+        .as_deref()
+        .expect("window text kept");
+    assert!(MaintenanceWindow::parse(window).is_err(), "{window}");
 
     let error: ErrorBody =
         serde_json::from_str(&fixture("future/error.json")).expect("newer error");
@@ -93,4 +122,8 @@ fn fields_added_after_version_1_may_be_missing() {
     assert_eq!(report.capacity.disk_free_gib, 0);
     assert_eq!(report.resources.projects, 0);
     assert_eq!(report.update, None, "agents before OS updates send none");
+    let update: scs_edge_proto::UpdateReport =
+        serde_json::from_str(r#"{ "phase": "staged", "target": "2026.12.0", "refused": 0 }"#)
+            .expect("an update state from an agent before windows");
+    assert_eq!(update.window, None);
 }

@@ -79,7 +79,8 @@ pub struct AgentConfig {
 pub struct UpdateConfig {
     /// `update.maintenance_window` — when the node may reboot into an installed release, in UTC:
     /// `"02:00-04:00"` (daily) or `"sat,sun 22:00-02:00"`. Default: none, meaning at once. An
-    /// import with `--reboot now` ignores it.
+    /// import with `--reboot now` ignores it. In a region whose desired state names a window,
+    /// that one applies instead (this one stays in force when the region's cannot be read).
     pub maintenance_window: Option<crate::update::window::MaintenanceWindow>,
     /// `update.gate_window_secs` — from boot, how long a new version has to become healthy (agent
     /// READY, libvirt, OVN, its servers ACTIVE again) before it is rolled back (60-86400). Default

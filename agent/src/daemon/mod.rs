@@ -622,8 +622,24 @@ impl Agent {
         });
         let api_task = tokio::spawn(api::serve(listener, tls, app, shutdown.clone()));
 
+        // The update task and the heartbeat ask the same offer through the same window, so the
+        // window the node reports is the one it reboots in.
+        let offer: Option<Arc<dyn crate::update::region::RegionOffer>> =
+            self.region.as_ref().map(|_| {
+                Arc::new(crate::federation::offer::SavedOffer::new(
+                    crate::federation::federation_dir(&self.config.node.state_dir),
+                    &self.config.region.url,
+                    &self.config.region.site,
+                )) as Arc<dyn crate::update::region::RegionOffer>
+            });
+        let reboot_window = self.updates.as_ref().map(|_| {
+            Arc::new(crate::update::window::RebootWindow::new(
+                self.config.update.maintenance_window.clone(),
+                offer.clone(),
+            ))
+        });
         let region_task = self
-            .region_link()
+            .region_link(reboot_window.clone())
             .map(|link| tokio::spawn(link.run(shutdown.clone())));
         // The loops stop with the agent, or earlier when the node drains for an OS update.
         let loops_stop = shutdown.child_token();
@@ -636,38 +652,37 @@ impl Agent {
                 let _ = loops_done.send(true);
             }
         });
-        let update_task = self.updates.as_ref().map(|(updater, power)| {
-            let watcher = crate::update::watcher::UpdateWatcher {
-                updater: updater.clone(),
-                drain: Arc::new(drain::ServerDrain {
-                    loops_stop: loops_stop.clone(),
-                    loops_stopped,
-                    liveness: self.liveness.clone(),
-                    compute: self.compute.clone(),
-                    hypervisor: self.hypervisor.clone(),
-                }),
-                power: power.clone(),
-                window: self.config.update.maintenance_window.clone(),
-                stop_timeout: Duration::from_secs(self.config.compute.shutdown_timeout_secs),
-                poll: Duration::from_secs(self.config.update.stick_poll_secs),
-                stick: crate::update::watcher::STICK_DEVICE.into(),
-                sys_class_block: crate::update::watcher::SYS_CLASS_BLOCK.into(),
-                repository,
-                region: self
-                    .region
-                    .as_ref()
-                    .map(|_| crate::update::watcher::RegionFeed {
-                        offer: Arc::new(crate::federation::offer::SavedOffer::new(
-                            crate::federation::federation_dir(&self.config.node.state_dir),
-                            &self.config.region.url,
-                            &self.config.region.site,
-                        )),
-                        retry: Duration::from_secs(self.config.update.check_interval_secs),
-                    }),
-                clock: self.clock.clone(),
-            };
-            tokio::spawn(watcher.run(shutdown.clone()))
-        });
+        let update_task =
+            self.updates
+                .as_ref()
+                .zip(reboot_window)
+                .map(|((updater, power), window)| {
+                    let watcher = crate::update::watcher::UpdateWatcher {
+                        updater: updater.clone(),
+                        drain: Arc::new(drain::ServerDrain {
+                            loops_stop: loops_stop.clone(),
+                            loops_stopped,
+                            liveness: self.liveness.clone(),
+                            compute: self.compute.clone(),
+                            hypervisor: self.hypervisor.clone(),
+                        }),
+                        power: power.clone(),
+                        window,
+                        stop_timeout: Duration::from_secs(
+                            self.config.compute.shutdown_timeout_secs,
+                        ),
+                        poll: Duration::from_secs(self.config.update.stick_poll_secs),
+                        stick: crate::update::watcher::STICK_DEVICE.into(),
+                        sys_class_block: crate::update::watcher::SYS_CLASS_BLOCK.into(),
+                        repository,
+                        region: offer.map(|offer| crate::update::watcher::RegionFeed {
+                            offer,
+                            retry: Duration::from_secs(self.config.update.check_interval_secs),
+                        }),
+                        clock: self.clock.clone(),
+                    };
+                    tokio::spawn(watcher.run(shutdown.clone()))
+                });
         if let Some((northbound, local_switch)) = &self.ovn {
             let loops = self.loops.clone();
             northbound.on_change(
@@ -724,7 +739,10 @@ impl Agent {
 
     /// The region link over the real network, when `[region] url` is set. It runs beside everything
     /// else in its own task and reads the agent's health and services; nothing waits for it.
-    fn region_link(&self) -> Option<Link<HttpsTransport>> {
+    fn region_link(
+        &self,
+        reboot_window: Option<Arc<crate::update::window::RebootWindow>>,
+    ) -> Option<Link<HttpsTransport>> {
         let status = self.region.clone()?;
         let region = &self.config.region;
         let observer = AgentObserver {
@@ -737,6 +755,7 @@ impl Agent {
             system: Arc::new(LocalSystem),
             state_dir: self.config.node.state_dir.clone(),
             updates: self.updates.as_ref().map(|(updater, _)| updater.clone()),
+            reboot_window,
         };
         info!(url = %region.url, site = %region.site, "region link configured");
         Some(Link::new(
@@ -828,7 +847,7 @@ mod tests {
             dir.path(),
             "[region]\nurl = \"https://region.example.com\"\nsite = \"factory-7\"\nca_fingerprint = \"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n",
         );
-        assert!(agent.region_link().is_some());
+        assert!(agent.region_link(None).is_some());
         let health = agent.health.run();
         let region = &health.subsystems["region"];
         assert!(
@@ -852,7 +871,7 @@ mod tests {
     fn a_standalone_site_has_no_region_link() {
         let dir = tempfile::tempdir().expect("tempdir");
         let agent = assembled(dir.path(), "");
-        assert!(agent.region_link().is_none());
+        assert!(agent.region_link(None).is_none());
         assert!(!agent.health.run().subsystems.contains_key("region"));
         assert!(!agent.metrics.encode().contains("scs_edge_region"));
     }

@@ -109,6 +109,8 @@ pub struct AgentObserver {
     pub state_dir: PathBuf,
     /// OS updates, when the node runs from the image.
     pub updates: Option<Arc<crate::update::Updater>>,
+    /// The maintenance window the update task reboots in, reported with the update state.
+    pub reboot_window: Option<Arc<crate::update::window::RebootWindow>>,
 }
 
 impl AgentObserver {
@@ -174,10 +176,13 @@ impl SiteObserver for AgentObserver {
                 .os_release()
                 .and_then(|text| image_version(&text))
                 .unwrap_or_default(),
-            update: self
-                .updates
-                .as_ref()
-                .and_then(|updater| crate::update::status::report(updater)),
+            update: self.updates.as_ref().and_then(|updater| {
+                let window = self
+                    .reboot_window
+                    .as_ref()
+                    .and_then(|window| window.current());
+                crate::update::status::report(updater, window.as_ref())
+            }),
         }
     }
 }
@@ -299,6 +304,7 @@ fn bounded_update(update: &UpdateReport) -> UpdateReport {
             }),
         last_error: update.last_error.as_deref().map(bounded),
         waivers_used: update.waivers_used,
+        window: update.window.as_deref().map(bounded),
     }
 }
 

@@ -696,6 +696,7 @@ async fn desired_state_is_fetched_only_when_the_generation_moved() {
         generation: 3,
         labels: BTreeMap::from([("wave".to_owned(), "canary".to_owned())]),
         target_os_version: Some("26.12.0".into()),
+        maintenance_window: Some("sat,sun 22:00-02:00".into()),
     };
     node.region.state().desired = desired.clone();
     link.heartbeat().await.expect("heartbeat");
@@ -1086,6 +1087,7 @@ fn the_agent_observer_counts_from_the_store_and_reads_the_host() {
         system: Arc::new(FixedSystem),
         state_dir: dir.path().to_owned(),
         updates: None,
+        reboot_window: None,
     };
     let seen = observer.observe();
     assert_eq!(

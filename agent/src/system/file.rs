@@ -25,3 +25,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     };
     std::fs::File::open(dir)?.sync_all()
 }
+
+/// Removes the directory `path` and everything in it, and syncs its parent, so that a power cut
+/// cannot bring back a directory the caller's records already say is gone. A missing one is fine.
+pub fn remove_dir_durably(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+        _ => {}
+    }
+    match path.parent() {
+        Some(parent) if parent.is_dir() => std::fs::File::open(parent)?.sync_all(),
+        _ => Ok(()),
+    }
+}

@@ -31,7 +31,7 @@ use crate::system::mount::Mounter;
 use host::{Drain, Power, Sysupdate};
 use jiff::Timestamp;
 use record::{
-    Phase, RebootWhen, RecordError, RecordFile, RecordLock, Staged, UpdateRecord, WaiverUse,
+    Origin, Phase, RebootWhen, RecordError, RecordFile, RecordLock, Staged, UpdateRecord, WaiverUse,
 };
 use scs_edge_proto::release::ReleaseManifest;
 use scs_edge_release::bundle::{self, ExtractLimits};
@@ -313,7 +313,8 @@ impl Updater {
                 .verified(&lock, &before, source, waiver_file, progress)
                 .await?;
             let manifest = self.choose(&offered, &failed)?;
-            self.stage(&repo, source, manifest, reboot, progress).await
+            self.stage(&repo, source, manifest, reboot, Origin::Local, progress)
+                .await
         }
         .await;
         self.finish_import(&lock, &before, source, result)
@@ -364,7 +365,14 @@ impl Updater {
         };
         self.mark_importing(&lock, &source)?;
         let result = self
-            .stage(&repo, &source, manifest, RebootWhen::Window, progress)
+            .stage(
+                &repo,
+                &source,
+                manifest,
+                RebootWhen::Window,
+                Origin::Local,
+                progress,
+            )
             .await;
         self.finish_import(&lock, &before, &source, result)
             .map(Some)
@@ -417,8 +425,15 @@ impl Updater {
                 kind: refusal.label(),
                 reason: refusal.to_string(),
             })?;
-            self.stage(&repo, &source, manifest, RebootWhen::Window, progress)
-                .await
+            self.stage(
+                &repo,
+                &source,
+                manifest,
+                RebootWhen::Window,
+                Origin::Region,
+                progress,
+            )
+            .await
         }
         .await;
         self.finish_import(&lock, &before, &source, result)
@@ -653,6 +668,7 @@ impl Updater {
         source: &ImportSource,
         manifest: &ReleaseManifest,
         reboot: RebootWhen,
+        origin: Origin,
         progress: &dyn ImportProgress,
     ) -> Result<Accepted, UpdateError> {
         let version = manifest.version.clone();
@@ -668,6 +684,7 @@ impl Updater {
                 staged_at: self.clock.now(),
                 reboot,
                 boot_attempts: 0,
+                origin,
             },
             waiver: repo.waiver().cloned(),
         })
@@ -729,6 +746,33 @@ impl Updater {
             })?
     }
 
+    /// Drops the release the region offered while it is only staged, once the region's desired
+    /// version is `wanted` and that is another one or none: a rollout paused or taken back must
+    /// not go on writing slots on the sites that had not got that far. Returns the version
+    /// dropped. Releases someone at the node asked for stay, and so does anything past staging:
+    /// a written slot is the reboot's to decide. The record goes back to idle first, durably, so
+    /// a power cut never leaves a record that names a release whose files are gone.
+    pub fn withdraw(&self, wanted: Option<&Version>) -> Result<Option<Version>, UpdateError> {
+        let lock = self.record.try_lock()?;
+        let Phase::Staged { staged } = lock.read()?.phase else {
+            return Ok(None);
+        };
+        let version = staged.manifest.version;
+        // A release staged again after a boot that did not reach it was past staging once.
+        let untouched = staged.boot_attempts == 0;
+        if staged.origin != Origin::Region || !untouched || wanted == Some(&version) {
+            return Ok(None);
+        }
+        lock.update(|record| record.phase = Phase::Idle)?;
+        let dir = self.staged_dir(&version);
+        crate::system::file::remove_dir_durably(&dir).map_err(|err| UpdateError::Host {
+            step: "removing a release the region withdrew",
+            reason: format!("{}: {err}", dir.display()),
+        })?;
+        info!(%version, wanted = ?wanted.map(ToString::to_string), "the region no longer offers the staged release; dropped");
+        Ok(Some(version))
+    }
+
     /// Writes the staged release into the inactive slot. An install interrupted by a power cut
     /// (the record says installing, nobody holds the lock) starts over. Returns the version
     /// installed, or `None` when nothing was staged.
@@ -774,7 +818,7 @@ impl Updater {
     }
 
     /// The installed release when a reboot into it is due at `now`: asked for now, or the
-    /// maintenance window (if the site has one) is open.
+    /// maintenance window in force ([`window::RebootWindow`]), if there is one, is open.
     pub fn reboot_due(
         &self,
         window: Option<&window::MaintenanceWindow>,

@@ -26,6 +26,18 @@ pub enum RebootWhen {
     Window,
 }
 
+/// Who asked for a staged release, which decides whether it may be withdrawn before it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Someone at the node: a stick, a bundle, the node's own repository. Only they take it back.
+    #[default]
+    Local,
+    /// The region's desired version: dropped while still staged once the region names another
+    /// or none (a rollout paused or taken back).
+    Region,
+}
+
 /// A release whose artifacts are verified and sit in `dir`, ready for `systemd-sysupdate`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Staged {
@@ -42,6 +54,9 @@ pub struct Staged {
     /// loader skipped). Bounded, so a node never reboots in a loop.
     #[serde(default)]
     pub boot_attempts: u32,
+    /// Who asked for it; records written before the region could offer releases are local.
+    #[serde(default)]
+    pub origin: Origin,
 }
 
 /// Where the node is in an update.
@@ -439,6 +454,7 @@ mod tests {
                     staged_at: at,
                     reboot: RebootWhen::Now,
                     boot_attempts: 0,
+                    origin: Origin::Region,
                 },
                 from: Version::new(1, 1, 0),
                 restore: vec![Uuid::nil()],
@@ -452,5 +468,30 @@ mod tests {
         assert_eq!(record.phase.name(), "rebooting");
         assert!(record.failed.contains_key(&Version::new(1, 2, 0)));
         assert!(file.try_lock().is_ok(), "released with its holder");
+        let Phase::Rebooting { staged, .. } = record.phase else {
+            panic!("{:?}", record.phase);
+        };
+        assert_eq!(staged.origin, Origin::Region);
+    }
+
+    #[test]
+    fn a_release_staged_before_origins_were_recorded_reads_back_as_local() {
+        let dir = tempfile::tempdir().expect("dir");
+        let written = r#"{
+          "phase": {
+            "phase": "staged",
+            "manifest": { "schema": 1, "version": "1.2.0", "min_from_version": "1.0.0", "artifacts": [] },
+            "dir": "/var/lib/scs-edge/update/staged/1.2.0",
+            "staged_at": "2026-12-01T00:00:00Z",
+            "reboot": "window"
+          }
+        }"#;
+        std::fs::write(dir.path().join("record.json"), written).expect("write");
+        let record = RecordFile::new(dir.path()).read().expect("read");
+        let Phase::Staged { staged } = record.phase else {
+            panic!("{:?}", record.phase);
+        };
+        assert_eq!(staged.origin, Origin::Local);
+        assert_eq!(staged.manifest.version, Version::new(1, 2, 0));
     }
 }

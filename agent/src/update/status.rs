@@ -3,6 +3,7 @@
 
 use super::Updater;
 use super::record::{Outcome, Phase, UpdateRecord};
+use super::window::MaintenanceWindow;
 use crate::health::SubsystemHealth;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
 use prometheus_client::metrics::MetricType;
@@ -32,8 +33,12 @@ fn detail(updater: &Updater, record: &UpdateRecord) -> serde_json::Value {
     })
 }
 
-/// The heartbeat's view of the record; `None` when it cannot be read (the report goes out anyway).
-pub fn report(updater: &Updater) -> Option<scs_edge_proto::UpdateReport> {
+/// The heartbeat's view of the record and of the maintenance `window` in force; `None` when the
+/// record cannot be read (the report goes out anyway).
+pub fn report(
+    updater: &Updater,
+    window: Option<&MaintenanceWindow>,
+) -> Option<scs_edge_proto::UpdateReport> {
     use scs_edge_proto::{UpdateOutcome, UpdatePhase, UpdateReport};
     let record = updater.record().ok()?;
     let phase = match record.phase {
@@ -75,6 +80,7 @@ pub fn report(updater: &Updater) -> Option<scs_edge_proto::UpdateReport> {
             }),
         last_error: record.last_error.clone(),
         waivers_used: record.waivers_used,
+        window: window.map(ToString::to_string),
     })
 }
 

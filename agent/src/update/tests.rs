@@ -141,7 +141,7 @@ impl Site {
             updater: node.clone(),
             drain: host.clone(),
             power: host.clone(),
-            window: None,
+            window: own_window(None),
             stop_timeout: Duration::from_secs(1),
             poll: Duration::from_secs(5),
             stick,
@@ -302,7 +302,6 @@ fn refusal_kind(err: &UpdateError) -> Option<&'static str> {
     }
 }
 
-/// The repository `served` publishes, reached with the client the agent builds.
 /// A maintenance window `clock` is never in: an installed release waits, nothing reboots.
 fn closed_window(clock: &ManualClock) -> window::MaintenanceWindow {
     let now = clock.now().to_zoned(jiff::tz::TimeZone::UTC);
@@ -314,6 +313,19 @@ fn closed_window(clock: &ManualClock) -> window::MaintenanceWindow {
     window::MaintenanceWindow::parse(&closed).expect("window")
 }
 
+/// A maintenance window `clock` is in for the rest of the hour.
+fn open_window(clock: &ManualClock) -> window::MaintenanceWindow {
+    let now = clock.now().to_zoned(jiff::tz::TimeZone::UTC);
+    let open = format!("{:02}:00-{:02}:00", now.hour(), (now.hour() + 1) % 24);
+    window::MaintenanceWindow::parse(&open).expect("window")
+}
+
+/// The node's own `window` and no region's.
+fn own_window(window: Option<window::MaintenanceWindow>) -> Arc<window::RebootWindow> {
+    Arc::new(window::RebootWindow::new(window, None))
+}
+
+/// The repository `served` publishes, reached with the client the agent builds.
 fn online(served: &ServedFolder) -> (reqwest::Url, reqwest::Client) {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let client = online::client(None).expect("client");
@@ -805,7 +817,7 @@ async fn the_watcher_checks_the_repository_every_interval_and_writes_what_it_sta
     let node = Arc::new(site.node("1.0.0"));
     let host = Arc::new(FakeHost::default());
     let watcher = watcher::UpdateWatcher {
-        window: Some(closed_window(&site.clock)),
+        window: own_window(Some(closed_window(&site.clock))),
         repository: Some(online::RepositoryCheck {
             url,
             client,
@@ -1108,15 +1120,30 @@ async fn a_reboot_systemd_refused_after_the_drain_is_asked_for_again_until_it_is
     );
 }
 
-/// The region as the update task sees it: a desired version and a repository, or not joined yet.
+/// The region as the update task sees it: the desired state the link saved, and a repository, or
+/// not joined yet.
 struct FakeOffer {
-    wanted: Mutex<Option<String>>,
+    desired: Mutex<scs_edge_proto::DesiredState>,
     repository: Mutex<Option<(reqwest::Url, reqwest::Client)>>,
 }
 
+impl FakeOffer {
+    /// The region changes the site's desired state, as an operator or a rollout does: a new
+    /// generation.
+    fn change(&self, change: impl FnOnce(&mut scs_edge_proto::DesiredState)) {
+        let mut desired = self.desired.lock().expect("lock");
+        change(&mut desired);
+        desired.generation += 1;
+    }
+}
+
 impl region::RegionOffer for FakeOffer {
-    fn wanted(&self) -> Option<String> {
-        self.wanted.lock().expect("lock").clone()
+    fn wanted(&self) -> Result<Option<String>, String> {
+        Ok(self.desired.lock().expect("lock").target_os_version.clone())
+    }
+
+    fn window(&self) -> Result<Option<window::MaintenanceWindow>, region::RegionWindowError> {
+        region::desired_window(&self.desired.lock().expect("lock"))
     }
 
     fn repository(&self) -> Result<(reqwest::Url, reqwest::Client), String> {
@@ -1128,52 +1155,110 @@ impl region::RegionOffer for FakeOffer {
     }
 }
 
-/// A node on 1.0.0 of a site whose repository serves 1.1.0 and 1.2.0, and the update task with the
-/// region's offer of `wanted` and a closed window.
-async fn region_site(
-    wanted: &str,
-) -> (
-    Site,
-    ServedFolder,
-    Arc<Updater>,
-    Arc<FakeOffer>,
-    watcher::UpdateWatcher,
-) {
-    let site = Site::new().await;
-    site.release("1.1.0").await;
-    site.release("1.2.0").await;
-    let served = site.serve();
-    let node = Arc::new(site.node("1.0.0"));
-    let host = Arc::new(FakeHost::default());
-    let offer = Arc::new(FakeOffer {
-        wanted: Mutex::new(Some(wanted.into())),
-        repository: Mutex::new(None),
-    });
-    let watcher = watcher::UpdateWatcher {
-        window: Some(closed_window(&site.clock)),
-        region: Some(watcher::RegionFeed {
-            offer: offer.clone(),
-            retry: Duration::from_mins(10),
-        }),
-        ..site.watcher(&node, &host, site.path("no-stick"))
-    };
-    (site, served, node, offer, watcher)
+/// A node on 1.0.0 of a region's site whose repository serves 1.1.0 and 1.2.0.
+struct RegionSite {
+    site: Site,
+    served: ServedFolder,
+    node: Arc<Updater>,
+    offer: Arc<FakeOffer>,
+    host: Arc<FakeHost>,
+}
+
+impl RegionSite {
+    /// The site, its region asking for `wanted` and not joined yet.
+    async fn new(wanted: Option<&str>) -> Self {
+        let site = Site::new().await;
+        site.release("1.1.0").await;
+        site.release("1.2.0").await;
+        let served = site.serve();
+        let node = Arc::new(site.node("1.0.0"));
+        let offer = Arc::new(FakeOffer {
+            desired: Mutex::new(scs_edge_proto::DesiredState {
+                generation: 1,
+                target_os_version: wanted.map(str::to_owned),
+                ..scs_edge_proto::DesiredState::default()
+            }),
+            repository: Mutex::new(None),
+        });
+        Self {
+            site,
+            served,
+            node,
+            offer,
+            host: Arc::new(FakeHost::default()),
+        }
+    }
+
+    /// The update task with the region's offer, the node's own window `own` and the region's
+    /// window, when it sends one.
+    fn watcher(&self, own: Option<window::MaintenanceWindow>) -> watcher::UpdateWatcher {
+        let offer: Arc<dyn region::RegionOffer> = self.offer.clone();
+        watcher::UpdateWatcher {
+            window: Arc::new(window::RebootWindow::new(own, Some(offer.clone()))),
+            region: Some(watcher::RegionFeed {
+                offer,
+                retry: Duration::from_mins(10),
+            }),
+            ..self
+                .site
+                .watcher(&self.node, &self.host, self.site.path("no-stick"))
+        }
+    }
+
+    /// The update task with a closed window of the node's own.
+    fn waiting_watcher(&self) -> watcher::UpdateWatcher {
+        self.watcher(Some(closed_window(&self.site.clock)))
+    }
+
+    fn join(&self) {
+        *self.offer.repository.lock().expect("lock") = Some(online(&self.served));
+    }
+
+    fn phase(&self) -> Phase {
+        self.node.record().expect("record").phase
+    }
+
+    fn installed(&self) -> Vec<Version> {
+        let installed = self.site.sysupdate.installed.lock().expect("lock");
+        installed
+            .iter()
+            .map(|(_, version)| version.clone())
+            .collect()
+    }
+
+    /// Stages `version` from the region's repository as the update task does, without writing it.
+    async fn stage(&self, version: &str) {
+        let (url, client) = online(&self.served);
+        let taken = self
+            .node
+            .take(&url, &client, &v(version), &LogProgress)
+            .await
+            .expect("take");
+        assert_eq!(taken, Some(v(version)));
+        assert!(
+            matches!(self.phase(), Phase::Staged { staged } if staged.origin == record::Origin::Region)
+        );
+    }
 }
 
 #[tokio::test]
 async fn the_region_offer_stages_the_wanted_release_not_the_newest_once_the_link_is_up() {
-    let (site, served, node, offer, watcher) = region_site("1.1.0").await;
+    let region = RegionSite::new(Some("1.1.0")).await;
+    let watcher = region.waiting_watcher();
     let mut looked = watcher::Looked::default();
 
     // Not joined yet: nothing happens, and nothing again until the retry interval is over.
     watcher.look(&mut looked).await;
-    assert_eq!(node.record().expect("record").phase, Phase::Idle);
-    *offer.repository.lock().expect("lock") = Some(online(&served));
+    assert_eq!(region.phase(), Phase::Idle);
+    region.join();
     watcher.look(&mut looked).await;
-    assert_eq!(node.record().expect("record").phase, Phase::Idle, "waits");
-    site.clock.advance(jiff::SignedDuration::from_mins(10));
+    assert_eq!(region.phase(), Phase::Idle, "waits");
+    region
+        .site
+        .clock
+        .advance(jiff::SignedDuration::from_mins(10));
     watcher.look(&mut looked).await;
-    let record = node.record().expect("record");
+    let record = region.node.record().expect("record");
     assert!(
         matches!(&record.phase, Phase::Installed { staged, .. } if staged.manifest.version == v("1.1.0")),
         "1.1.0 as the region asks, not the newest 1.2.0: {:?}",
@@ -1184,11 +1269,12 @@ async fn the_region_offer_stages_the_wanted_release_not_the_newest_once_the_link
 
 #[tokio::test]
 async fn a_release_the_region_offers_that_the_node_may_not_take_is_refused_once() {
-    let (site, served, node, offer, watcher) = region_site("0.9.0").await;
-    *offer.repository.lock().expect("lock") = Some(online(&served));
+    let region = RegionSite::new(Some("0.9.0")).await;
+    region.join();
+    let watcher = region.waiting_watcher();
     let mut looked = watcher::Looked::default();
     watcher.look(&mut looked).await;
-    let record = node.record().expect("record");
+    let record = region.node.record().expect("record");
     assert_eq!(
         record.refused.get("manifest"),
         Some(&1),
@@ -1197,19 +1283,224 @@ async fn a_release_the_region_offers_that_the_node_may_not_take_is_refused_once(
     );
     assert_eq!(record.phase, Phase::Idle);
 
-    site.clock.advance(jiff::SignedDuration::from_hours(5));
+    region
+        .site
+        .clock
+        .advance(jiff::SignedDuration::from_hours(5));
     watcher.look(&mut looked).await;
     assert_eq!(
-        node.record().expect("record").refused.get("manifest"),
+        region
+            .node
+            .record()
+            .expect("record")
+            .refused
+            .get("manifest"),
         Some(&1),
         "not asked again while the region asks for the same version"
     );
 
     // The region asks for another version: that one is taken.
-    *offer.wanted.lock().expect("lock") = Some("1.2.0".into());
+    region
+        .offer
+        .change(|desired| desired.target_os_version = Some("1.2.0".into()));
     watcher.look(&mut looked).await;
     assert!(matches!(
-        node.record().expect("record").phase,
+        region.phase(),
         Phase::Installed { staged, .. } if staged.manifest.version == v("1.2.0")
     ));
+}
+
+#[tokio::test]
+async fn a_release_the_region_takes_back_before_it_is_written_is_dropped_and_never_written() {
+    let region = RegionSite::new(Some("1.1.0")).await;
+    region.join();
+    region.stage("1.1.0").await;
+    let staged_dir = region.site.path("state/update/staged/1.1.0");
+    assert!(staged_dir.is_dir());
+
+    // The rollout is paused: the site's desired version is cleared before the next look.
+    region
+        .offer
+        .change(|desired| desired.target_os_version = None);
+    let watcher = region.watcher(None);
+    let mut looked = watcher::Looked::default();
+    watcher.look(&mut looked).await;
+    assert_eq!(region.phase(), Phase::Idle);
+    assert!(region.installed().is_empty(), "no slot written");
+    assert!(!staged_dir.exists(), "its files are gone");
+    assert_eq!(region.host.reboots.load(Ordering::SeqCst), 0);
+    let report = status::report(&region.node, None).expect("report");
+    assert_eq!(report.target, None);
+
+    watcher.look(&mut looked).await;
+    assert_eq!(region.phase(), Phase::Idle, "and stays gone");
+}
+
+#[tokio::test]
+async fn a_release_the_region_replaced_is_dropped_even_while_the_new_one_cannot_be_fetched() {
+    let region = RegionSite::new(Some("1.1.0")).await;
+    region.join();
+    region.stage("1.1.0").await;
+
+    // The region moves on to 1.2.0 while the link is down: 1.1.0 must not be written meanwhile.
+    *region.offer.repository.lock().expect("lock") = None;
+    region
+        .offer
+        .change(|desired| desired.target_os_version = Some("1.2.0".into()));
+    let watcher = region.waiting_watcher();
+    let mut looked = watcher::Looked::default();
+    watcher.look(&mut looked).await;
+    assert_eq!(region.phase(), Phase::Idle);
+    assert!(region.installed().is_empty());
+    assert!(!region.site.path("state/update/staged/1.1.0").exists());
+
+    region.join();
+    region
+        .site
+        .clock
+        .advance(jiff::SignedDuration::from_mins(10));
+    watcher.look(&mut looked).await;
+    assert!(
+        matches!(region.phase(), Phase::Installed { staged, .. } if staged.manifest.version == v("1.2.0"))
+    );
+    assert_eq!(region.installed(), vec![v("1.2.0")]);
+}
+
+#[tokio::test]
+async fn a_release_from_a_stick_is_written_whatever_the_region_wants() {
+    let region = RegionSite::new(Some("1.1.0")).await;
+    let bundle = region.site.release("1.3.0").await;
+    region
+        .node
+        .import(&bundle, RebootWhen::Window, &LogProgress)
+        .await
+        .expect("import");
+    region
+        .offer
+        .change(|desired| desired.target_os_version = None);
+    let watcher = region.waiting_watcher();
+    let mut looked = watcher::Looked::default();
+    watcher.look(&mut looked).await;
+    assert!(
+        matches!(region.phase(), Phase::Installed { staged, .. } if staged.manifest.version == v("1.3.0")),
+        "{:?}",
+        region.phase()
+    );
+    assert_eq!(region.installed(), vec![v("1.3.0")]);
+}
+
+#[tokio::test]
+async fn nothing_past_staging_is_undone_when_the_region_takes_its_release_back() {
+    let region = RegionSite::new(Some("1.1.0")).await;
+    region.join();
+    let watcher = region.waiting_watcher();
+    let mut looked = watcher::Looked::default();
+    watcher.look(&mut looked).await;
+    assert_eq!(region.phase().name(), "installed");
+
+    region
+        .offer
+        .change(|desired| desired.target_os_version = None);
+    watcher.look(&mut looked).await;
+    assert_eq!(region.phase().name(), "installed", "the slot is written");
+    assert!(region.site.path("state/update/staged/1.1.0").is_dir());
+}
+
+#[tokio::test]
+async fn a_window_the_region_sends_decides_the_reboot_instead_of_the_nodes_own() {
+    let region = RegionSite::new(Some("1.1.0")).await;
+    region.join();
+    let closed = closed_window(&region.site.clock);
+    region
+        .offer
+        .change(|desired| desired.maintenance_window = Some(closed.to_string()));
+    // The node has no window of its own: alone, it would reboot as soon as the slot is written.
+    let watcher = region.watcher(None);
+    let mut looked = watcher::Looked::default();
+    watcher.look(&mut looked).await;
+    assert_eq!(region.phase().name(), "installed");
+    assert_eq!(region.host.reboots.load(Ordering::SeqCst), 0);
+    let window = watcher.window.current();
+    let report = status::report(&region.node, window.as_ref()).expect("report");
+    assert_eq!(
+        report.window,
+        Some(closed.to_string()),
+        "the window in force"
+    );
+
+    region.offer.change(|desired| {
+        desired.maintenance_window = Some(open_window(&region.site.clock).to_string());
+    });
+    watcher.look(&mut looked).await;
+    assert_eq!(region.host.reboots.load(Ordering::SeqCst), 1);
+    assert_eq!(region.phase().name(), "rebooting");
+}
+
+#[tokio::test]
+async fn a_window_from_the_region_the_node_cannot_read_leaves_its_own_in_force() {
+    let region = RegionSite::new(Some("1.1.0")).await;
+    region.join();
+    region.offer.change(|desired| {
+        desired.maintenance_window = Some("sat,sun 22:00-02:00 Europe/Berlin".into());
+    });
+    let own = closed_window(&region.site.clock);
+    let watcher = region.watcher(Some(own.clone()));
+    let mut looked = watcher::Looked::default();
+    let logged = logged_warnings(|| {
+        for _ in 0..3 {
+            assert_eq!(watcher.window.current(), Some(own.clone()));
+        }
+    });
+    assert_eq!(
+        logged
+            .matches("keeping the node's own maintenance window")
+            .count(),
+        1,
+        "once per desired state: {logged}"
+    );
+    watcher.look(&mut looked).await;
+    assert_eq!(region.phase().name(), "installed");
+    assert_eq!(
+        region.host.reboots.load(Ordering::SeqCst),
+        0,
+        "not \"no window\", which would reboot at once"
+    );
+    let report = status::report(&region.node, watcher.window.current().as_ref()).expect("report");
+    assert_eq!(report.window, Some(own.to_string()));
+
+    region.offer.change(|desired| {
+        desired.maintenance_window = Some("weekends".into());
+    });
+    let logged = logged_warnings(|| watcher.window.current());
+    assert_eq!(
+        logged
+            .matches("keeping the node's own maintenance window")
+            .count(),
+        1,
+        "a new desired state is complained about again: {logged}"
+    );
+}
+
+/// What `run` logs at warning level.
+fn logged_warnings<T>(run: impl FnOnce() -> T) -> String {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, run);
+    let bytes = buffer.0.lock().expect("lock").clone();
+    String::from_utf8(bytes).expect("utf-8")
 }

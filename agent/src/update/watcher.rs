@@ -8,7 +8,7 @@ use super::host::{Drain, Power};
 use super::online::RepositoryCheck;
 use super::record::{Phase, RebootWhen, RecordError};
 use super::region::RegionOffer;
-use super::window::MaintenanceWindow;
+use super::window::RebootWindow;
 use super::{ImportSource, LogProgress, REBOOTING, UpdateError, Updater};
 use crate::system::clock::Clock;
 use jiff::Timestamp;
@@ -33,8 +33,8 @@ pub struct UpdateWatcher {
     pub drain: Arc<dyn Drain>,
     /// Reboots.
     pub power: Arc<dyn Power>,
-    /// The site's maintenance window, if any.
-    pub window: Option<MaintenanceWindow>,
+    /// The maintenance window in force: the region's, else the node's own.
+    pub window: Arc<RebootWindow>,
     /// How long servers get to shut down before they are powered off.
     pub stop_timeout: Duration,
     /// How often to look.
@@ -46,7 +46,8 @@ pub struct UpdateWatcher {
     /// The repository to check now and then, when one is configured.
     pub repository: Option<RepositoryCheck>,
     /// The region's offer, when the node belongs to a region: it stages the release the site's
-    /// desired version names, and no other.
+    /// desired version names, and no other, and drops the one it staged when the region names
+    /// another or none before it is written.
     pub region: Option<RegionFeed>,
     /// Time.
     pub clock: Arc<dyn Clock>,
@@ -142,14 +143,39 @@ impl UpdateWatcher {
         }
     }
 
+    /// Follows the region's desired version: drops the region's release staged here when the
+    /// region no longer names it, then takes the one it names.
+    async fn follow_region(&self, region: &RegionFeed, looked: &mut Looked) {
+        let wanted = match region.offer.wanted() {
+            Ok(wanted) => wanted,
+            Err(reason) => {
+                warn!(%reason, "cannot read the desired state the region sent");
+                looked.offer = None;
+                return;
+            }
+        };
+        // A version that does not parse names no release this node could have staged.
+        let version = wanted
+            .as_deref()
+            .and_then(|text| text.parse::<Version>().ok());
+        let updater = self.updater.clone();
+        let withdrawn =
+            tokio::task::spawn_blocking(move || updater.withdraw(version.as_ref())).await;
+        match withdrawn {
+            Ok(Ok(_) | Err(UpdateError::Record(RecordError::Busy { .. }))) => {}
+            Ok(Err(err)) => warn!(%err, "dropping the release the region withdrew failed"),
+            Err(err) => warn!(%err, "dropping the release the region withdrew panicked"),
+        }
+        match wanted {
+            Some(text) => self.take_offer(region, &text, looked).await,
+            None => looked.offer = None,
+        }
+    }
+
     /// Stages the release the region's desired state names, once per version: again only after
     /// `retry` when the attempt could not finish, never after a refusal (the heartbeat reports it,
     /// and the region asks for another version or an operator retries).
-    async fn take_offer(&self, region: &RegionFeed, looked: &mut Looked) {
-        let Some(text) = region.offer.wanted() else {
-            looked.offer = None;
-            return;
-        };
+    async fn take_offer(&self, region: &RegionFeed, text: &str, looked: &mut Looked) {
         let Ok(wanted) = text.parse::<Version>() else {
             if looked.offer.is_some() {
                 warn!(version = %text, "the region asks for a version that is not a semantic version");
@@ -212,7 +238,8 @@ impl UpdateWatcher {
         }
     }
 
-    /// One round: a new stick, the repository when its check is due, the slot, the reboot.
+    /// One round: a new stick, the repository when its check is due, the region's offer, the
+    /// slot, the reboot.
     pub async fn look(&self, looked: &mut Looked) {
         // A stick is imported once per insertion: it stays plugged while the node reboots.
         match StickInsertion::find(&self.stick, &self.sys_class_block) {
@@ -249,7 +276,7 @@ impl UpdateWatcher {
             }
         }
         if let Some(region) = &self.region {
-            self.take_offer(region, looked).await;
+            self.follow_region(region, looked).await;
         }
         let phase = match self.updater.record() {
             Ok(record) => record.phase,
@@ -284,7 +311,7 @@ impl UpdateWatcher {
         }
         match self
             .updater
-            .reboot_due(self.window.as_ref(), self.clock.now())
+            .reboot_due(self.window.current().as_ref(), self.clock.now())
         {
             Ok(Some(version)) => {
                 info!(%version, "reboot into the installed release is due");
