@@ -431,6 +431,11 @@ pub enum ErrorCode {
     ReleaseRefused,
     /// A release's files asked for by a site whose desired version does not name it.
     ReleaseNotOffered,
+    /// No rollout with the name asked for.
+    UnknownRollout,
+    /// The request contradicts the current state (an overlapping or existing rollout, an action
+    /// its state does not allow, the rollout switch engaged); nothing changed.
+    Conflict,
     /// The region failed; retry later.
     Internal,
     /// A code a newer region sends that this build does not know.

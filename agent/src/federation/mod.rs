@@ -192,7 +192,11 @@ impl LinkError {
                 | ErrorCode::Internal
                 | ErrorCode::UnknownRelease
                 | ErrorCode::ReleaseRefused
-                | ErrorCode::ReleaseNotOffered => Retry::Backoff,
+                | ErrorCode::ReleaseNotOffered
+                // Operator-API answers a node is never sent; were one to arrive, it would be
+                // about rollout state, which moves on its own.
+                | ErrorCode::UnknownRollout
+                | ErrorCode::Conflict => Retry::Backoff,
                 // Something in between (a proxy, an overloaded balancer) answered, not the region.
                 ErrorCode::Unknown if *status >= 500 || *status == 429 || *status == 408 => {
                     Retry::Backoff
