@@ -29,6 +29,9 @@ IMAGE := env SCS_EDGE_AGENT=$(AGENT) scripts/build-image.sh
 # Versions N+1 and N+2 of the same inputs, for the OS-update tests (tests/tests/update.rs).
 UPDATE_TEST_IMAGES := env SCS_EDGE_AGENT=$(AGENT) scripts/build-update-test-images.sh
 PHASE := scripts/phase.sh run
+# `make lab SITES=N`: N ≥ 2 puts each site in its own network namespace behind a link that
+# `scs-edge-lab wan <site> cut|restore|delay <n>ms|loss <p>%` impairs (decision 0016).
+SITES ?= 1
 
 .PHONY: help test deps lint lint-fast build deny-advisories unit integration dev bench image lab clean
 
@@ -79,8 +82,8 @@ image: deps ## build the node image (mkosi; only when an input changed; IMAGE_PR
 	$(AGENT_BUILD)
 	$(IMAGE)
 
-lab: image ## start a local region and boot one site from the image in QEMU that joins it; prints `ready: <clouds.yaml>`
-	target/debug/scs-edge-lab
+lab: image ## start a local region and boot SITES sites (default 1) from the image in QEMU that join it; prints `ready: <clouds.yaml>`
+	target/debug/scs-edge-lab up --sites $(SITES)
 
 clean: ## remove build output
 	$(CARGO) clean

@@ -38,6 +38,8 @@ need ovn-nbctl "apt-get install ovn-common" ovn-nbctl --version
 need ip "apt-get install iproute2" ip -V
 need ethtool "apt-get install ethtool" ethtool --version
 need ping "apt-get install iputils-ping" ping -V
+need iptables "apt-get install iptables" iptables --version
+need curl "apt-get install curl" curl --version
 need "guest kernel (/boot/vmlinuz-*)" "apt-get install linux-image-amd64" \
     bash -c 'compgen -G "/boot/vmlinuz-*"'
 need busybox "apt-get install busybox-static" test -x /bin/busybox

@@ -18,8 +18,9 @@ packages=(
   linux-image-amd64 busybox-static cpio kmod syslinux syslinux-common mtools dosfstools
   # OVS and OVN (ovsdb-server, ovs-vswitchd, ovn-northd, ovn-controller, nbctl; userspace datapath)
   openvswitch-switch openvswitch-common ovn-central ovn-host ovn-common
-  # packet tests: network namespaces, veths, ethtool offloads
-  iproute2 ethtool iputils-ping
+  # packet tests: network namespaces, veths, ethtool offloads; the many-site lab's impaired links
+  # (netfilter rules in each site's namespace, decision 0016)
+  iproute2 ethtool iputils-ping iptables
   # build
   gcc make git ca-certificates curl
   # the pinned OpenStack clients and the cargo tools live in virtualenvs (below)

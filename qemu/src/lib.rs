@@ -7,9 +7,11 @@
 //! through QMP. KVM is used only when the agent's own probe shows it runs guest code; otherwise TCG.
 //!
 //! `scs-edge-lab` (`make lab`), the image tests (tests/tests/image.rs) and the image benchmark all
-//! drive it. [`region`] runs the local region the lab site joins (and the region tests run against).
+//! drive it. [`region`] runs the local region the lab site joins (and the region tests run against);
+//! [`wan`] puts each site of a many-site lab behind its own impairable link.
 
 pub mod region;
+pub mod wan;
 
 pub use region::{RegionOptions, RegionProcess};
 
@@ -71,8 +73,14 @@ pub struct LabOptions {
     pub memory_mib: u32,
     /// vCPUs (TCG runs one host thread per vCPU).
     pub cpus: u32,
-    /// Host port forwarded to the agent's HTTPS port 443 (loopback only).
+    /// Host port forwarded to the agent's HTTPS port 443.
     pub api_port: u16,
+    /// Address the port forward listens on: the host's loopback for a lone site, the site's end of
+    /// its WAN link for a site in a namespace (so its API is behind the impaired link too).
+    pub api_address: String,
+    /// The network namespace QEMU runs in: its user networking then goes out over that
+    /// namespace's link. `None`: the host's own.
+    pub netns: Option<String>,
     /// How the site configuration reaches the node.
     pub site: SiteDelivery,
     /// Log root in on the serial console without a password (a systemd credential passed over
@@ -90,6 +98,8 @@ impl LabOptions {
             memory_mib: 3072,
             cpus: 2,
             api_port,
+            api_address: "127.0.0.1".into(),
+            netns: None,
             site,
             console_autologin: true,
         }
@@ -112,6 +122,7 @@ pub struct LabNode {
     qmp: PathBuf,
     /// Host port of the agent's API.
     pub api_port: u16,
+    api_address: String,
     /// When QEMU was started.
     pub started: Instant,
     /// `kvm` or `tcg`, and why.
@@ -126,7 +137,7 @@ impl LabNode {
         std::fs::create_dir_all(work).map_err(|e| fail("creating the lab directory", e))?;
         let disk = work.join("disk.qcow2");
         let vars = work.join("ovmf-vars.fd");
-        stop_stale_qemu(work);
+        stop_qemu(work);
         // A new node: its console log starts empty (power cycles append to it).
         for stale in [&disk, &work.join("console.log")] {
             let _ = std::fs::remove_file(stale);
@@ -197,8 +208,8 @@ impl LabNode {
             "virtio-blk-pci,drive=disk0,bootindex=1".into(),
             "-netdev".into(),
             format!(
-                "user,id=mgmt,hostfwd=tcp:127.0.0.1:{}-:443",
-                options.api_port
+                "user,id=mgmt,hostfwd=tcp:{}:{}-:443",
+                options.api_address, options.api_port
             ),
             "-device".into(),
             format!("virtio-net-pci,netdev=mgmt,addr={MANAGEMENT_NIC_ADDR:#04x}"),
@@ -247,7 +258,16 @@ impl LabNode {
         let qemu_log = std::fs::File::create(work.join("qemu.log"))
             .map_err(|e| fail("creating qemu.log", e))?;
         let started = Instant::now();
-        let child = Command::new("qemu-system-x86_64")
+        let mut command = match &options.netns {
+            Some(netns) => {
+                // `ip netns exec` execs QEMU in place: the child's pid is QEMU's.
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, "qemu-system-x86_64"]);
+                command
+            }
+            None => Command::new("qemu-system-x86_64"),
+        };
+        let child = command
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -259,6 +279,7 @@ impl LabNode {
             console: Console::placeholder(),
             qmp,
             api_port: options.api_port,
+            api_address: options.api_address.clone(),
             started,
             accel,
             work_dir: work.clone(),
@@ -371,7 +392,7 @@ impl LabNode {
 
     /// The agent's API base URL on the host.
     pub fn api_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.api_port)
+        format!("https://{}:{}", self.api_address, self.api_port)
     }
 
     /// The console log file (everything the node printed).
@@ -393,9 +414,9 @@ impl Drop for LabNode {
 }
 
 /// A lab whose runner was killed leaves its QEMU behind (holding the port forward and the disk):
-/// the next boot in the same directory stops it first. Only a process whose command line names this
-/// directory's pid file is touched.
-fn stop_stale_qemu(work: &Path) {
+/// the next boot in the same directory, and `scs-edge-lab down`, stop it. Only a process whose
+/// command line names this directory's pid file is touched.
+pub fn stop_qemu(work: &Path) {
     let pidfile = work.join("qemu.pid");
     let Some(pid) = std::fs::read_to_string(&pidfile)
         .ok()
@@ -406,11 +427,19 @@ fn stop_stale_qemu(work: &Path) {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     if String::from_utf8_lossy(&cmdline).contains(&*pidfile.to_string_lossy()) {
         let _ = Command::new("kill").arg(pid.to_string()).status();
-        poll_until(Duration::from_secs(10), || {
-            (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
-        });
+        poll_until(Duration::from_secs(10), || process_gone(pid).then_some(()));
     }
     let _ = std::fs::remove_file(pidfile);
+}
+
+/// Whether process `pid` has exited: no longer there, or a zombie its parent has yet to reap (the
+/// runner's own QEMU when the runner tears down on a signal).
+pub fn process_gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'))
+    })
 }
 
 fn run(command: &mut Command) -> Result<(), LabError> {

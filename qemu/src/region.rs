@@ -132,6 +132,8 @@ impl RegionProcess {
             .stderr(stderr)
             .spawn()
             .map_err(|e| format!("spawn {}: {e}", binary().display()))?;
+        // A runner that is killed cannot stop its region; `scs-edge-lab down` finds it here.
+        let _ = std::fs::write(pid_path(&self.options.dir), child.id().to_string());
         self.child = Some(child);
         let address = format!("{}:{}", self.options.listen_ip, self.options.port);
         let listening = crate::poll_until(Duration::from_secs(30), || {
@@ -266,6 +268,30 @@ impl RegionProcess {
     pub fn dir(&self) -> &Path {
         &self.options.dir
     }
+}
+
+fn pid_path(dir: &Path) -> PathBuf {
+    dir.join("region.pid")
+}
+
+/// Stops the region a killed runner left serving from `dir` (SIGTERM, then waits up to 10 s). Only
+/// a process whose command line names the directory's config is touched.
+pub fn stop_recorded(dir: &Path) {
+    let Some(pid) = std::fs::read_to_string(pid_path(dir))
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    let config = dir.join("region.toml");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if String::from_utf8_lossy(&cmdline).contains(&*config.to_string_lossy()) {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        crate::poll_until(Duration::from_secs(10), || {
+            crate::process_gone(pid).then_some(())
+        });
+    }
+    let _ = std::fs::remove_file(pid_path(dir));
 }
 
 impl Drop for RegionProcess {
