@@ -11,7 +11,7 @@ use scs_edge_region::http::{self, AppState, LoginSettings, OperatorAccess, Sessi
 use scs_edge_region::operator_auth::{OidcSettings, OperatorAuth};
 use scs_edge_region::releases::{Releases, ReleasesError};
 use scs_edge_region::rollouts::service::Rollouts;
-use scs_edge_region::store::{DesiredChange, Store};
+use scs_edge_region::store::{Delivery, DesiredChange, Store};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -119,6 +119,10 @@ enum SiteCommand {
         /// Remove the window the region set: the node's own applies.
         #[arg(long)]
         no_window: bool,
+        /// How it gets releases: `online` from the region, or `manual` on a stick (air-gapped;
+        /// rollouts put it in their manual last wave).
+        #[arg(long, value_parser = ["online", "manual"])]
+        delivery: Option<String>,
     },
     /// Decommission a site: revoke its certificates and void its tokens.
     Remove {
@@ -297,31 +301,41 @@ async fn run(command: Command, config: RegionConfig) -> Result<u8> {
                 Arc::new(SystemClock),
                 SignedDuration::from_secs(i64::from(config.reports.expected_interval_secs)),
             );
-            return rollout_command::run(command, &rollouts, CLI_OPERATOR, &mut out).await;
+            let releases = async || open_releases(&config, &fleet);
+            return rollout_command::run(command, &rollouts, releases, CLI_OPERATOR, &mut out)
+                .await;
         }
         Command::Site(SiteCommand::Set {
             name,
             window,
             no_window,
+            delivery,
         }) => {
-            let change = DesiredChange {
-                maintenance_window: match (window, no_window) {
-                    (Some(window), _) => Some(Some(window)),
-                    (None, true) => Some(None),
-                    (None, false) => None,
-                },
-                ..DesiredChange::default()
+            if let Some(delivery) = delivery.as_deref().and_then(Delivery::parse) {
+                fleet.set_delivery(&name, delivery).await?;
+                writeln!(out, "site {name}: releases delivered {}", delivery.as_str())?;
+            }
+            let window = match (window, no_window) {
+                (Some(window), _) => Some(Some(window)),
+                (None, true) => Some(None),
+                (None, false) => None,
             };
-            let desired = fleet.change_desired(&name, &change).await?;
-            writeln!(
-                out,
-                "site {name}: maintenance window {} (desired generation {})",
-                desired
-                    .maintenance_window
-                    .as_deref()
-                    .unwrap_or("the node's own"),
-                desired.generation
-            )?;
+            if window.is_some() {
+                let change = DesiredChange {
+                    maintenance_window: window,
+                    ..DesiredChange::default()
+                };
+                let desired = fleet.change_desired(&name, &change).await?;
+                writeln!(
+                    out,
+                    "site {name}: maintenance window {} (desired generation {})",
+                    desired
+                        .maintenance_window
+                        .as_deref()
+                        .unwrap_or("the node's own"),
+                    desired.generation
+                )?;
+            }
         }
         Command::Token(TokenCommand::Create { site, ttl_hours }) => {
             let token = fleet

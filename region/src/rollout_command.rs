@@ -6,6 +6,7 @@
 use anyhow::{Context as _, Result};
 use clap::Subcommand;
 use scs_edge_region::http::rollout_json;
+use scs_edge_region::releases::Releases;
 use scs_edge_region::rollouts::progress::{DISPLAY_STATES, Summary};
 use scs_edge_region::rollouts::service::{RolloutView, Rollouts};
 use scs_edge_region::rollouts::spec::RolloutSpec;
@@ -69,6 +70,23 @@ pub(crate) enum RolloutCommand {
         #[arg(long)]
         reason: String,
     },
+    /// End the wait for the manual wave: air-gapped sites that did not report the release are
+    /// skipped.
+    Finish {
+        /// Rollout name.
+        name: String,
+    },
+    /// Write the bundle of the rollout's release for the air-gapped sites' stick.
+    Bundle {
+        /// Rollout name.
+        name: String,
+        /// The bundle file to write.
+        #[arg(short, long)]
+        out: PathBuf,
+        /// A freshness waiver (`scs-edge-release waiver`) to ship with it.
+        #[arg(long)]
+        waiver: Option<PathBuf>,
+    },
     /// Engage the fleet-wide switch: no rollout offers anything until `release-all`.
     StopAll {
         /// Why, for the record.
@@ -87,6 +105,7 @@ pub(crate) enum RolloutCommand {
 pub(crate) async fn run(
     command: RolloutCommand,
     rollouts: &Rollouts,
+    releases: impl AsyncFnOnce() -> Result<Releases>,
     actor: &str,
     out: &mut impl Write,
 ) -> Result<u8> {
@@ -182,6 +201,40 @@ pub(crate) async fn run(
         RolloutCommand::Stop { name, reason } => {
             rollouts.stop(&name, actor, &reason).await?;
             writeln!(out, "rollout {name} stopped")?;
+        }
+        RolloutCommand::Finish { name } => {
+            rollouts.finish(&name, actor).await?;
+            writeln!(out, "rollout {name}: manual wave finished")?;
+        }
+        RolloutCommand::Bundle {
+            name,
+            out: file,
+            waiver,
+        } => {
+            let view = rollouts.show(&name).await?;
+            let bytes = releases()
+                .await?
+                .export_bundle(&view.record.target_version, waiver.as_deref(), &file)
+                .await?;
+            let waiting: Vec<&str> = view
+                .plan
+                .waves
+                .iter()
+                .filter(|wave| wave.manual)
+                .flat_map(|wave| &wave.sites)
+                .map(String::as_str)
+                .collect();
+            writeln!(
+                out,
+                "wrote {} ({bytes} bytes): release {} for {}",
+                file.display(),
+                view.record.target_version,
+                if waiting.is_empty() {
+                    "no air-gapped site of this rollout".to_owned()
+                } else {
+                    waiting.join(", ")
+                }
+            )?;
         }
         RolloutCommand::StopAll { reason } => {
             rollouts.set_switch(true, actor, &reason).await?;

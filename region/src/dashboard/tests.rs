@@ -56,6 +56,7 @@ fn site(name: &str, last_seen: Option<i64>, state: HealthState) -> Site {
             generation: 1,
             ..DesiredState::default()
         },
+        delivery: crate::store::Delivery::Online,
     }
 }
 

@@ -421,6 +421,16 @@ impl Fleet {
         Ok(site.desired)
     }
 
+    /// Sets how `site` gets releases: online from the region, or on a stick (air-gapped).
+    pub async fn set_delivery(
+        &self,
+        site: &str,
+        delivery: crate::store::Delivery,
+    ) -> Result<(), FleetError> {
+        validate_site_name(site)?;
+        Ok(self.store.set_delivery(site, delivery).await?)
+    }
+
     /// Changes a site's desired state (labels, target OS version).
     pub async fn change_desired(
         &self,

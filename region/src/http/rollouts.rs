@@ -30,6 +30,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/api/v1/rollouts/{name}/pause", post(pause))
         .route("/api/v1/rollouts/{name}/resume", post(resume))
         .route("/api/v1/rollouts/{name}/stop", post(stop))
+        .route("/api/v1/rollouts/{name}/finish", post(finish))
         .route("/api/v1/rollout-switch", get(show_switch).put(set_switch))
 }
 
@@ -57,6 +58,7 @@ fn plan_json(plan: &Plan) -> Value {
         "waves": plan.waves.iter().map(|wave| json!({
             "name": wave.name,
             "soak_secs": wave.soak.as_secs(),
+            "manual": wave.manual,
             "sites": wave.sites,
         })).collect::<Vec<_>>(),
     })
@@ -186,6 +188,17 @@ async fn stop(
         .rollouts
         .stop(&name, &operator.name, &request.reason)
         .await?;
+    shown(&state, &name).await
+}
+
+async fn finish(
+    State(state): State<AppState>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let operator = authenticate(&state, &peer, &headers).await?;
+    state.rollouts.finish(&name, &operator.name).await?;
     shown(&state, &name).await
 }
 

@@ -140,6 +140,35 @@ impl Releases {
         })
     }
 
+    /// Writes the air-gap bundle of the published, not withdrawn release `version` to `out`, from
+    /// the mirror — whose timestamp the region keeps fresh, so the bundle is as fresh as the region
+    /// can make it — with the freshness waiver in the file `waiver`, if any. Returns its size.
+    pub async fn export_bundle(
+        &self,
+        version: &str,
+        waiver: Option<&std::path::Path>,
+        out: &std::path::Path,
+    ) -> Result<u64, ReleasesError> {
+        let record = self.show(version).await?;
+        if record.state == ReleaseState::Withdrawn {
+            return Err(ReleasesError::InvalidInput(format!(
+                "release {version} is withdrawn; no site may take it"
+            )));
+        }
+        scs_edge_release::bundle::export_with_waiver(
+            self.mirror.repository(),
+            &record.manifest.version,
+            waiver,
+            out,
+        )
+        .await
+        .map_err(|error| match error {
+            ReleaseError::Io { .. } => ReleasesError::Mirror(error),
+            // A waiver every node would refuse.
+            other => ReleasesError::InvalidInput(other.to_string()),
+        })
+    }
+
     /// Mirrors the release repository at `source` — a folder (the release tool's repository) or
     /// an air-gap bundle file — and records the releases it adds, published by `actor`.
     ///

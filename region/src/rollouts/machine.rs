@@ -42,6 +42,10 @@ pub struct Wave {
     pub sites: Vec<String>,
     /// How long a site must stay healthy after committing.
     pub soak: SignedDuration,
+    /// The air-gapped sites' last wave: never offered online; a site leaves it when its report
+    /// shows the release imported from a stick (or failed), or when an operator finishes it.
+    #[serde(default)]
+    pub manual: bool,
 }
 
 /// What the region knows of a site now, from its latest heartbeat and its settings.
@@ -288,11 +292,19 @@ impl Rollout {
             let Some(view) = views.get(site) else {
                 continue;
             };
-            let soak = plan
-                .waves
-                .iter()
-                .find(|wave| wave.sites.contains(site))
-                .map_or(SignedDuration::ZERO, |wave| wave.soak);
+            let wave = plan.waves.iter().find(|wave| wave.sites.contains(site));
+            let soak = wave.map_or(SignedDuration::ZERO, |wave| wave.soak);
+            if wave.is_some_and(|wave| wave.manual)
+                && *state == SiteState::Waiting
+                && view.failed.contains(&plan.target)
+            {
+                // Imported from a stick and rolled back: never offered, so nothing to take back.
+                *state = SiteState::failed(format!(
+                    "{} was imported from a stick, failed its health gate and was rolled back",
+                    plan.target
+                ));
+                continue;
+            }
             if follow(state, plan, soak, view, now)
                 && matches!(state, SiteState::Failed { .. } | SiteState::Absent { .. })
             {
@@ -366,6 +378,10 @@ impl Rollout {
                 self.progress = Progress::Completed;
             }
             // The next wave starts offering at the next step, from fresh views.
+            return decisions;
+        }
+        if current.manual {
+            // Air-gapped: the release travels on a stick; the wave waits for the sites' reports.
             return decisions;
         }
         let deadline = since + plan.offline_deadline;
@@ -605,6 +621,31 @@ impl Rollout {
             reason: reason.to_owned(),
         };
         Ok(decisions)
+    }
+
+    /// Ends the wait for the manual wave: air-gapped sites that have not reported the release yet
+    /// are skipped, and the rollout completes. Their reports are still read by later rollouts.
+    pub fn finish(&mut self, plan: &Plan) -> Result<(), WrongState> {
+        let wave = match self.progress {
+            Progress::Running { wave, .. } | Progress::Paused { wave, .. } => wave,
+            _ => return Err(self.wrong("finish")),
+        };
+        let Some(current) = plan.waves.get(wave).filter(|current| current.manual) else {
+            return Err(WrongState {
+                action: "finish",
+                state: "not in its manual wave",
+            });
+        };
+        for site in &current.sites {
+            if let Some(state) = self.sites.get_mut(site)
+                && *state == SiteState::Waiting
+            {
+                *state = SiteState::Skipped {
+                    reason: "not imported when the operator finished the manual wave".into(),
+                };
+            }
+        }
+        Ok(())
     }
 
     fn wrong(&self, action: &'static str) -> WrongState {

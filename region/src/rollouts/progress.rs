@@ -12,8 +12,9 @@ use scs_edge_proto::{UpdatePhase, UpdateReport};
 use std::collections::BTreeMap;
 
 /// Every state a site is shown in, in the order a wave's counts list them.
-pub const DISPLAY_STATES: [&str; 11] = [
+pub const DISPLAY_STATES: [&str; 12] = [
     "pending",
+    "awaiting import",
     "offered",
     "downloading",
     "installing",
@@ -87,7 +88,16 @@ pub fn summarise(
                 continue;
             };
             let report = reports.get(site).and_then(Option::as_ref);
-            let (shown, detail) = display(state, report, plan, wave.soak, rollout.is_active());
+            let (shown, detail) = if wave.manual && *state == SiteState::Waiting {
+                (
+                    "awaiting import",
+                    Some(
+                        "air-gapped: the release goes there on a stick (rollout bundle)".to_owned(),
+                    ),
+                )
+            } else {
+                display(state, report, plan, wave.soak, rollout.is_active())
+            };
             *counts.entry(shown).or_insert(0) += 1;
             sites.push(SiteProgress {
                 site: site.clone(),

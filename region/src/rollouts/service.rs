@@ -8,8 +8,8 @@ use super::progress::{self, Summary};
 use super::spec::{Candidate, RolloutSpec, SpecError};
 use crate::fleet::Clock;
 use crate::store::{
-    ReleaseRecord, ReleaseState, Retarget, RolloutRecord, RolloutStep, RolloutSwitch, SiteState,
-    Store, StoreError,
+    Delivery, ReleaseRecord, ReleaseState, Retarget, RolloutRecord, RolloutStep, RolloutSwitch,
+    SiteState, Store, StoreError,
 };
 use jiff::{SignedDuration, Timestamp};
 use semver::Version;
@@ -144,9 +144,18 @@ impl Rollouts {
             .map(|site| Candidate {
                 name: &site.name,
                 labels: &site.desired.labels,
+                manual: site.delivery == Delivery::Manual,
             })
             .collect();
         let plan = spec.plan(&candidates)?;
+        // "Offline" is three missed heartbeats: a shorter deadline would skip sites that are not.
+        if plan.offline_deadline < self.expected_interval * 3 {
+            return Err(SpecError::Invalid(format!(
+                "offline_deadline_secs must be at least three heartbeat intervals ({} s)",
+                (self.expected_interval * 3).as_secs()
+            ))
+            .into());
+        }
         let now = self.clock.now();
         let views = sites
             .iter()
@@ -287,6 +296,19 @@ impl Rollouts {
             })
             .await?;
         tracing::warn!(rollout = name, actor, reason, "rollout stopped");
+        Ok(view)
+    }
+
+    /// Ends the wait for a rollout's manual wave: air-gapped sites that did not report the release
+    /// are skipped and the rollout completes.
+    pub async fn finish(&self, name: &str, actor: &str) -> Result<RolloutView, RolloutError> {
+        let view = self
+            .operate(name, |view, plan, _| {
+                view.state.finish(plan)?;
+                Ok((Decisions::default(), false))
+            })
+            .await?;
+        tracing::info!(rollout = name, actor, "manual wave finished");
         Ok(view)
     }
 

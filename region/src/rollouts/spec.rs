@@ -87,14 +87,20 @@ pub enum SpecError {
     Unassigned(Vec<String>),
 }
 
-/// A site as the assignment sees it: its name and labels.
+/// A site as the assignment sees it: its name, labels and how it gets releases.
 #[derive(Debug, Clone, Copy)]
 pub struct Candidate<'a> {
     /// The site's name.
     pub name: &'a str,
     /// Its labels.
     pub labels: &'a BTreeMap<String, String>,
+    /// Air-gapped: releases reach it on a stick, so it is never offered online and goes into the
+    /// manual last wave, whatever the selectors say.
+    pub manual: bool,
 }
+
+/// The name of the manual last wave (reserved).
+pub const MANUAL_WAVE: &str = "manual";
 
 impl RolloutSpec {
     /// Checks the spec and assigns `sites` (the active sites of the fleet) to its waves.
@@ -117,9 +123,9 @@ impl RolloutSpec {
         }
         let mut names = std::collections::BTreeSet::new();
         for wave in &self.waves {
-            if !is_valid_name(&wave.name) || !names.insert(&wave.name) {
+            if !is_valid_name(&wave.name) || !names.insert(&wave.name) || wave.name == MANUAL_WAVE {
                 return Err(invalid(format!(
-                    "wave name {:?}: unique, lower-case letters, digits and '-'",
+                    "wave name {:?}: unique, lower-case letters, digits and '-', not `manual` (the air-gapped sites' wave)",
                     wave.name
                 )));
             }
@@ -134,11 +140,12 @@ impl RolloutSpec {
             return Err(invalid("success_threshold_percent is 1 to 100".into()));
         }
         let offline_deadline = seconds(self.offline_deadline_secs)
-            .filter(|d| *d >= SignedDuration::from_mins(1))
-            .ok_or_else(|| invalid("offline_deadline_secs is 60 to 2592000".into()))?;
+            .filter(|d| *d >= SignedDuration::from_secs(1))
+            .ok_or_else(|| invalid("offline_deadline_secs is 1 to 2592000".into()))?;
 
         let mut order: Vec<(&Candidate<'_>, [u8; 32])> = sites
             .iter()
+            .filter(|site| !site.manual)
             .map(|site| {
                 let key: [u8; 32] = Sha256::new()
                     .chain_update(self.name.as_bytes())
@@ -178,6 +185,21 @@ impl RolloutSpec {
                 name: wave.name.clone(),
                 sites: members,
                 soak,
+                manual: false,
+            });
+        }
+        let mut manual: Vec<String> = sites
+            .iter()
+            .filter(|site| site.manual)
+            .map(|site| site.name.to_owned())
+            .collect();
+        if !manual.is_empty() {
+            manual.sort();
+            waves.push(Wave {
+                name: MANUAL_WAVE.to_owned(),
+                sites: manual,
+                soak: SignedDuration::ZERO,
+                manual: true,
             });
         }
         let mut left: Vec<String> = order

@@ -18,6 +18,7 @@ fn wave(name: &str, sites: &[&str], soak_secs: i64) -> Wave {
         name: name.into(),
         sites: sites.iter().map(|s| (*s).to_owned()).collect(),
         soak: SignedDuration::from_secs(soak_secs),
+        manual: false,
     }
 }
 
@@ -445,6 +446,59 @@ fn random_fleets_and_operators_never_break_the_rollout_rules() {
 }
 
 #[test]
+fn the_manual_wave_is_never_offered_and_waits_for_imports_until_finished() {
+    let mut plan = plan();
+    plan.waves = vec![wave("online", &["a"], 0), {
+        let mut manual = wave("manual", &["b", "c", "d"], 0);
+        manual.manual = true;
+        manual
+    }];
+    plan.stop_on_failure = false;
+    plan.success_threshold_percent = 50;
+    let mut views = fleet();
+    let mut rollout = Rollout::start(&plan, &views, at(0));
+    rollout.step(&plan, &views, at(1), Hold::Free);
+    committed(views.get_mut("a").expect("a"));
+    rollout.step(&plan, &views, at(2), Hold::Free);
+    rollout.step(&plan, &views, at(3), Hold::Free);
+    assert!(matches!(
+        rollout.progress,
+        Progress::Running { wave: 1, .. }
+    ));
+    for tick in 4..20 {
+        assert!(
+            rollout
+                .step(&plan, &views, at(tick), Hold::Free)
+                .offer
+                .is_empty(),
+            "air-gapped sites are never offered online"
+        );
+    }
+    // b imported the stick and committed; c imported it and rolled back; d never did.
+    committed(views.get_mut("b").expect("b"));
+    views.get_mut("c").expect("c").failed.insert(v("1.1.0"));
+    rollout.step(&plan, &views, at(30), Hold::Free);
+    rollout.step(&plan, &views, at(31), Hold::Free);
+    assert_eq!(rollout.sites["b"], SiteState::Succeeded);
+    assert!(matches!(rollout.sites["c"], SiteState::Failed { .. }));
+    assert_eq!(rollout.sites["d"], SiteState::Waiting);
+    assert!(matches!(
+        rollout.progress,
+        Progress::Running { wave: 1, .. }
+    ));
+    // Nothing to finish outside a manual wave.
+    assert!(
+        Rollout::start(&plan, &fleet(), at(0))
+            .finish(&plan)
+            .is_err()
+    );
+    rollout.finish(&plan).expect("finish");
+    assert!(matches!(rollout.sites["d"], SiteState::Skipped { .. }));
+    rollout.step(&plan, &views, at(40), Hold::Free);
+    assert_eq!(rollout.progress, Progress::Completed);
+}
+
+#[test]
 fn pause_holds_and_takes_back_offers_not_begun_stop_is_for_good() {
     let plan = plan();
     let mut views = fleet();
@@ -637,8 +691,41 @@ mod specs {
     fn candidates(sites: &[(String, BTreeMap<String, String>)]) -> Vec<Candidate<'_>> {
         sites
             .iter()
-            .map(|(name, labels)| Candidate { name, labels })
+            .map(|(name, labels)| Candidate {
+                name,
+                labels,
+                manual: false,
+            })
             .collect()
+    }
+
+    #[test]
+    fn air_gapped_sites_form_a_manual_last_wave_whatever_the_selectors() {
+        let sites = labels();
+        let mut all = candidates(&sites);
+        // An air-gapped canary: the canary selector does not take it.
+        all[0].manual = true;
+        all[5].manual = true;
+        let plan = spec(THREE_WAVES).plan(&all).expect("plan");
+        assert_eq!(plan.waves.len(), 4);
+        let last = &plan.waves[3];
+        assert!(last.manual && last.name == "manual");
+        assert_eq!(last.sites, ["site-0", "site-5"]);
+        assert_eq!(plan.waves[0].sites, ["site-1"]);
+        assert_eq!(
+            plan.waves[1].sites.len(),
+            3,
+            "30 % of the eight online sites"
+        );
+        assert!(plan.waves[..3].iter().all(|w| !w.manual
+            && !w.sites.contains(&"site-0".to_owned())
+            && !w.sites.contains(&"site-5".to_owned())));
+        let reserved =
+            spec(r#"{"name": "r", "target_version": "1.1.0", "waves": [{"name": "manual"}]}"#);
+        assert!(matches!(
+            reserved.plan(&all),
+            Err(SpecError::Invalid(reason)) if reason.contains("manual")
+        ));
     }
 
     const THREE_WAVES: &str = r#"{"name": "to-1-1-0", "target_version": "1.1.0",
@@ -713,7 +800,7 @@ mod specs {
                 "success_threshold_percent",
             ),
             (
-                r#"{"name": "r", "target_version": "1.1.0", "waves": [{"name": "a"}], "offline_deadline_secs": 5}"#,
+                r#"{"name": "r", "target_version": "1.1.0", "waves": [{"name": "a"}], "offline_deadline_secs": 0}"#,
                 "offline_deadline_secs",
             ),
             (
@@ -769,6 +856,7 @@ mod views {
                 target_os_version: Some("1.1.0".into()),
                 maintenance_window: None,
             },
+            delivery: crate::store::Delivery::Online,
         }
     }
 
@@ -826,7 +914,10 @@ mod views {
         };
         assert!(with_windows(None, None), "no window: always open");
         assert!(!with_windows(Some("sat 22:00-02:00"), None));
-        assert!(with_windows(Some("fri 08:30-09:00"), None), "opens within the hour");
+        assert!(
+            with_windows(Some("fri 08:30-09:00"), None),
+            "opens within the hour"
+        );
         assert!(with_windows(Some("fri 07:00-09:00"), None), "open now");
         assert!(
             !with_windows(Some("fri 08:30-09:00"), Some("sun 01:00-03:00")),
@@ -907,6 +998,13 @@ mod service {
         assert!(matches!(
             rollouts.create(&spec("9.9.9"), "alice").await,
             Err(RolloutError::UnknownRelease(_))
+        ));
+        // Heartbeats come every 10 s here: a site is offline after 30 s, not sooner.
+        let mut hasty = spec("1.1.0");
+        hasty.offline_deadline_secs = 20;
+        assert!(matches!(
+            rollouts.create(&hasty, "alice").await,
+            Err(RolloutError::Spec(reason)) if reason.to_string().contains("three heartbeat")
         ));
         let created = rollouts
             .create(&spec("1.1.0"), "alice")

@@ -2,14 +2,16 @@
 //! `migrations/0001_fleet.sql`): one encoding, so a fleet can move from SQLite to PostgreSQL by copying
 //! rows, and the engines cannot drift apart in what a value means.
 
-use super::{ReleaseRecord, ReleaseState, RolloutRecord, Site, SiteState, StoreError, Withdrawal};
+use super::{
+    Delivery, ReleaseRecord, ReleaseState, RolloutRecord, Site, SiteState, StoreError, Withdrawal,
+};
 use jiff::{SignedDuration, Timestamp};
 use scs_edge_proto::{DesiredState, Report};
 use std::collections::BTreeMap;
 
 /// The `sites` columns in the order [`SiteRow`] takes them; every site query selects exactly these.
 pub(super) const SITE_COLUMNS: &str = "name, state, created_at, joined_at, last_seen, last_seq, \
-     last_report, desired_generation, labels, target_os_version, maintenance_window";
+     last_report, desired_generation, labels, target_os_version, maintenance_window, delivery";
 
 /// A `sites` row as the engines read it, before decoding.
 #[derive(Debug)]
@@ -25,6 +27,7 @@ pub(super) struct SiteRow {
     pub(super) labels: String,
     pub(super) target_os_version: Option<String>,
     pub(super) maintenance_window: Option<String>,
+    pub(super) delivery: String,
 }
 
 impl SiteRow {
@@ -60,6 +63,13 @@ impl SiteRow {
                 target_os_version: self.target_os_version,
                 maintenance_window: self.maintenance_window,
             },
+            delivery: Delivery::parse(&self.delivery).ok_or_else(|| {
+                malformed(
+                    operation,
+                    "sites.delivery",
+                    &format!("{:?} is not a delivery", self.delivery),
+                )
+            })?,
             name: self.name,
         })
     }
@@ -318,6 +328,7 @@ mod tests {
             labels: "{}".into(),
             target_os_version: None,
             maintenance_window: None,
+            delivery: "online".into(),
         };
         let err = row.decode("test").expect_err("refused");
         assert!(err.to_string().contains("sites.state"), "{err}");

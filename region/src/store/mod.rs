@@ -177,6 +177,38 @@ pub struct Site {
     pub last_seq: u64,
     /// Desired state (labels, target OS version) and its generation.
     pub desired: DesiredState,
+    /// How it gets releases.
+    pub delivery: Delivery,
+}
+
+/// How a site gets OS releases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// From the region's repository, over its link.
+    #[default]
+    Online,
+    /// On a stick an operator carries there: an air-gapped site.
+    Manual,
+}
+
+impl Delivery {
+    /// The stored and displayed form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Manual => "manual",
+        }
+    }
+
+    /// Reads the stored form.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "online" => Some(Self::Online),
+            "manual" => Some(Self::Manual),
+            _ => None,
+        }
+    }
 }
 
 /// A stored report with its receive time: the history behind the dashboard's timeline and gaps.
@@ -521,6 +553,11 @@ impl Store {
         step: &RolloutStep,
     ) -> Result<u64, StoreError> {
         dispatch!(self, s => s.save_rollout_step(name, step))
+    }
+
+    /// Sets how `site` gets releases. `UnknownSite` when there is none.
+    pub async fn set_delivery(&self, site: &str, delivery: Delivery) -> Result<(), StoreError> {
+        dispatch!(self, s => s.set_delivery(site, delivery))
     }
 
     /// The fleet-wide rollout switch.

@@ -14,8 +14,8 @@ use super::columns::{
 use super::migrations::{self, CREATE_SCHEMA_MIGRATIONS};
 use super::rules::{self, TokenRow};
 use super::{
-    CertificateRecord, DesiredChange, ReleaseRecord, RolloutRecord, RolloutStep, RolloutSwitch,
-    Site, SiteState, StoreError, StoredReport, Withdrawal,
+    CertificateRecord, Delivery, DesiredChange, ReleaseRecord, RolloutRecord, RolloutStep,
+    RolloutSwitch, Site, SiteState, StoreError, StoredReport, Withdrawal,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use jiff::Timestamp;
@@ -702,6 +702,23 @@ impl PostgresStore {
         Ok(revision)
     }
 
+    /// See [`super::Store::set_delivery`].
+    pub async fn set_delivery(&self, site: &str, delivery: Delivery) -> Result<(), StoreError> {
+        const OP: &str = "set delivery";
+        let client = self.client(OP).await?;
+        let updated = client
+            .execute(
+                "UPDATE sites SET delivery = $2 WHERE name = $1",
+                &[&site, &delivery.as_str()],
+            )
+            .await
+            .during(OP)?;
+        if updated == 0 {
+            return Err(StoreError::UnknownSite(site.to_owned()));
+        }
+        Ok(())
+    }
+
     /// See [`super::Store::rollout_switch`].
     pub async fn rollout_switch(&self) -> Result<RolloutSwitch, StoreError> {
         const OP: &str = "read rollout switch";
@@ -917,6 +934,7 @@ fn site_row(row: &Row) -> Result<SiteRow, tokio_postgres::Error> {
         labels: row.try_get(8)?,
         target_os_version: row.try_get(9)?,
         maintenance_window: row.try_get(10)?,
+        delivery: row.try_get(11)?,
     })
 }
 

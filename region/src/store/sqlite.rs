@@ -14,8 +14,8 @@ use super::columns::{
 use super::migrations::{self, CREATE_SCHEMA_MIGRATIONS};
 use super::rules::{self, TokenRow};
 use super::{
-    CertificateRecord, DesiredChange, ReleaseRecord, RolloutRecord, RolloutStep, RolloutSwitch,
-    Site, SiteState, StoreError, StoredReport, Withdrawal,
+    CertificateRecord, Delivery, DesiredChange, ReleaseRecord, RolloutRecord, RolloutStep,
+    RolloutSwitch, Site, SiteState, StoreError, StoredReport, Withdrawal,
 };
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -774,6 +774,25 @@ impl SqliteStore {
         .await
     }
 
+    /// See [`super::Store::set_delivery`].
+    pub async fn set_delivery(&self, site: &str, delivery: Delivery) -> Result<(), StoreError> {
+        const OP: &str = "set delivery";
+        let site = site.to_owned();
+        self.run(OP, move |conn| {
+            let updated = conn
+                .execute(
+                    "UPDATE sites SET delivery = ?2 WHERE name = ?1",
+                    params![site, delivery.as_str()],
+                )
+                .during(OP)?;
+            if updated == 0 {
+                return Err(StoreError::UnknownSite(site));
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// See [`super::Store::rollout_switch`].
     pub async fn rollout_switch(&self) -> Result<RolloutSwitch, StoreError> {
         const OP: &str = "read rollout switch";
@@ -957,6 +976,7 @@ fn site_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SiteRow> {
         labels: row.get(8)?,
         target_os_version: row.get(9)?,
         maintenance_window: row.get(10)?,
+        delivery: row.get(11)?,
     })
 }
 

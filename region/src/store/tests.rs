@@ -7,8 +7,9 @@
 #![allow(clippy::missing_panics_doc)]
 
 use super::{
-    CertificateRecord, DesiredChange, ReleaseRecord, ReleaseState, Retarget, RolloutRecord,
-    RolloutStep, RolloutSwitch, SiteState, Store, StoreError, TokenRefusal, Withdrawal,
+    CertificateRecord, Delivery, DesiredChange, ReleaseRecord, ReleaseState, Retarget,
+    RolloutRecord, RolloutStep, RolloutSwitch, SiteState, Store, StoreError, TokenRefusal,
+    Withdrawal,
 };
 use jiff::Timestamp;
 use scs_edge_proto::{
@@ -966,6 +967,24 @@ pub(super) async fn the_switch_refuses_offers_and_a_retarget_offers_the_new_vers
         .expect("rollout");
     let never = store.rollout_switch().await.expect("switch");
     assert!(!never.engaged);
+    // An air-gapped site, as rollouts read it.
+    store
+        .set_delivery("b", Delivery::Manual)
+        .await
+        .expect("delivery");
+    assert_eq!(
+        store.site("b").await.expect("b").expect("b").delivery,
+        Delivery::Manual
+    );
+    assert_eq!(
+        store.site("a").await.expect("a").expect("a").delivery,
+        Delivery::Online,
+        "online unless said otherwise"
+    );
+    assert!(matches!(
+        store.set_delivery("zz", Delivery::Manual).await,
+        Err(StoreError::UnknownSite(_))
+    ));
 
     let engaged = RolloutSwitch {
         engaged: true,

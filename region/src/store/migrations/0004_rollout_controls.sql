@@ -4,6 +4,11 @@
 -- (`sat,sun 22:00-02:00`, validated by the region before it is stored); NULL: the node's own.
 ALTER TABLE sites ADD COLUMN maintenance_window TEXT;
 
+-- How a site gets releases: `online` from the region's repository, or `manual` on a stick an
+-- operator carries there (an air-gapped site; rollouts give such sites a manual last wave).
+ALTER TABLE sites ADD COLUMN delivery TEXT NOT NULL DEFAULT 'online'
+    CHECK (delivery IN ('online', 'manual'));
+
 -- The fleet-wide stop switch for rollouts (issue 12): while engaged, no rollout offers anything.
 -- One row, seeded here, so engaging it is an UPDATE that a rollout step's transaction can wait on
 -- (PostgreSQL: the step reads it FOR SHARE) — no offer is written after "stop all" returned.
