@@ -282,7 +282,7 @@ fn bring_up(
     if let Some(memory) = spec.memory_mib {
         options.memory_mib = memory;
     }
-    let node = LabNode::boot(&options).map_err(|e| e.to_string())?;
+    let node = LabNode::boot(&options).map_err(|e| format!("{}: {e}", spec.name))?;
     say(format!(
         "booting {} under {} ({}){}; console log: {}",
         image.display(),
@@ -333,14 +333,24 @@ fn bring_up(
     }
     let cacert = spec.work_dir.join("api.crt");
     std::fs::write(&cacert, cert.trim_start()).map_err(|e| e.to_string())?;
+    // A failing status query is kept for the message: "did not join" would hide it.
+    let mut last_error = String::new();
     let joined = scs_edge_lab::poll_until(JOIN_TIMEOUT, || {
-        let site = region.site_status(&spec.name).ok()??;
+        let site = region
+            .site_status(&spec.name)
+            .map_err(|e| last_error = e)
+            .ok()??;
         (site["state"] == "active" && site["last_seq"].as_u64().unwrap_or(0) >= 1).then_some(site)
     })
     .ok_or_else(|| {
         format!(
-            "site {} did not join the region within {JOIN_TIMEOUT:?}; region log:\n{}",
+            "site {} did not join the region within {JOIN_TIMEOUT:?}{}; region log:\n{}",
             spec.name,
+            if last_error.is_empty() {
+                String::new()
+            } else {
+                format!(" (last status query: {last_error})")
+            },
             region.log_tail(20)
         )
     })?;

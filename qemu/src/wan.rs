@@ -651,8 +651,14 @@ impl<H: Host> Wan<H> {
             if self.host.netns_exists(&site.netns()) {
                 failures.extend(self.run(&["ip", "netns", "del", &site.netns()]).err());
             }
-            if self.host.link_exists(&site.host_link()) {
-                failures.extend(self.run(&["ip", "link", "del", &site.host_link()]).err());
+            // The host's end goes with the namespace's, but the kernel cleans a namespace up
+            // after `ip netns del` returns.
+            let host_link = site.host_link();
+            let gone = crate::poll_until(Duration::from_secs(5), || {
+                (!self.host.link_exists(&host_link)).then_some(())
+            });
+            if gone.is_none() {
+                failures.extend(self.run(&["ip", "link", "del", &host_link]).err());
             }
         }
         match self.region_address_present() {
