@@ -194,6 +194,17 @@ fn render_agent_toml(site: &SiteConfig, layout: &Layout) -> Result<String, Layou
     if let Some(address) = site.management.address {
         tls_names.push(Value::from(address.addr().to_string()));
     }
+    // Clients verify the certificate against the catalog's URL: behind a port forward or a NAT
+    // (the lab's sites) its host is none of the node's own names.
+    if let Some(host) = site
+        .api_url
+        .as_deref()
+        .and_then(|url| reqwest::Url::parse(url).ok())
+        .and_then(|url| url.host_str().map(|host| host.trim_matches(['[', ']']).to_owned()))
+        && !tls_names.iter().any(|name| name.as_str() == Some(host.as_str()))
+    {
+        tls_names.push(Value::from(host));
+    }
     let mut api = Table::new();
     api.insert("tls_names".into(), Value::Array(tls_names));
     if let Some(url) = &site.api_url {

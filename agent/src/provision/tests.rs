@@ -319,7 +319,7 @@ fn api_url_from_the_site_configuration_becomes_the_catalog_url() {
     node.write(
         "proc/cmdline",
         format!(
-            "{} scs_edge.api_url=https://127.0.0.1:8443",
+            "{} scs_edge.api_url=https://10.77.3.2:8443",
             cmdline("factory-7")
         ),
     );
@@ -328,7 +328,13 @@ fn api_url_from_the_site_configuration_becomes_the_catalog_url() {
         .expect("valid agent.toml");
     assert_eq!(
         config.api.public_url.as_deref(),
-        Some("https://127.0.0.1:8443")
+        Some("https://10.77.3.2:8443")
+    );
+    // Clients reach it there (a port forward): the certificate names that address too.
+    assert!(
+        config.api.tls_names.iter().any(|name| name == "10.77.3.2"),
+        "{:?}",
+        config.api.tls_names
     );
 
     let refused = Node::qemu();
