@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod bench;
 pub mod cloud;
+pub mod fleet_sim;
 pub mod guest;
 /// The QEMU lab (crate `scs-edge-lab`, folder `qemu/`), for the image tests and benchmark.
 pub use scs_edge_lab as lab;
@@ -18,6 +19,7 @@ pub mod oidc;
 pub mod ovn;
 pub mod postgres;
 pub mod region;
+pub mod release_desk;
 pub mod site;
 pub mod update_lab;
 pub mod wait;

@@ -109,6 +109,44 @@ impl RegionProcess {
         (status, response.json().unwrap_or(serde_json::Value::Null))
     }
 
+    /// Sends `body` to an operator API path (loopback access): what the region answered.
+    pub fn api_send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Answer {
+        let response = self
+            .operator_client()
+            .request(method, format!("{}{path}", self.url()))
+            .json(body)
+            .send()
+            .expect("operator API");
+        answer(response)
+    }
+
+    /// Adds `site` with `labels` and creates a join token for it over the operator API (one
+    /// request each, where the CLI would start two processes); returns the token.
+    pub fn add_labelled_site_with_token(&self, site: &str, labels: &[(&str, &str)]) -> String {
+        let labels: serde_json::Map<String, serde_json::Value> = labels
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), serde_json::Value::from(*value)))
+            .collect();
+        let added = self.api_send(
+            reqwest::Method::POST,
+            "/api/v1/sites",
+            &serde_json::json!({ "name": site, "labels": labels }),
+        );
+        assert_eq!(added.status, 201, "add {site}: {:?}", added.json);
+        let token = self.api_send(
+            reqwest::Method::POST,
+            &format!("/api/v1/sites/{site}/tokens"),
+            &serde_json::json!({}),
+        );
+        assert_eq!(token.status, 201, "token for {site}: {:?}", token.json);
+        token.json["token"].as_str().expect("token").to_owned()
+    }
+
     /// The site as the operator API shows it (`{"site": …, "history": …, "outages": …}`).
     pub fn site_json(&self, site: &str) -> serde_json::Value {
         let (status, body) = self.api_get(&format!("/api/v1/sites/{site}"), None);

@@ -6,77 +6,19 @@
 //! node can see.
 
 use scs_edge_proto::paths;
-use scs_edge_release::keys::{self, KeySet};
-use scs_edge_release::repository::Repository;
+use scs_edge_release::ReleaseError;
 use scs_edge_release::test_support;
 use scs_edge_release::verify::{self, Trust};
-use scs_edge_release::{Lifetimes, ReleaseError};
 use scs_edge_tests::region::{RegionOptions, RegionProcess, SimulatedNode, tls_config};
-use std::path::{Path, PathBuf};
-
-/// A release manager's keys and repository.
-struct Desk {
-    dir: tempfile::TempDir,
-    keys: KeySet,
-    repository: Repository,
-    root: PathBuf,
-}
-
-impl Desk {
-    fn new(runtime: &tokio::runtime::Runtime) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let keys = KeySet::new(dir.path().join("keys"));
-        let repository = Repository::new(dir.path().join("repository"));
-        let root = runtime
-            .block_on(keys::init(
-                &keys,
-                &repository.metadata_dir(),
-                &Lifetimes::default(),
-                jiff::Timestamp::now(),
-            ))
-            .expect("init");
-        Self {
-            dir,
-            keys,
-            repository,
-            root,
-        }
-    }
-
-    fn sign(&self, runtime: &tokio::runtime::Runtime, version: &str) {
-        runtime.block_on(test_support::sign(
-            &self.keys,
-            &self.repository,
-            &self.dir.path().join("image"),
-            version,
-        ));
-    }
-
-    /// The repository copied, as a release manager would hand over a stale or altered copy.
-    fn copy(&self, name: &str) -> PathBuf {
-        let to = self.dir.path().join(name);
-        test_support::copy_folder(self.repository.dir(), &to);
-        to
-    }
-}
+use scs_edge_tests::release_desk::Desk;
+use std::path::Path;
 
 /// A region whose `[releases]` trust `desk`'s root and hold its timestamp key.
 fn region(desk: &Desk) -> RegionProcess {
-    let keys = desk.dir.path().join("region-keys");
-    std::fs::create_dir_all(&keys).expect("key folder");
-    std::fs::copy(
-        desk.dir.path().join("keys/timestamp.pk8"),
-        keys.join("timestamp.pk8"),
-    )
-    .expect("timestamp key");
     RegionProcess::start(
         "region-releases",
         RegionOptions {
-            extra: format!(
-                "[releases]\nroot_of_trust = \"{}\"\ntimestamp_key_dir = \"{}\"\n",
-                desk.root.display(),
-                keys.display()
-            ),
+            extra: desk.region_config(),
             ..RegionOptions::default()
         },
     )
@@ -142,11 +84,7 @@ fn a_published_release_is_served_to_the_site_that_wants_it_and_refused_ones_chan
     desk.sign(&runtime, "1.0.0");
     let region = region(&desk);
 
-    let published = region.cli_ok(&[
-        "release",
-        "publish",
-        &desk.repository.dir().display().to_string(),
-    ]);
+    let published = region.cli_ok(&["release", "publish", &desk.repository_arg()]);
     assert!(published.contains("published 1.0.0"), "{published}");
     let before = list(&region);
     assert_eq!(before[0]["version"], "1.0.0");
@@ -155,14 +93,7 @@ fn a_published_release_is_served_to_the_site_that_wants_it_and_refused_ones_chan
     // Refused, nothing changes: signed with another release manager's keys, a tampered target.
     let foreign = Desk::new(&runtime);
     foreign.sign(&runtime, "1.1.0");
-    let refusal = cli_refusal(
-        &region,
-        &[
-            "release",
-            "publish",
-            &foreign.repository.dir().display().to_string(),
-        ],
-    );
+    let refusal = cli_refusal(&region, &["release", "publish", &foreign.repository_arg()]);
     assert!(refusal.contains("release refused"), "{refusal}");
     desk.sign(&runtime, "1.1.0");
     let tampered = desk.copy("tampered");
