@@ -472,8 +472,6 @@ fn a_canary_that_rolls_back_halts_the_rollout_and_touches_nobody_else_until_a_fi
 /// A node heartbeats through its health gate, already on the new version's image (phase
 /// `verifying`): that is no commit yet. A wave without soak must wait for the verdict.
 #[test]
-#[ignore = "region bug: rollouts::machine::follow counts a site that runs the target as committed \
-            while its report still says verifying; a rollback after that halts nothing"]
 fn a_canary_still_in_its_health_gate_has_not_committed() {
     let bad = "1.1.0";
     let (fleet, names) = canary_fleet(

@@ -264,6 +264,8 @@ struct DesiredPatch {
 }
 
 impl NullablePatch {
+    // The store's three-way change of a nullable field: keep, clear, set.
+    #[expect(clippy::option_option, reason = "DesiredChange's keep / clear / set")]
     fn into_change(self) -> Option<Option<String>> {
         match self {
             Self::Keep => None,

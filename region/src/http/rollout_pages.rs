@@ -144,7 +144,7 @@ async fn act(
             &state,
             &peer,
             &headers,
-            uri.authority().map(|a| a.as_str()),
+            uri.authority().map(axum::http::uri::Authority::as_str),
             &form.form_token,
         )?;
         match action.as_str() {
@@ -177,7 +177,7 @@ fn refused(state: &AppState, error: &ApiError, back: &str) -> Response {
         status,
         Html(dashboard::rollouts::refused_page(
             &state.region_name,
-            &error.message(),
+            error.message(),
             back,
         )),
     )

@@ -626,9 +626,8 @@ impl Rollout {
     /// Ends the wait for the manual wave: air-gapped sites that have not reported the release yet
     /// are skipped, and the rollout completes. Their reports are still read by later rollouts.
     pub fn finish(&mut self, plan: &Plan) -> Result<(), WrongState> {
-        let wave = match self.progress {
-            Progress::Running { wave, .. } | Progress::Paused { wave, .. } => wave,
-            _ => return Err(self.wrong("finish")),
+        let (Progress::Running { wave, .. } | Progress::Paused { wave, .. }) = self.progress else {
+            return Err(self.wrong("finish"));
         };
         let Some(current) = plan.waves.get(wave).filter(|current| current.manual) else {
             return Err(WrongState {
@@ -682,7 +681,7 @@ fn follow(
     let next = match state {
         SiteState::Offered { at } | SiteState::Updating { since: at } => {
             let started = *at;
-            if view.running.as_ref() == Some(target) {
+            if committed(view, target) {
                 Some(SiteState::Soaking { committed_at: now })
             } else if let Some(reason) = failure(view, target, started) {
                 Some(SiteState::failed(reason))
@@ -726,7 +725,7 @@ fn follow(
         // take-back that raced a node which had begun, a stick — is followed and judged like one
         // that was offered.
         SiteState::Waiting | SiteState::Absent { .. } => {
-            if view.running.as_ref() == Some(target) {
+            if committed(view, target) {
                 Some(SiteState::Soaking { committed_at: now })
             } else if view.updating.as_ref() == Some(target) {
                 Some(SiteState::Updating { since: now })
@@ -743,6 +742,13 @@ fn follow(
         }
         _ => false,
     }
+}
+
+/// The site runs `target` and its health gate let it stay. While the gate judges, the node already
+/// boots the new image (its reported OS version is the target) but its update is not over: a
+/// rollback may still come.
+fn committed(view: &SiteView, target: &Version) -> bool {
+    view.running.as_ref() == Some(target) && view.updating.as_ref() != Some(target)
 }
 
 /// Why a site's update of `target`, offered at `offered`, failed, if it did.

@@ -147,6 +147,11 @@ fn display(
 ) -> (&'static str, Option<String>) {
     match state {
         SiteState::Waiting => ("pending", None),
+        // The agent names the version it imports only once it verified: an importing site that
+        // was offered the target is downloading it.
+        SiteState::Offered { .. } if report.is_some_and(|r| r.phase == UpdatePhase::Importing) => {
+            ("downloading", None)
+        }
         SiteState::Offered { at } => ("offered", Some(format!("since {at}"))),
         SiteState::Updating { .. } => {
             let phase = report

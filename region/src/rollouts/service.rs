@@ -261,21 +261,18 @@ impl Rollouts {
             BTreeMap::new()
         };
         let view = self
-            .operate(name, |view, plan, now| match &retarget {
-                Some(version) => {
+            .operate(name, |view, plan, now| {
+                if let Some(version) = &retarget {
                     let decisions = view.state.retarget(plan, version.clone(), &sites, now)?;
-                    Ok((decisions, true))
+                    return Ok((decisions, true));
                 }
-                None => {
-                    if let Some(release) =
-                        releases.iter().find(|r| r.manifest.version == plan.target)
-                        && release.state == ReleaseState::Withdrawn
-                    {
-                        return Err(RolloutError::Withdrawn(plan.target.to_string()));
-                    }
-                    view.state.resume(now)?;
-                    Ok((Decisions::default(), false))
+                if let Some(release) = releases.iter().find(|r| r.manifest.version == plan.target)
+                    && release.state == ReleaseState::Withdrawn
+                {
+                    return Err(RolloutError::Withdrawn(plan.target.to_string()));
                 }
+                view.state.resume(now)?;
+                Ok((Decisions::default(), false))
             })
             .await?;
         tracing::info!(rollout = name, actor, target = ?target, "rollout resumed");

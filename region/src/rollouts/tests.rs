@@ -161,6 +161,39 @@ fn waves_go_in_order_each_after_its_soak_and_never_more_than_max_parallel() {
 }
 
 #[test]
+fn a_site_still_in_its_health_gate_has_not_committed_even_though_it_boots_the_target() {
+    let mut plan = plan();
+    plan.waves[0].soak = SignedDuration::ZERO;
+    let mut views = fleet();
+    let mut rollout = Rollout::start(&plan, &views, at(0));
+    rollout.step(&plan, &views, at(1), Hold::Free);
+    // Rebooted into 1.1.0, the gate verifying it: the report's OS version is already the target.
+    let a = views.get_mut("a").expect("a");
+    a.running = Some(v("1.1.0"));
+    a.updating = Some(v("1.1.0"));
+    for tick in 2..10 {
+        assert!(
+            rollout
+                .step(&plan, &views, at(tick), Hold::Free)
+                .offer
+                .is_empty()
+        );
+    }
+    assert!(matches!(rollout.sites["a"], SiteState::Updating { .. }));
+    assert!(matches!(
+        rollout.progress,
+        Progress::Running { wave: 0, .. }
+    ));
+    // The gate fails: back on 1.0.0, and the rollout halts having offered nobody else.
+    let a = views.get_mut("a").expect("a");
+    a.running = Some(v("1.0.0"));
+    a.updating = None;
+    a.failed.insert(v("1.1.0"));
+    rollout.step(&plan, &views, at(10), Hold::Free);
+    assert!(matches!(rollout.progress, Progress::Halted { .. }));
+}
+
+#[test]
 fn a_canary_that_rolls_back_halts_the_rollout_and_no_other_site_is_offered() {
     let plan = plan();
     let mut views = fleet();

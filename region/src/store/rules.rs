@@ -126,6 +126,17 @@ pub(super) fn next_revision(from: u64, operation: &'static str) -> Result<u64, S
     })
 }
 
+/// A rollout step may offer only while the fleet-wide switch is released.
+pub(super) fn offers_allowed(switch: &RolloutSwitch) -> Result<(), StoreError> {
+    if switch.engaged {
+        return Err(StoreError::SwitchEngaged {
+            by: switch.changed_by.clone(),
+            reason: switch.reason.clone(),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,15 +233,4 @@ mod tests {
         assert_eq!(cleared.labels, current.labels);
         assert_eq!(cleared.target_os_version, None);
     }
-}
-
-/// A rollout step may offer only while the fleet-wide switch is released.
-pub(super) fn offers_allowed(switch: &RolloutSwitch) -> Result<(), StoreError> {
-    if switch.engaged {
-        return Err(StoreError::SwitchEngaged {
-            by: switch.changed_by.clone(),
-            reason: switch.reason.clone(),
-        });
-    }
-    Ok(())
 }
