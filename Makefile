@@ -33,7 +33,7 @@ PHASE := scripts/phase.sh run
 # `scs-edge-lab wan <site> cut|restore|delay <n>ms|loss <p>%` impairs (decision 0016).
 SITES ?= 1
 
-.PHONY: help test deps lint lint-fast build deny-advisories unit integration dev bench image lab clean
+.PHONY: help test deps lint lint-fast build deny-advisories unit integration dev bench image test-images lab clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -81,6 +81,9 @@ bench: deps ## benchmarks against a baseline in the same run → target/bench/re
 image: deps ## build the node image (mkosi; only when an input changed; IMAGE_PROFILE=release for a fleet) → target/image/scs-edge_<version>.raw
 	$(AGENT_BUILD)
 	$(IMAGE)
+
+test-images: image ## the next releases for the update test and the lab: N+1 and a broken N+2 → target/image-test/<version>/
+	$(UPDATE_TEST_IMAGES)
 
 lab: image ## start a local region and boot SITES sites (default 1) from the image in QEMU that join it; prints `ready: <clouds.yaml>`
 	target/debug/scs-edge-lab up --sites $(SITES)

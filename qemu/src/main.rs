@@ -218,11 +218,45 @@ impl SiteSpec {
     }
 }
 
+/// The lab region's `[releases]` and `[rollouts]`: it trusts the root of trust the development image
+/// carries (`make image`'s release repository) and holds that repository's timestamp key, alone in
+/// a folder of its own as on a real region host, so releases signed with the development keys can
+/// be published to it and rolled out. Without a development repository, no `[releases]`.
+fn releases_section(work_dir: &Path) -> Result<String, String> {
+    let image = target_dir().join("image");
+    let metadata = image.join("releases").join("metadata");
+    let root = std::fs::read_dir(&metadata)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let version = path.file_name()?.to_str()?.strip_suffix(".root.json")?;
+            Some((version.parse::<u64>().ok()?, path))
+        })
+        .max()
+        .map(|(_, path)| path);
+    let timestamp_key = image.join("keys").join("release").join("timestamp.pk8");
+    let rollouts = "[rollouts]\ntick_millis = 2000\n";
+    let Some(root) = root.filter(|_| timestamp_key.exists()) else {
+        return Ok(rollouts.to_owned());
+    };
+    let keys = work_dir.join("region-release-keys");
+    std::fs::create_dir_all(&keys).map_err(|e| format!("{}: {e}", keys.display()))?;
+    std::fs::copy(&timestamp_key, keys.join("timestamp.pk8"))
+        .map_err(|e| format!("{}: {e}", timestamp_key.display()))?;
+    Ok(format!(
+        "[releases]\nroot_of_trust = \"{}\"\ntimestamp_key_dir = \"{}\"\n\n{rollouts}",
+        root.display(),
+        keys.display()
+    ))
+}
+
 /// Starts (or restarts, keeping its state) the lab's region.
 fn start_region(args: &UpArgs, listen_ip: &str, names: &[&str]) -> Result<RegionProcess, String> {
     let mut options = RegionOptions::new(args.work_dir.join("region"), args.region_port);
     listen_ip.clone_into(&mut options.listen_ip);
     options.names = names.iter().map(|&n| n.to_owned()).collect();
+    options.extra = releases_section(&args.work_dir)?;
     let region = RegionProcess::start(options)?;
     println!(
         "region: {} (dashboard; log {})",
