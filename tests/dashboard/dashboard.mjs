@@ -5,10 +5,9 @@
 //   node dashboard.mjs <region url> <site> <username> <password> <screenshot dir>
 //
 // Prints one JSON object on stdout with what the pages showed; the Rust test asserts on it.
-import { chromium } from 'playwright-core';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
+import { launch, signIn } from './login.mjs';
 
 const [url, site, username, password, shots] = process.argv.slice(2);
 if (!shots) {
@@ -16,32 +15,11 @@ if (!shots) {
   process.exit(2);
 }
 fs.mkdirSync(shots, { recursive: true });
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'scs-edge-chromium-'));
-// A new, empty profile every run; the region's certificate comes from its own CA, which this
-// throw-away profile does not know.
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  headless: true,
-  ignoreHTTPSErrors: true,
-  viewport: { width: 1280, height: 800 },
-  args: [
-    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  ],
-});
+const { page, close } = await launch();
 const result = {};
 try {
-  const page = context.pages()[0] ?? await context.newPage();
-  await page.goto(url);
-  // Not signed in: the dashboard sends the browser to the identity provider's login form.
-  result.login_host = new URL(page.url()).host;
-  await page.fill('input[name=username]', username);
-  await page.fill('input[name=password]', password);
-  await Promise.all([page.waitForURL((u) => u.href.startsWith(url)), page.click('button')]);
-  result.after_login = page.url();
-  const denied = await page.locator('[data-testid=error]').count();
-  if (denied) {
-    result.error = await page.locator('[data-testid=error]').innerText();
+  Object.assign(result, await signIn(page, url, '/', username, password));
+  if (result.error) {
     await page.screenshot({ path: path.join(shots, 'dashboard-denied.png'), fullPage: true });
   } else {
     await page.waitForSelector('[data-testid=fleet]');
@@ -68,7 +46,6 @@ try {
     await page.screenshot({ path: path.join(shots, 'dashboard-site.png'), fullPage: true });
   }
 } finally {
-  await context.close();
-  fs.rmSync(profile, { recursive: true, force: true });
+  await close();
 }
 console.log(JSON.stringify(result));

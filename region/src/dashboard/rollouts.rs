@@ -164,7 +164,8 @@ fn buttons(name: &str, state: &str, active: bool, token: &str) -> String {
 <input type=\"hidden\" name=\"form_token\" value=\"{token}\"><button type=\"submit\" data-testid=\"{action}\">{label}</button></form> "
         )
     };
-    let mut out = String::from("<p data-testid=\"actions\">");
+    // A <div>, not a <p>: a <form> closes an open <p>, which would leave the buttons outside it.
+    let mut out = String::from("<div data-testid=\"actions\">");
     match state {
         "running" => out.push_str(&form("pause", "Pause")),
         "paused" | "halted" => out.push_str(&form("resume", "Resume")),
@@ -176,7 +177,7 @@ fn buttons(name: &str, state: &str, active: bool, token: &str) -> String {
             "<a href=\"/rollouts/{name}/stop\" data-testid=\"stop\">Stop…</a>"
         );
     }
-    out.push_str("</p>");
+    out.push_str("</div>");
     out
 }
 
