@@ -158,17 +158,23 @@ pub fn refused_page(ctx_region: &str, message: &str, back: &str) -> String {
 
 fn buttons(name: &str, state: &str, active: bool, token: &str) -> String {
     let token = escape(token);
-    let form = |action: &str, label: &str| {
+    // Pausing records why, as on the CLI and REST; the reason is optional.
+    let form = |action: &str, label: &str, reason: bool| {
+        let reason = if reason {
+            "<input name=\"reason\" data-testid=\"pause-reason\" placeholder=\"why (optional)\"> "
+        } else {
+            ""
+        };
         format!(
             "<form method=\"post\" action=\"/rollouts/{name}/{action}\" style=\"display:inline\">\
-<input type=\"hidden\" name=\"form_token\" value=\"{token}\"><button type=\"submit\" data-testid=\"{action}\">{label}</button></form> "
+<input type=\"hidden\" name=\"form_token\" value=\"{token}\">{reason}<button type=\"submit\" data-testid=\"{action}\">{label}</button></form> "
         )
     };
     // A <div>, not a <p>: a <form> closes an open <p>, which would leave the buttons outside it.
     let mut out = String::from("<div data-testid=\"actions\">");
     match state {
-        "running" => out.push_str(&form("pause", "Pause")),
-        "paused" | "halted" => out.push_str(&form("resume", "Resume")),
+        "running" => out.push_str(&form("pause", "Pause", true)),
+        "paused" | "halted" => out.push_str(&form("resume", "Resume", false)),
         _ => {}
     }
     if active && !matches!(state, "stopped" | "completed") {

@@ -62,6 +62,8 @@ pub struct SiteView {
     /// The version its last refusal named, and when it came (a refusal older than the offer is
     /// about something else).
     pub refused: Option<(Version, Timestamp)>,
+    /// The version its last update rolled back, and what its health gate found.
+    pub rolled_back: Option<(Version, String)>,
     /// Every component healthy in the latest heartbeat.
     pub healthy: bool,
     /// Its maintenance window is open (or it has none).
@@ -754,9 +756,12 @@ fn committed(view: &SiteView, target: &Version) -> bool {
 /// Why a site's update of `target`, offered at `offered`, failed, if it did.
 fn failure(view: &SiteView, target: &Version, offered: Timestamp) -> Option<String> {
     if view.failed.contains(target) {
-        return Some(format!(
-            "{target} failed its health gate and was rolled back"
-        ));
+        return Some(match &view.rolled_back {
+            Some((version, why)) if version == target => {
+                format!("{target} failed its health gate and was rolled back: {why}")
+            }
+            _ => format!("{target} failed its health gate and was rolled back"),
+        });
     }
     match &view.refused {
         Some((version, at)) if version == target && *at >= offered => {

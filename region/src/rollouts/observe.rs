@@ -50,6 +50,15 @@ pub fn view(site: &Site, now: Timestamp, interval: SignedDuration) -> SiteView {
             .and_then(|update| update.last_refusal.as_ref())
             .zip(wanted)
             .map(|(refusal, wanted)| (wanted, refusal.at)),
+        rolled_back: update
+            .and_then(|update| update.last_outcome.as_ref())
+            .filter(|outcome| outcome.result == "rolled_back")
+            .and_then(|outcome| {
+                Some((
+                    outcome.version.parse().ok()?,
+                    outcome.reason.clone().unwrap_or_default(),
+                ))
+            }),
         healthy: site_health(site) == HealthState::Healthy,
         window_open: update
             .and_then(|update| update.window.as_deref())

@@ -46,6 +46,7 @@ fn on(running: &str) -> SiteView {
         updating: None,
         failed: BTreeSet::new(),
         refused: None,
+        rolled_back: None,
         healthy: true,
         window_open: true,
         last_seen: Some(at(0)),
@@ -205,6 +206,7 @@ fn a_canary_that_rolls_back_halts_the_rollout_and_no_other_site_is_offered() {
     let a = views.get_mut("a").expect("a");
     a.updating = None;
     a.failed.insert(v("1.1.0"));
+    a.rolled_back = Some((v("1.1.0"), "ovn-controller did not connect".into()));
     let decisions = rollout.step(&plan, &views, at(30), Hold::Free);
     assert_eq!(decisions.take_back, ["a"]);
     assert!(matches!(rollout.sites["a"], SiteState::Failed { .. }));
@@ -213,7 +215,9 @@ fn a_canary_that_rolls_back_halts_the_rollout_and_no_other_site_is_offered() {
     };
     assert_eq!(*wave, 0);
     assert!(
-        reason.contains("canary") && reason.contains("a: 1.1.0 failed its health gate"),
+        reason.contains("canary")
+            && reason.contains("a: 1.1.0 failed its health gate")
+            && reason.contains("ovn-controller did not connect"),
         "{reason}"
     );
     for later in 31..40 {
@@ -917,6 +921,31 @@ mod views {
         assert_eq!(seen.updating, Some(v("1.1.0")));
         assert_eq!(seen.failed.into_iter().collect::<Vec<_>>(), [v("0.9.0")]);
         assert_eq!(seen.refused, Some((v("1.1.0"), at(90))));
+        assert_eq!(seen.rolled_back, None);
+
+        // A rollback names the version and what the gate found.
+        let mut rolled = site(None, HealthState::Healthy);
+        if let Some(report) = rolled.last_report.as_mut() {
+            report.update = Some(UpdateReport {
+                phase: UpdatePhase::Idle,
+                target: None,
+                failed: vec!["1.1.0".into()],
+                last_outcome: Some(scs_edge_proto::UpdateOutcome {
+                    result: "rolled_back".into(),
+                    version: "1.1.0".into(),
+                    reason: Some("ovn-controller did not connect".into()),
+                }),
+                refused: 0,
+                last_refusal: None,
+                last_error: None,
+                waivers_used: 0,
+                window: None,
+            });
+        }
+        assert_eq!(
+            view(&rolled, at(105), interval).rolled_back,
+            Some((v("1.1.0"), "ovn-controller did not connect".into()))
+        );
 
         let idle = view(&site(None, HealthState::Degraded), at(200), interval);
         assert!(!idle.online, "three missed heartbeats");
