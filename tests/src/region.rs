@@ -25,6 +25,9 @@ pub struct RegionOptions {
     pub extra: String,
     /// `RUST_LOG` for the region (default: debug for its own targets).
     pub log_filter: String,
+    /// Names and addresses in its certificate beside 127.0.0.1 and localhost (`10.0.2.2` for
+    /// nodes in QEMU, which reach the host's loopback there).
+    pub extra_names: Vec<String>,
 }
 
 /// A region process in a scratch directory (the lab crate's [`lab::RegionProcess`], with the test
@@ -59,6 +62,7 @@ impl RegionProcess {
             options.expected_interval_secs
         };
         lab_options.extra = options.extra;
+        lab_options.names.extend(options.extra_names);
         lab_options.log_filter = if options.log_filter.is_empty() {
             "info,scs_edge_region=debug".into()
         } else {
@@ -368,6 +372,8 @@ pub struct TcpRelay {
     pub port: u16,
     cut: Arc<AtomicBool>,
     connections: Arc<Mutex<Vec<TcpStream>>>,
+    /// Bytes relayed from the region to nodes: what a download cost on the link.
+    down: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl TcpRelay {
@@ -377,7 +383,8 @@ impl TcpRelay {
         let port = listener.local_addr().expect("addr").port();
         let cut = Arc::new(AtomicBool::new(false));
         let connections: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (cut2, conns2) = (cut.clone(), connections.clone());
+        let down = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (cut2, conns2, down2) = (cut.clone(), connections.clone(), down.clone());
         std::thread::spawn(move || {
             for inbound in listener.incoming() {
                 let Ok(inbound) = inbound else { continue };
@@ -395,15 +402,22 @@ impl TcpRelay {
                 pipe(
                     inbound.try_clone().expect("clone"),
                     outbound.try_clone().expect("clone"),
+                    None,
                 );
-                pipe(outbound, inbound);
+                pipe(outbound, inbound, Some(down2.clone()));
             }
         });
         Self {
             port,
             cut,
             connections,
+            down,
         }
+    }
+
+    /// Bytes relayed from the region towards nodes so far.
+    pub fn bytes_down(&self) -> u64 {
+        self.down.load(Ordering::SeqCst)
     }
 
     /// Drops every open connection and refuses new ones.
@@ -420,9 +434,26 @@ impl TcpRelay {
     }
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+/// Copies `from` to `to` until either closes, counting into `counted`.
+fn pipe(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    counted: Option<Arc<std::sync::atomic::AtomicU64>>,
+) {
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut from, &mut to);
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            let read = match std::io::Read::read(&mut from, &mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(read) => read,
+            };
+            if std::io::Write::write_all(&mut to, &buffer[..read]).is_err() {
+                break;
+            }
+            if let Some(counted) = &counted {
+                counted.fetch_add(read as u64, Ordering::SeqCst);
+            }
+        }
         let _ = to.shutdown(Shutdown::Write);
     });
 }

@@ -57,6 +57,33 @@ impl ReleaseDesk {
         }
     }
 
+    /// The `[releases]` section of a region trusting the root the images carry (the repository's
+    /// newest) and holding the development timestamp key, alone in a folder of its own.
+    pub fn region_config(&self) -> String {
+        let keys = self.dir.join("region-keys");
+        std::fs::create_dir_all(&keys).expect("key folder");
+        std::fs::copy(
+            target_dir().join("image/keys/release/timestamp.pk8"),
+            keys.join("timestamp.pk8"),
+        )
+        .expect("timestamp key");
+        let root = std::fs::read_dir(self.repo.metadata_dir())
+            .expect("the desk's metadata")
+            .filter_map(|entry| {
+                let path = entry.ok()?.path();
+                let version = path.file_name()?.to_str()?.strip_suffix(".root.json")?;
+                Some((version.parse::<u64>().ok()?, path))
+            })
+            .max()
+            .expect("a root")
+            .1;
+        format!(
+            "[releases]\nroot_of_trust = \"{}\"\ntimestamp_key_dir = \"{}\"\n",
+            root.display(),
+            keys.display()
+        )
+    }
+
     /// Signs the image build of `version` (from `target/image-test/<version>`) and returns a stick
     /// image labelled `label` holding its bundle.
     pub fn stick(&self, version: &semver::Version, label: &str) -> PathBuf {

@@ -616,7 +616,8 @@ fn pause_stop_and_the_switch_take_back_offers_not_begun() {
     assert_eq!(created.status, 201, "{:?}", created.json);
     fleet.await_rollout("os-1-1", "begun-1 installed, slow-1 importing", |r| {
         site_state(r, "begun-1") == "installing"
-            && site_state(r, "slow-1") == "offered"
+            // Importing, it names no version yet (as the agent): offered, shown as downloading.
+            && site_state(r, "slow-1") == "downloading"
             && slow.reported_phase() == UpdatePhase::Importing
     });
     let others_before: BTreeMap<String, Value> = fleet

@@ -5,8 +5,9 @@
 
 // The scenarios reach the store's types through `super::`, as they do inside the region crate.
 use scs_edge_region::store::{
-    CertificateRecord, DesiredChange, ReleaseRecord, ReleaseState, RolloutRecord, RolloutStep,
-    SiteState, Store, StoreError, StoredReport, TokenRefusal, Withdrawal,
+    CertificateRecord, Delivery, DesiredChange, ReleaseRecord, ReleaseState, Retarget,
+    RolloutRecord, RolloutStep, RolloutSwitch, SiteState, Store, StoreError, StoredReport,
+    TokenRefusal, Withdrawal,
 };
 
 #[macro_use]
