@@ -144,24 +144,7 @@ impl SimSite {
             site: site.to_owned(),
             client: client(&region.ca_pem(), Some((&joined.cert_pem, &joined.key_pem))),
         };
-        let node = Arc::new(Mutex::new(Node {
-            behaviour,
-            running: running.to_owned(),
-            healthy: true,
-            phase: Phase::Idle,
-            failed: Vec::new(),
-            last_outcome: None,
-            generation: 0,
-            wanted: None,
-            window_open: false,
-            powered: true,
-            next_seq: 1,
-            queue: Vec::new(),
-            witness: Vec::new(),
-            verdicts: Vec::new(),
-            unreported: None,
-            reported_phase: UpdatePhase::Idle,
-        }));
+        let node = Arc::new(Mutex::new(Node::new(behaviour, running)));
         let (stop, stopped) = mpsc::channel::<()>();
         let shared = Arc::clone(&node);
         let thread = std::thread::Builder::new()
@@ -274,6 +257,28 @@ impl Drop for SimSite {
 }
 
 impl Node {
+    /// A powered, healthy node running `running` that has read no desired state yet.
+    fn new(behaviour: Behaviour, running: &str) -> Self {
+        Self {
+            behaviour,
+            running: running.to_owned(),
+            healthy: true,
+            phase: Phase::Idle,
+            failed: Vec::new(),
+            last_outcome: None,
+            generation: 0,
+            wanted: None,
+            window_open: false,
+            powered: true,
+            next_seq: 1,
+            queue: Vec::new(),
+            witness: Vec::new(),
+            verdicts: Vec::new(),
+            unreported: None,
+            reported_phase: UpdatePhase::Idle,
+        }
+    }
+
     /// One heartbeat: the updater moves on one step, the report goes out (none while rebooting),
     /// and a moved desired generation is fetched and acted on.
     fn heartbeat(&mut self, link: &Link) {
@@ -468,6 +473,56 @@ impl Node {
                 window: None,
             }),
         }
+    }
+}
+
+/// A site's updater without a link of its own, for a load generator that holds thousands of
+/// sites on connections it manages itself, where a thread and an HTTP client per site would not
+/// fit. It takes releases as [`SimSite`]'s [`Behaviour::Good`] does, one step per heartbeat; the
+/// caller sends what [`Self::heartbeat`] returns and hands back the region's answers.
+pub struct Updater {
+    node: Node,
+}
+
+impl Updater {
+    /// A site running OS `running` that has read no desired state yet.
+    pub fn new(running: &str) -> Self {
+        Self {
+            node: Node::new(Behaviour::Good, running),
+        }
+    }
+
+    /// This heartbeat's reports (the unacknowledged ones first), after the updater's step; `None`
+    /// while the node reboots and sends nothing.
+    pub fn heartbeat(&mut self) -> Option<ReportBatch> {
+        if !self.node.advance() {
+            return None;
+        }
+        let report = self.node.report();
+        self.node.queue.push(report);
+        Some(ReportBatch {
+            reports: self.node.queue.clone(),
+        })
+    }
+
+    /// The region took the reports: true when its desired generation moved, so the desired state
+    /// is to be fetched and handed to [`Self::received`].
+    pub fn acked(&mut self, ack: &ReportAck) -> bool {
+        self.node
+            .queue
+            .retain(|report| report.seq > ack.acked_through);
+        ack.desired_generation != self.node.generation
+    }
+
+    /// The desired state the region answered with.
+    pub fn received(&mut self, desired: DesiredState) {
+        self.node.generation = desired.generation;
+        self.node.want(desired.target_os_version);
+    }
+
+    /// The OS version it runs.
+    pub fn running(&self) -> &str {
+        &self.node.running
     }
 }
 

@@ -15,15 +15,22 @@
 //!    bytes, the server's downtime and reboot to blessed.
 //! 7. The region (see `region.rs`): 10,000 simulated sites heartbeating every 10 s against one
 //!    region process, on SQLite and on PostgreSQL, against `GET /healthz` on the same connections.
+//! 8. A rollout (see `rollout.rs`): the same 10,000 sites following a release walked in four waves,
+//!    against their heartbeats with no rollout; on SQLite and on PostgreSQL.
+//! 9. Release downloads (see `downloads.rs`): 50 sites fetching a 256 MiB artifact at once from the
+//!    region's repository, against one GET of it from a plain TLS file server.
 //!
 //! Guests boot a blank disk (SeaBIOS finds nothing to boot and idles), so guest CPU does not skew
 //! control-plane timings. Writes target/bench/results.jsonl and docs/benchmarks.md.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod downloads;
+mod fleet_load;
 mod identity;
 mod image;
 mod network;
 mod region;
+mod rollout;
 mod update;
 
 use scs_edge_agent::compute::hypervisor::VirtType;
@@ -49,9 +56,11 @@ fn main() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     scs_edge_agent::system::logging::init("warn", scs_edge_agent::system::logging::LogFormat::Text);
     ensure_daemons();
-    // `scs-edge-bench [compute] [rss] [network] [identity] [image | boot] [update] [region]` runs a subset and
-    // replaces only its rows of docs/benchmarks.md; `boot` boots the image built last without
-    // rebuilding it.
+    // `scs-edge-bench [compute] [rss] [network] [identity] [image | boot] [update] [region]
+    // [rollout] [downloads]` runs a subset and replaces only its rows of docs/benchmarks.md; `boot`
+    // boots the image built last without rebuilding it. `SCS_EDGE_BENCH_ROLLOUT_SITES` and
+    // `SCS_EDGE_BENCH_DOWNLOAD_MIB` shrink the rollout's fleet and the downloaded artifact for a
+    // quicker run; the rows name the sizes they measured.
     let only: Vec<String> = std::env::args().skip(1).collect();
     let wanted = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
     let mut records = Vec::new();
@@ -77,6 +86,12 @@ fn main() {
     }
     if wanted("region") {
         region::run(&mut records);
+    }
+    if wanted("rollout") {
+        rollout::run(&mut records);
+    }
+    if wanted("downloads") {
+        downloads::run(&mut records);
     }
 
     let jsonl = target_dir().join("bench/results.jsonl");
@@ -125,7 +140,9 @@ const NOTES: &str = "## What is measured\n\n\
 - **image build**: `scripts/build-image.sh` forced, with the release agent already built: cold = mkosi's incremental and package caches removed (packages downloaded again), cached = both caches kept.\n\
 - **image size**: the raw image's length (sparse), the blocks it occupies, and `zstd -T0 -12` of it; k3s is not in it (it cannot be downloaded here).\n\
 - **boot to READY**: the image in QEMU under TCG (2 vCPUs, 3 GiB, OVMF) with its site configuration over fw_cfg, from starting QEMU to systemd's ActiveEnterTimestampMonotonic of the agent (READY=1, after provisioning) and of the last of libvirtd, ovs-vswitchd, ovn-controller and ovn-northd (the baseline), placed on the host's clock by one reading of /proc/uptime over the serial console. **reboot to READY**: the same node rebooted (`systemctl reboot` on its console, no provisioning: what each OS update costs), from sending the command to READY=1. `make bench` prints `systemd-analyze time`, the agent's critical chain and the slowest units of both boots.\n\
-- **OS update** (`update.rs`): image N boots, runs one server, and takes N+1 (`scripts/build-update-test-images.sh`, signed at a release desk with the development keys) from an `SCSEDGE-UPDATE` stick the agent picks up by itself. **import** = the agent's journal from \"update stick found\" to \"release written into the inactive slot\" (TUF verification, staging, `systemd-sysupdate`); its **floor**, measured first on the same node with the same bundle on another stick: `sha256sum` of the bundle, then one `tar` pass decompressing the two partition images into the inactive slot with `dd conv=fsync` and writing the UKI to the ESP. **downtime** = from the drain's ACPI stop of the server to its domain started again on N+1 (journal timestamps of both boots; the guest clock is the host's RTC), against shutdown and boot to the health gate alone. **reboot to blessed** = from the reboot asked for to the gate's commit.\n";
+- **OS update** (`update.rs`): image N boots, runs one server, and takes N+1 (`scripts/build-update-test-images.sh`, signed at a release desk with the development keys) from an `SCSEDGE-UPDATE` stick the agent picks up by itself. **import** = the agent's journal from \"update stick found\" to \"release written into the inactive slot\" (TUF verification, staging, `systemd-sysupdate`); its **floor**, measured first on the same node with the same bundle on another stick: `sha256sum` of the bundle, then one `tar` pass decompressing the two partition images into the inactive slot with `dd conv=fsync` and writing the UKI to the ESP. **downtime** = from the drain's ACPI stop of the server to its domain started again on N+1 (journal timestamps of both boots; the guest clock is the host's RTC), against shutdown and boot to the health gate alone. **reboot to blessed** = from the reboot asked for to the gate's commit.\n\
+- **rollout walk** (`rollout.rs`): 10,000 sites (`SCS_EDGE_BENCH_ROLLOUT_SITES`), enrolled and connected as in the region part, heartbeat every 10 s at a random phase and follow their desired state as the agent does (`fleet_sim::Updater`: importing, staged, installed, a silent heartbeat for the reboot, running; nothing downloaded). After 20 s of warm-up, 60 s of heartbeats with no rollout are the baseline; then a rollout of a small release published with the region's CLI walks four waves (1 %, 9 %, 40 %, the rest; soak 0, `max_parallel` 10000, default `tick_millis` 5000) and every heartbeat sent until it completed counts for the walk. The walk time is the region's own record (`updated_at` of the completing step − `created_at`), against a floor of three heartbeat intervals a wave; the longest `step_all` comes from the region's `rollouts stepped took=…` log lines (INFO, ticks over 100 ms only).\n\
+- **release downloads** (`downloads.rs`): a release whose UKI is 256 MiB of random bytes (`SCS_EDGE_BENCH_DOWNLOAD_MIB`), published with the region's CLI; 50 enrolled sites with it as their desired version GET it at once from the repository over their own mTLS connections, each read to the end and SHA-256 checked in the bench; aggregate = 50 × size / wall time. Baseline: the median of three GETs of the same file (page cache warm) from a plain tokio-rustls server in the bench process, same provider and client, read in 64 KiB pieces. RSS peak: `VmRSS` of the region sampled every 20 ms during the downloads.\n";
 
 /// The flavor every benchmark's servers use: the smallest a blank-disk guest idles in.
 fn bench_flavor() -> NewFlavor {
