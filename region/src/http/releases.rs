@@ -20,6 +20,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
+/// How much of a release file is read per chunk sent: 4 KiB (the stream's default) held 50 sites'
+/// downloads to a third of what one plain HTTPS download reaches (`make bench`, part downloads).
+const READ_CHUNK: usize = 64 * 1024;
+
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route(
@@ -114,7 +118,7 @@ async fn send_file(
         .and_then(|value| value.to_str().ok());
     let mut response = match range::answer(asked, length) {
         Answer::Whole => {
-            let stream = tokio_util::io::ReaderStream::new(file);
+            let stream = tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK);
             let mut response = Response::new(Body::from_stream(stream));
             response
                 .headers_mut()
@@ -126,7 +130,7 @@ async fn send_file(
                 .await
                 .map_err(internal)?;
             let count = last - first + 1;
-            let stream = tokio_util::io::ReaderStream::new(file.take(count));
+            let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), READ_CHUNK);
             let mut response = Response::new(Body::from_stream(stream));
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
             let headers = response.headers_mut();
