@@ -683,10 +683,12 @@ fn follow(
     let next = match state {
         SiteState::Offered { at } | SiteState::Updating { since: at } => {
             let started = *at;
-            if committed(view, target) {
-                Some(SiteState::Soaking { committed_at: now })
-            } else if let Some(reason) = failure(view, target, started) {
+            // The verdict first: a node that just rolled back may report once more from the
+            // image it is leaving, its failed list already naming the target.
+            if let Some(reason) = failure(view, target, started) {
                 Some(SiteState::failed(reason))
+            } else if committed(view, target) {
+                Some(SiteState::Soaking { committed_at: now })
             } else if matches!(state, SiteState::Offered { .. })
                 && view.updating.as_ref() == Some(target)
             {
@@ -708,7 +710,13 @@ fn follow(
             }
         }
         SiteState::Soaking { committed_at } => {
-            if view.running.as_ref() != Some(target) {
+            if view.failed.contains(target) {
+                Some(SiteState::failed(
+                    failure(view, target, *committed_at).unwrap_or_else(|| {
+                        format!("{target} failed its health gate and was rolled back")
+                    }),
+                ))
+            } else if view.running.as_ref() != Some(target) {
                 Some(SiteState::failed(format!(
                     "left {target} while soaking (runs {})",
                     view.running
@@ -717,7 +725,14 @@ fn follow(
                 )))
             } else if view.online && !view.healthy {
                 Some(SiteState::failed("unhealthy while soaking"))
-            } else if now.duration_since(*committed_at) >= soak {
+            } else if now.duration_since(*committed_at) >= soak
+                && (soak.is_zero()
+                    || view
+                        .last_seen
+                        .is_some_and(|seen| seen.duration_since(*committed_at) >= soak))
+            {
+                // Healthy through the soak means a report from after it says so: a site that
+                // went quiet (rebooting, say) is not taken at its last word.
                 Some(SiteState::Succeeded)
             } else {
                 None
@@ -748,9 +763,12 @@ fn follow(
 
 /// The site runs `target` and its health gate let it stay. While the gate judges, the node already
 /// boots the new image (its reported OS version is the target) but its update is not over: a
-/// rollback may still come.
+/// rollback may still come; and right after one, the node may report once more from the image it
+/// leaves, the target already in its failed list.
 fn committed(view: &SiteView, target: &Version) -> bool {
-    view.running.as_ref() == Some(target) && view.updating.as_ref() != Some(target)
+    view.running.as_ref() == Some(target)
+        && view.updating.as_ref() != Some(target)
+        && !view.failed.contains(target)
 }
 
 /// Why a site's update of `target`, offered at `offered`, failed, if it did.

@@ -70,6 +70,19 @@ fn committed(view: &mut SiteView) {
     view.running = Some(v("1.1.0"));
 }
 
+/// One step at `now` after every online site reported (its heartbeat seen at `now`).
+fn reported(
+    rollout: &mut Rollout,
+    plan: &Plan,
+    views: &mut BTreeMap<String, SiteView>,
+    now: Timestamp,
+) -> Decisions {
+    for view in views.values_mut().filter(|view| view.online) {
+        view.last_seen = Some(now);
+    }
+    rollout.step(plan, views, now, Hold::Free)
+}
+
 fn offered(decisions: &Decisions) -> Vec<&str> {
     decisions.offer.iter().map(String::as_str).collect()
 }
@@ -82,7 +95,7 @@ fn waves_go_in_order_each_after_its_soak_and_never_more_than_max_parallel() {
 
     // The canary alone.
     assert_eq!(
-        offered(&rollout.step(&plan, &views, at(1), Hold::Free)),
+        offered(&reported(&mut rollout, &plan, &mut views, at(1))),
         ["a"]
     );
     assert!(
@@ -93,10 +106,10 @@ fn waves_go_in_order_each_after_its_soak_and_never_more_than_max_parallel() {
         "the canary first"
     );
     updating(views.get_mut("a").expect("a"));
-    rollout.step(&plan, &views, at(3), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(3));
     assert!(matches!(rollout.sites["a"], SiteState::Updating { .. }));
     committed(views.get_mut("a").expect("a"));
-    rollout.step(&plan, &views, at(10), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(10));
     assert_eq!(
         rollout.sites["a"],
         SiteState::Soaking {
@@ -110,7 +123,7 @@ fn waves_go_in_order_each_after_its_soak_and_never_more_than_max_parallel() {
             .offer
             .is_empty()
     );
-    rollout.step(&plan, &views, at(70), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(70));
     assert_eq!(rollout.sites["a"], SiteState::Succeeded);
     assert_eq!(
         rollout.progress,
@@ -122,14 +135,14 @@ fn waves_go_in_order_each_after_its_soak_and_never_more_than_max_parallel() {
 
     // Wave two: both at once (max_parallel 2).
     assert_eq!(
-        offered(&rollout.step(&plan, &views, at(71), Hold::Free)),
+        offered(&reported(&mut rollout, &plan, &mut views, at(71))),
         ["b", "c"]
     );
     for site in ["b", "c"] {
         committed(views.get_mut(site).expect("site"));
     }
-    rollout.step(&plan, &views, at(80), Hold::Free);
-    rollout.step(&plan, &views, at(140), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(80));
+    reported(&mut rollout, &plan, &mut views, at(140));
     assert!(matches!(
         rollout.progress,
         Progress::Running { wave: 2, .. }
@@ -137,13 +150,13 @@ fn waves_go_in_order_each_after_its_soak_and_never_more_than_max_parallel() {
 
     // Wave three: three sites, two at a time.
     assert_eq!(
-        offered(&rollout.step(&plan, &views, at(141), Hold::Free)),
+        offered(&reported(&mut rollout, &plan, &mut views, at(141))),
         ["d", "e"]
     );
     committed(views.get_mut("d").expect("d"));
     // d soaks, so it no longer counts: f is offered in the same step.
     assert_eq!(
-        offered(&rollout.step(&plan, &views, at(150), Hold::Free)),
+        offered(&reported(&mut rollout, &plan, &mut views, at(150))),
         ["f"]
     );
     assert!(
@@ -155,8 +168,8 @@ fn waves_go_in_order_each_after_its_soak_and_never_more_than_max_parallel() {
     for site in ["e", "f"] {
         committed(views.get_mut(site).expect("site"));
     }
-    rollout.step(&plan, &views, at(160), Hold::Free);
-    rollout.step(&plan, &views, at(230), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(160));
+    reported(&mut rollout, &plan, &mut views, at(230));
     assert_eq!(rollout.progress, Progress::Completed);
     assert!(rollout.sites.values().all(|s| *s == SiteState::Succeeded));
 }
@@ -167,7 +180,7 @@ fn a_site_still_in_its_health_gate_has_not_committed_even_though_it_boots_the_ta
     plan.waves[0].soak = SignedDuration::ZERO;
     let mut views = fleet();
     let mut rollout = Rollout::start(&plan, &views, at(0));
-    rollout.step(&plan, &views, at(1), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(1));
     // Rebooted into 1.1.0, the gate verifying it: the report's OS version is already the target.
     let a = views.get_mut("a").expect("a");
     a.running = Some(v("1.1.0"));
@@ -190,8 +203,59 @@ fn a_site_still_in_its_health_gate_has_not_committed_even_though_it_boots_the_ta
     a.running = Some(v("1.0.0"));
     a.updating = None;
     a.failed.insert(v("1.1.0"));
-    rollout.step(&plan, &views, at(10), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(10));
     assert!(matches!(rollout.progress, Progress::Halted { .. }));
+}
+
+#[test]
+fn a_report_from_the_image_a_rolled_back_site_leaves_is_a_failure_not_a_commit() {
+    // Seen on a real node: the gate rolled back and the heartbeat went out before the reboot —
+    // still on 1.1.0, idle, 1.1.0 failed. Then silence while it reboots.
+    let mut plan = plan();
+    plan.waves[0].soak = SignedDuration::from_secs(10);
+    let mut views = fleet();
+    let mut rollout = Rollout::start(&plan, &views, at(0));
+    reported(&mut rollout, &plan, &mut views, at(1));
+    updating(views.get_mut("a").expect("a"));
+    reported(&mut rollout, &plan, &mut views, at(2));
+    let a = views.get_mut("a").expect("a");
+    a.running = Some(v("1.1.0"));
+    a.updating = None;
+    a.failed.insert(v("1.1.0"));
+    a.last_seen = Some(at(3));
+    reported(&mut rollout, &plan, &mut views, at(4));
+    assert!(
+        matches!(rollout.sites["a"], SiteState::Failed { .. }),
+        "{:?}",
+        rollout.sites["a"]
+    );
+    for tick in 5..60 {
+        assert!(
+            rollout
+                .step(&plan, &views, at(tick), Hold::Free)
+                .offer
+                .is_empty()
+        );
+    }
+    assert!(matches!(rollout.progress, Progress::Halted { .. }));
+}
+
+#[test]
+fn a_soak_ends_only_with_a_report_from_after_it() {
+    let mut plan = plan();
+    plan.waves[0].soak = SignedDuration::from_secs(10);
+    let mut views = fleet();
+    let mut rollout = Rollout::start(&plan, &views, at(0));
+    reported(&mut rollout, &plan, &mut views, at(1));
+    committed(views.get_mut("a").expect("a"));
+    reported(&mut rollout, &plan, &mut views, at(2));
+    assert!(matches!(rollout.sites["a"], SiteState::Soaking { .. }));
+    // Quiet since at(2): still "online" (within three intervals), but nothing says it stayed
+    // healthy through the soak.
+    rollout.step(&plan, &views, at(20), Hold::Free);
+    assert!(matches!(rollout.sites["a"], SiteState::Soaking { .. }));
+    reported(&mut rollout, &plan, &mut views, at(21));
+    assert_eq!(rollout.sites["a"], SiteState::Succeeded);
 }
 
 #[test]
@@ -199,15 +263,15 @@ fn a_canary_that_rolls_back_halts_the_rollout_and_no_other_site_is_offered() {
     let plan = plan();
     let mut views = fleet();
     let mut rollout = Rollout::start(&plan, &views, at(0));
-    rollout.step(&plan, &views, at(1), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(1));
     updating(views.get_mut("a").expect("a"));
-    rollout.step(&plan, &views, at(2), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(2));
     // The gate failed: back on 1.0.0, 1.1.0 recorded as failed.
     let a = views.get_mut("a").expect("a");
     a.updating = None;
     a.failed.insert(v("1.1.0"));
     a.rolled_back = Some((v("1.1.0"), "ovn-controller did not connect".into()));
-    let decisions = rollout.step(&plan, &views, at(30), Hold::Free);
+    let decisions = reported(&mut rollout, &plan, &mut views, at(30));
     assert_eq!(decisions.take_back, ["a"]);
     assert!(matches!(rollout.sites["a"], SiteState::Failed { .. }));
     let Progress::Halted { wave, reason } = &rollout.progress else {
@@ -237,7 +301,7 @@ fn a_canary_that_rolls_back_halts_the_rollout_and_no_other_site_is_offered() {
     // Resumed: the operator acknowledged the canary's failure, so it no longer halts the rollout;
     // it stays failed (1.1.0 is never offered to it again) and the next wave goes on.
     rollout.resume(at(100)).expect("resume a halt");
-    rollout.step(&plan, &views, at(101), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(101));
     assert!(matches!(
         rollout.progress,
         Progress::Running { wave: 1, .. }
@@ -250,7 +314,7 @@ fn a_canary_that_rolls_back_halts_the_rollout_and_no_other_site_is_offered() {
         }
     ));
     assert_eq!(
-        offered(&rollout.step(&plan, &views, at(102), Hold::Free)),
+        offered(&reported(&mut rollout, &plan, &mut views, at(102))),
         ["b", "c"]
     );
 }
@@ -261,14 +325,14 @@ fn a_refusal_after_the_offer_fails_the_site_an_older_one_does_not() {
     let mut views = fleet();
     let mut rollout = Rollout::start(&plan, &views, at(0));
     views.get_mut("a").expect("a").refused = Some((v("1.1.0"), at(-5)));
-    rollout.step(&plan, &views, at(1), Hold::Free);
-    rollout.step(&plan, &views, at(2), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(1));
+    reported(&mut rollout, &plan, &mut views, at(2));
     assert!(
         matches!(rollout.sites["a"], SiteState::Offered { .. }),
         "a refusal from before the offer is about something else"
     );
     views.get_mut("a").expect("a").refused = Some((v("1.1.0"), at(3)));
-    let decisions = rollout.step(&plan, &views, at(4), Hold::Free);
+    let decisions = reported(&mut rollout, &plan, &mut views, at(4));
     assert_eq!(decisions.take_back, ["a"]);
     assert_eq!(
         rollout.sites["a"],
@@ -284,11 +348,11 @@ fn an_unhealthy_site_while_soaking_fails_and_halts() {
     let plan = plan();
     let mut views = fleet();
     let mut rollout = Rollout::start(&plan, &views, at(0));
-    rollout.step(&plan, &views, at(1), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(1));
     committed(views.get_mut("a").expect("a"));
-    rollout.step(&plan, &views, at(10), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(10));
     views.get_mut("a").expect("a").healthy = false;
-    rollout.step(&plan, &views, at(20), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(20));
     assert_eq!(
         rollout.sites["a"],
         SiteState::Failed {
@@ -307,12 +371,12 @@ fn an_offline_site_is_skipped_after_the_deadline_without_blocking_the_wave() {
     views.get_mut("b").expect("b").online = false;
     let mut rollout = Rollout::start(&plan, &views, at(0));
     assert_eq!(
-        offered(&rollout.step(&plan, &views, at(1), Hold::Free)),
+        offered(&reported(&mut rollout, &plan, &mut views, at(1))),
         ["a"]
     );
     committed(views.get_mut("a").expect("a"));
-    rollout.step(&plan, &views, at(10), Hold::Free);
-    rollout.step(&plan, &views, at(11), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(10));
+    reported(&mut rollout, &plan, &mut views, at(11));
     assert_eq!(rollout.sites["a"], SiteState::Succeeded);
     assert_eq!(
         rollout.sites["b"],
@@ -324,13 +388,13 @@ fn an_offline_site_is_skipped_after_the_deadline_without_blocking_the_wave() {
     returning.get_mut("b").expect("b").online = true;
     let mut caught_up = rollout.clone();
     assert_eq!(
-        offered(&caught_up.step(&plan, &returning, at(300), Hold::Free)),
+        offered(&reported(&mut caught_up, &plan, &mut returning, at(300))),
         ["b"]
     );
     // Offline for the whole wave: absent, and the wave passes without it.
-    rollout.step(&plan, &views, at(600), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(600));
     assert_eq!(rollout.sites["b"], SiteState::Absent { since: at(600) });
-    rollout.step(&plan, &views, at(601), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(601));
     assert_eq!(rollout.progress, Progress::Completed);
 }
 
@@ -357,12 +421,12 @@ fn a_closed_window_holds_the_offer_and_a_threshold_tolerates_some_failures() {
     views.get_mut("d").expect("d").window_open = false;
     let mut rollout = Rollout::start(&plan, &views, at(0));
     assert_eq!(
-        offered(&rollout.step(&plan, &views, at(1), Hold::Free)),
+        offered(&reported(&mut rollout, &plan, &mut views, at(1))),
         ["a", "b", "c"]
     );
     views.get_mut("d").expect("d").window_open = true;
     assert_eq!(
-        offered(&rollout.step(&plan, &views, at(2), Hold::Free)),
+        offered(&reported(&mut rollout, &plan, &mut views, at(2))),
         ["d"]
     );
     // One of four fails: 75 % can still pass.
@@ -370,18 +434,18 @@ fn a_closed_window_holds_the_offer_and_a_threshold_tolerates_some_failures() {
     for site in ["b", "c", "d"] {
         committed(views.get_mut(site).expect("site"));
     }
-    rollout.step(&plan, &views, at(10), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(10));
     assert!(matches!(rollout.progress, Progress::Running { .. }));
-    rollout.step(&plan, &views, at(11), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(11));
     assert_eq!(rollout.progress, Progress::Completed);
     // Two of four would not.
     let mut strict = Rollout::start(&plan, &fleet(), at(0));
     let mut views = fleet();
-    strict.step(&plan, &views, at(1), Hold::Free);
+    reported(&mut strict, &plan, &mut views, at(1));
     for site in ["a", "b"] {
         views.get_mut(site).expect("site").failed.insert(v("1.1.0"));
     }
-    strict.step(&plan, &views, at(5), Hold::Free);
+    reported(&mut strict, &plan, &mut views, at(5));
     assert!(matches!(strict.progress, Progress::Halted { .. }));
 }
 
@@ -494,10 +558,10 @@ fn the_manual_wave_is_never_offered_and_waits_for_imports_until_finished() {
     plan.success_threshold_percent = 50;
     let mut views = fleet();
     let mut rollout = Rollout::start(&plan, &views, at(0));
-    rollout.step(&plan, &views, at(1), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(1));
     committed(views.get_mut("a").expect("a"));
-    rollout.step(&plan, &views, at(2), Hold::Free);
-    rollout.step(&plan, &views, at(3), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(2));
+    reported(&mut rollout, &plan, &mut views, at(3));
     assert!(matches!(
         rollout.progress,
         Progress::Running { wave: 1, .. }
@@ -514,8 +578,8 @@ fn the_manual_wave_is_never_offered_and_waits_for_imports_until_finished() {
     // b imported the stick and committed; c imported it and rolled back; d never did.
     committed(views.get_mut("b").expect("b"));
     views.get_mut("c").expect("c").failed.insert(v("1.1.0"));
-    rollout.step(&plan, &views, at(30), Hold::Free);
-    rollout.step(&plan, &views, at(31), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(30));
+    reported(&mut rollout, &plan, &mut views, at(31));
     assert_eq!(rollout.sites["b"], SiteState::Succeeded);
     assert!(matches!(rollout.sites["c"], SiteState::Failed { .. }));
     assert_eq!(rollout.sites["d"], SiteState::Waiting);
@@ -531,7 +595,7 @@ fn the_manual_wave_is_never_offered_and_waits_for_imports_until_finished() {
     );
     rollout.finish(&plan).expect("finish");
     assert!(matches!(rollout.sites["d"], SiteState::Skipped { .. }));
-    rollout.step(&plan, &views, at(40), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(40));
     assert_eq!(rollout.progress, Progress::Completed);
 }
 
@@ -541,7 +605,7 @@ fn pause_holds_and_takes_back_offers_not_begun_stop_is_for_good() {
     let mut views = fleet();
     let mut rollout = Rollout::start(&plan, &views, at(0));
     assert_eq!(
-        offered(&rollout.step(&plan, &views, at(1), Hold::Free)),
+        offered(&reported(&mut rollout, &plan, &mut views, at(1))),
         ["a"]
     );
     let paused = rollout
@@ -558,18 +622,18 @@ fn pause_holds_and_takes_back_offers_not_begun_stop_is_for_good() {
     );
     rollout.resume(at(5)).expect("resume");
     assert_eq!(
-        offered(&rollout.step(&plan, &views, at(6), Hold::Free)),
+        offered(&reported(&mut rollout, &plan, &mut views, at(6))),
         ["a"]
     );
     // Begun before the stop: followed to its verdict; nothing offered afterwards.
     updating(views.get_mut("a").expect("a"));
-    rollout.step(&plan, &views, at(7), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(7));
     rollout.stop("carol", "wrong release").expect("stop");
     assert!(rollout.is_active(), "a is still updating");
     assert!(rollout.resume(at(8)).is_err());
     committed(views.get_mut("a").expect("a"));
-    rollout.step(&plan, &views, at(9), Hold::Free);
-    rollout.step(&plan, &views, at(80), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(9));
+    reported(&mut rollout, &plan, &mut views, at(80));
     assert_eq!(rollout.sites["a"], SiteState::Succeeded);
     assert!(!rollout.is_active());
     assert!(matches!(rollout.progress, Progress::Stopped { ref by, .. } if by == "carol"));
@@ -586,9 +650,9 @@ fn pause_holds_and_takes_back_offers_not_begun_stop_is_for_good() {
 #[test]
 fn the_switch_takes_back_offers_not_begun_and_holds_every_wave() {
     let plan = plan();
-    let views = fleet();
+    let mut views = fleet();
     let mut rollout = Rollout::start(&plan, &views, at(0));
-    rollout.step(&plan, &views, at(1), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(1));
     let held = rollout.step(&plan, &views, at(2), Hold::Switch);
     assert_eq!(held.take_back, ["a"]);
     for tick in 3..10 {
@@ -604,7 +668,7 @@ fn the_switch_takes_back_offers_not_begun_and_holds_every_wave() {
         Progress::Running { wave: 0, .. }
     ));
     assert_eq!(
-        offered(&rollout.step(&plan, &views, at(10), Hold::Free)),
+        offered(&reported(&mut rollout, &plan, &mut views, at(10))),
         ["a"]
     );
 }
@@ -624,16 +688,16 @@ fn a_site_absent_for_its_wave_catches_up_first_when_it_returns() {
             .offer
             .is_empty()
     );
-    rollout.step(&plan, &views, at(61), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(61));
     assert_eq!(rollout.sites["a"], SiteState::Absent { since: at(61) });
-    rollout.step(&plan, &views, at(62), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(62));
     assert!(
         matches!(rollout.progress, Progress::Running { wave: 1, .. }),
         "the canary's absence does not block the next wave: {:?}",
         rollout.progress
     );
     assert_eq!(
-        offered(&rollout.step(&plan, &views, at(63), Hold::Free)),
+        offered(&reported(&mut rollout, &plan, &mut views, at(63))),
         ["b", "c"]
     );
     // Back while the next wave runs: it goes first once a slot is free.
@@ -647,7 +711,7 @@ fn a_site_absent_for_its_wave_catches_up_first_when_it_returns() {
     );
     committed(views.get_mut("b").expect("b"));
     assert_eq!(
-        offered(&rollout.step(&plan, &views, at(70), Hold::Free)),
+        offered(&reported(&mut rollout, &plan, &mut views, at(70))),
         ["a"]
     );
 }
@@ -657,9 +721,9 @@ fn a_halted_rollout_retargeted_to_a_fixed_release_starts_again_and_never_reoffer
     let mut plan = plan();
     let mut views = fleet();
     let mut rollout = Rollout::start(&plan, &views, at(0));
-    rollout.step(&plan, &views, at(1), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(1));
     views.get_mut("a").expect("a").failed.insert(v("1.1.0"));
-    rollout.step(&plan, &views, at(2), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(2));
     assert!(matches!(rollout.progress, Progress::Halted { .. }));
     // Nothing to retarget while running, and a stop is for good.
     let mut running = Rollout::start(&plan, &views, at(0));
@@ -675,7 +739,7 @@ fn a_halted_rollout_retargeted_to_a_fixed_release_starts_again_and_never_reoffer
     assert_eq!(plan.target, v("1.1.1"));
     assert!(rollout.sites.values().all(|s| *s == SiteState::Waiting));
     assert_eq!(
-        offered(&rollout.step(&plan, &views, at(4), Hold::Free)),
+        offered(&reported(&mut rollout, &plan, &mut views, at(4))),
         ["a"]
     );
 }
@@ -685,18 +749,18 @@ fn a_site_that_began_after_its_offer_was_taken_back_is_followed_and_judged() {
     let plan = plan();
     let mut views = fleet();
     let mut rollout = Rollout::start(&plan, &views, at(0));
-    rollout.step(&plan, &views, at(1), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(1));
     rollout.pause("carol", "hold on", at(2)).expect("pause");
     // The node had fetched the offer just before it went back.
     updating(views.get_mut("a").expect("a"));
-    rollout.step(&plan, &views, at(3), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(3));
     assert_eq!(rollout.sites["a"], SiteState::Updating { since: at(3) });
     views.get_mut("a").expect("a").updating = None;
     views.get_mut("a").expect("a").failed.insert(v("1.1.0"));
-    let decisions = rollout.step(&plan, &views, at(4), Hold::Free);
+    let decisions = reported(&mut rollout, &plan, &mut views, at(4));
     assert_eq!(decisions.take_back, ["a"]);
     rollout.resume(at(5)).expect("resume");
-    rollout.step(&plan, &views, at(6), Hold::Free);
+    reported(&mut rollout, &plan, &mut views, at(6));
     assert!(
         matches!(rollout.progress, Progress::Halted { .. }),
         "a failure during a pause was not looked at: it halts"
