@@ -42,7 +42,7 @@ function read(page) {
         row.dataset.site,
         { state: state(row, 'site-state'), detail: one(row, 'site-detail')?.innerText ?? null },
       ])),
-      buttons: [...document.querySelectorAll('[data-testid=actions] [data-testid]')].map((b) => b.dataset.testid),
+      buttons: [...document.querySelectorAll('[data-testid=actions] button[data-testid], [data-testid=actions] a[data-testid]')].map((b) => b.dataset.testid),
       error: one(document, 'error')?.innerText ?? null,
     };
   });
