@@ -200,8 +200,13 @@ fn render_agent_toml(site: &SiteConfig, layout: &Layout) -> Result<String, Layou
         .api_url
         .as_deref()
         .and_then(|url| reqwest::Url::parse(url).ok())
-        .and_then(|url| url.host_str().map(|host| host.trim_matches(['[', ']']).to_owned()))
-        && !tls_names.iter().any(|name| name.as_str() == Some(host.as_str()))
+        .and_then(|url| {
+            url.host_str()
+                .map(|host| host.trim_matches(['[', ']']).to_owned())
+        })
+        && !tls_names
+            .iter()
+            .any(|name| name.as_str() == Some(host.as_str()))
     {
         tls_names.push(Value::from(host));
     }
