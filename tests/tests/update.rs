@@ -338,7 +338,19 @@ fn a_node_takes_releases_from_its_region_in_waves_keeps_its_server_and_a_bad_can
         &node,
         &format!("scs-edge-agent server wait {server_id} --status ACTIVE --timeout 600 >/dev/null"),
     );
-    let broken_stick = desk.stick_with(&broken_bundle, UPDATE_LABEL);
+    // The stick an operator carries to an air-gapped site comes from the region (`rollout
+    // bundle`): its metadata is the mirror's, as fresh as what the node already saw online. (A
+    // bundle from the release desk carries an older timestamp than the region's re-signed one,
+    // and the node refuses it as a rollback of its metadata.)
+    let exported = work.path().join("to-broken.bundle");
+    region.cli_ok(&[
+        "rollout",
+        "bundle",
+        "to-broken",
+        "-o",
+        &exported.display().to_string(),
+    ]);
+    let broken_stick = desk.stick_with(&exported, UPDATE_LABEL);
 
     // Not retried: a stick with the same release is refused and counted, nothing is written.
     // (The node may have refused the region's offer of it once already, between its rollback and
