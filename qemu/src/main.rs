@@ -225,15 +225,8 @@ impl SiteSpec {
 fn releases_section(work_dir: &Path) -> Result<String, String> {
     let image = target_dir().join("image");
     let metadata = image.join("releases").join("metadata");
-    let root = std::fs::read_dir(&metadata)
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| {
-            let path = entry.ok()?.path();
-            let version = path.file_name()?.to_str()?.strip_suffix(".root.json")?;
-            Some((version.parse::<u64>().ok()?, path))
-        })
-        .max()
+    let root = scs_edge_release::keys::latest_root(&metadata)
+        .ok()
         .map(|(_, path)| path);
     let timestamp_key = image.join("keys").join("release").join("timestamp.pk8");
     let rollouts = "[rollouts]\ntick_millis = 2000\n";

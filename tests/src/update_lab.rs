@@ -67,16 +67,8 @@ impl ReleaseDesk {
             keys.join("timestamp.pk8"),
         )
         .expect("timestamp key");
-        let root = std::fs::read_dir(self.repo.metadata_dir())
-            .expect("the desk's metadata")
-            .filter_map(|entry| {
-                let path = entry.ok()?.path();
-                let version = path.file_name()?.to_str()?.strip_suffix(".root.json")?;
-                Some((version.parse::<u64>().ok()?, path))
-            })
-            .max()
-            .expect("a root")
-            .1;
+        let (_, root) = scs_edge_release::keys::latest_root(&self.repo.metadata_dir())
+            .expect("the desk's root of trust");
         format!(
             "[releases]\nroot_of_trust = \"{}\"\ntimestamp_key_dir = \"{}\"\n",
             root.display(),

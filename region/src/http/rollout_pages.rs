@@ -150,11 +150,6 @@ async fn act(
         match action.as_str() {
             "pause" => state.rollouts.pause(&name, &operator, &form.reason).await?,
             "resume" => state.rollouts.resume(&name, &operator, None).await?,
-            "stop" if form.reason.trim().is_empty() => {
-                return Err(ApiError::bad_request(
-                    "stopping a rollout for good needs a reason",
-                ));
-            }
             "stop" => state.rollouts.stop(&name, &operator, &form.reason).await?,
             other => {
                 return Err(ApiError::bad_request(format!(

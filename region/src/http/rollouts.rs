@@ -179,11 +179,6 @@ async fn stop(
 ) -> Result<Response, ApiError> {
     let operator = authenticate(&state, &peer, &headers).await?;
     let request: Reason = parse_json(&body_of(body)?)?;
-    if request.reason.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "stopping a rollout for good needs a reason",
-        ));
-    }
     state
         .rollouts
         .stop(&name, &operator.name, &request.reason)
@@ -231,11 +226,6 @@ async fn set_switch(
 ) -> Result<Response, ApiError> {
     let operator = authenticate(&state, &peer, &headers).await?;
     let request: SwitchRequest = parse_json(&body_of(body)?)?;
-    if request.reason.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "the rollout switch needs a reason, for the record",
-        ));
-    }
     let switch = state
         .rollouts
         .set_switch(request.engaged, &operator.name, &request.reason)
@@ -249,7 +239,9 @@ impl From<RolloutError> for ApiError {
         use ErrorCode as C;
         use StatusCode as S;
         match error {
-            RolloutError::Spec(_) => Self::bad_request(error.to_string()),
+            RolloutError::Spec(_) | RolloutError::ReasonRequired(_) => {
+                Self::bad_request(error.to_string())
+            }
             RolloutError::UnknownRelease(_) => Self::new(
                 S::UNPROCESSABLE_ENTITY,
                 C::UnknownRelease,

@@ -54,6 +54,9 @@ pub enum RolloutError {
         /// What was asked, in which state.
         source: WrongState,
     },
+    /// An action that is kept on the record needs the operator's reason.
+    #[error("{0} needs a reason, for the record")]
+    ReasonRequired(&'static str),
     /// The fleet-wide switch is engaged.
     #[error("the rollout switch is engaged (by {by}: {reason}); release it first")]
     SwitchEngaged {
@@ -287,6 +290,9 @@ impl Rollouts {
         actor: &str,
         reason: &str,
     ) -> Result<RolloutView, RolloutError> {
+        if reason.trim().is_empty() {
+            return Err(RolloutError::ReasonRequired("stopping a rollout for good"));
+        }
         let view = self
             .operate(name, |view, _, _| {
                 Ok((view.state.stop(actor, reason)?, false))
@@ -322,6 +328,9 @@ impl Rollouts {
         actor: &str,
         reason: &str,
     ) -> Result<RolloutSwitch, RolloutError> {
+        if reason.trim().is_empty() {
+            return Err(RolloutError::ReasonRequired("the rollout switch"));
+        }
         let switch = RolloutSwitch {
             engaged,
             changed_at: self.clock.now(),
