@@ -69,3 +69,55 @@ pub fn scratch_dir(label: &str) -> tempfile::TempDir {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
     dir
 }
+
+/// Keeps the logs under a scratch directory (serial consoles, QEMU's) when the test panics. The
+/// scratch directory itself goes with its `TempDir` — a lab test's disks are gigabytes on a shared
+/// CI disk — and without the consoles a failure under TCG cannot be read. Declare it after the
+/// `TempDir` so that it runs first.
+pub struct LogsOnFailure {
+    dir: PathBuf,
+    label: String,
+}
+
+impl LogsOnFailure {
+    /// Guards the logs under `dir`, kept as `target/scs-edge-tests/failed/<label>-<pid>/`.
+    pub fn new(dir: &std::path::Path, label: &str) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            label: label.to_owned(),
+        }
+    }
+
+    fn copy_logs(from: &std::path::Path, to: &std::path::Path) {
+        let Ok(entries) = std::fs::read_dir(from) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                Self::copy_logs(&path, &to.join(entry.file_name()));
+            } else if path.extension().is_some_and(|ext| ext == "log") {
+                let _ = std::fs::create_dir_all(to);
+                let _ = std::fs::copy(&path, to.join(entry.file_name()));
+            }
+        }
+    }
+}
+
+impl Drop for LogsOnFailure {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let kept = target_dir().join("scs-edge-tests/failed").join(format!(
+            "{}-{}",
+            self.label,
+            std::process::id()
+        ));
+        Self::copy_logs(&self.dir, &kept);
+        eprintln!("the failed test's logs are kept in {}", kept.display());
+    }
+}

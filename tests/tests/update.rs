@@ -1,21 +1,37 @@
-//! OS updates of a whole node in QEMU, from the real images, delivered as an edge fleet delivers
-//! them: version N (`make image`) boots, joins a real region on the host and runs a server; the
-//! region publishes N+1 and N+2 (`scripts/build-update-test-images.sh`, signed at the test's own
-//! release desk, `scs_edge_tests::update_lab`) and rolls them out in waves with simulated sites
-//! (`scs_edge_tests::fleet_sim`) behind the node as the later wave. The node downloads from the
-//! region over mTLS through a relay the test cuts mid-download, installs with the power failing
-//! twice on the way, and rolls a bad canary back by itself, which halts the rollout before any
-//! other site is touched. Sticks plugged over QMP — the air-gapped path — then meet the version
-//! that failed. One machine serves every assertion: each boot under TCG costs minutes.
+//! OS updates of whole nodes in QEMU, from the real images, delivered as an edge fleet delivers
+//! them. Two real sites and five simulated ones (`scs_edge_tests::fleet_sim`) belong to a real
+//! region on the host, which publishes N+1 and N+2 (`scripts/build-update-test-images.sh`, signed
+//! at the test's own release desk, `scs_edge_tests::update_lab`) and rolls them out in waves:
+//!
+//! - **Site A**, the canary, is provisioned over fw_cfg and reaches the region through a relay the
+//!   test cuts mid-download; it installs N+1 with the power failing twice on the way, keeps its
+//!   server, and rolls the bad N+2 back by itself, which halts the rollout before any other site is
+//!   touched. Sticks plugged over QMP — the air-gapped path — then meet the version that failed.
+//! - **Site B** is a freshly flashed node: its first boot finds no site configuration and waits,
+//!   an invalid stick changes nothing, its own stick provisions it. It shows what the image
+//!   promises (verity-protected read-only `/usr`, A/B partitions, a blessed boot, no package
+//!   manager, the release root of trust) and takes N+1 beside A, with its server.
+//!
+//! N+1 goes to both real sites first, then to two simulated sites once both soaked, then to the
+//! last three; N+2 goes to A alone first, and halts there. Every boot under TCG costs minutes, so
+//! the two machines serve all of these assertions, boot side by side and update side by side (a
+//! real site in a later wave would only wait for the canaries, in minutes of CI; that later waves
+//! wait is shown by the simulated sites here and in `region_rollouts.rs`). What needs no real node
+//! (resuming with a fixed release, a whole wave offline, windows, the switch, the manual wave) is
+//! the subject of `region_rollouts.rs` over simulated sites alone; a tampered image is
+//! `image.rs`'.
 
 use scs_edge_tests::fleet_sim::{Behaviour, SimSite};
-use scs_edge_tests::lab::{LabNode, LabOptions, SiteDelivery, default_image, free_port};
+use scs_edge_tests::lab::{
+    LabNode, LabOptions, SiteDelivery, default_image, free_port, make_site_stick,
+};
 use scs_edge_tests::region::{RegionOptions, RegionProcess, TcpRelay};
-use scs_edge_tests::scratch_dir;
 use scs_edge_tests::update_lab::{
     LOGGED_IN, ReleaseDesk, UPDATE_LABEL, start_canary, version_with_patch, wait_judged,
 };
+use scs_edge_tests::{LogsOnFailure, scratch_dir};
 use serde_json::Value;
+use std::path::Path;
 use std::time::Duration;
 
 /// A boot under TCG on two busy cores, first or not: minutes.
@@ -23,23 +39,52 @@ const BOOT: Duration = Duration::from_mins(15);
 const COMMAND: Duration = Duration::from_mins(5);
 /// Download, import, slot write, drain, reboot and health gate.
 const UPDATE: Duration = Duration::from_mins(25);
-/// The node's site and the simulated sites of the later wave.
-const NODE_SITE: &str = "update-site";
-const SIMULATED: [&str; 4] = ["branch-1", "branch-2", "branch-3", "branch-4"];
+/// The canary: provisioned over fw_cfg, behind the relay.
+const SITE_A: &str = "site-a";
+/// The freshly flashed node, provisioned from a stick, a canary of N+1 beside A.
+const SITE_B: &str = "site-b";
+/// Simulated sites of the second wave.
+const EARLY_SIMULATED: [&str; 2] = ["branch-1", "branch-2"];
+/// Simulated sites of the last wave.
+const LATER_SIMULATED: [&str; 3] = ["branch-3", "branch-4", "branch-5"];
 
-/// The node's site configuration: the region through the relay, as QEMU's user network shows the
-/// host (10.0.2.2), its one-time token and the region CA's fingerprint.
-fn site_toml(relay: &TcpRelay, token: &str, region: &RegionProcess) -> String {
+/// A site's configuration: the region at `port` on the host as QEMU's user network shows it
+/// (10.0.2.2), the site's one-time token and the region CA's fingerprint.
+fn site_toml(site: &str, region_url: &str, token: &str, region: &RegionProcess) -> String {
     format!(
-        "[site]\nname = \"{NODE_SITE}\"\nregion_url = \"https://10.0.2.2:{}\"\n\
+        "[site]\nname = \"{site}\"\nregion_url = \"{region_url}\"\n\
          join_token = \"{token}\"\nca_fingerprint = \"{}\"\n",
-        relay.port, region.fingerprint
+        region.fingerprint
     )
+}
+
+/// Adds `site` to the region with `labels` (`key=value`) and returns its join token.
+fn enrol(region: &RegionProcess, site: &str, labels: &[&str]) -> String {
+    let mut add = vec!["site", "add", site];
+    for label in labels {
+        add.extend(["--label", label]);
+    }
+    region.cli_ok(&add);
+    region
+        .cli_ok(&["token", "create", site])
+        .lines()
+        .find_map(|line| line.strip_prefix("join_token = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("the token")
+        .to_owned()
 }
 
 /// Runs `command` on the console and returns its trimmed output, failing on a non-zero status.
 fn sh(node: &LabNode, command: &str) -> String {
     scs_edge_tests::node::sh(node, command, COMMAND)
+}
+
+/// The exit status of `command` on the console.
+fn status(node: &LabNode, command: &str) -> i32 {
+    node.console
+        .shell(command, COMMAND)
+        .expect("console command")
+        .0
 }
 
 fn update_status(node: &LabNode) -> Value {
@@ -61,9 +106,25 @@ fn site_state(rollout: &Value, site: &str) -> String {
         })
 }
 
-/// Creates rollout `name` of `version`: the node's site (`ring=canary`) first, healthy for 10 s
-/// after its commit, then the simulated sites.
-fn create_rollout(region: &RegionProcess, dir: &std::path::Path, name: &str, version: &str) {
+/// Creates rollout `name` of `version` in `waves`: (name, the label `key=value` it selects —
+/// every site left without one —, soak seconds).
+fn create_rollout(
+    region: &RegionProcess,
+    dir: &Path,
+    name: &str,
+    version: &str,
+    waves: &[(&str, Option<&str>, u64)],
+) {
+    let waves: Vec<Value> = waves
+        .iter()
+        .map(|(wave, label, soak)| {
+            let mut spec = serde_json::json!({"name": wave, "soak_secs": soak});
+            if let Some((key, value)) = label.and_then(|label| label.split_once('=')) {
+                spec["selector"] = serde_json::json!({ key: value });
+            }
+            spec
+        })
+        .collect();
     let spec = dir.join(format!("{name}.json"));
     std::fs::write(
         &spec,
@@ -72,10 +133,7 @@ fn create_rollout(region: &RegionProcess, dir: &std::path::Path, name: &str, ver
             "target_version": version,
             "max_parallel": 4,
             "offline_deadline_secs": 3600,
-            "waves": [
-                {"name": "canary", "selector": {"ring": "canary"}, "soak_secs": 10},
-                {"name": "branches"}
-            ]
+            "waves": waves,
         })
         .to_string(),
     )
@@ -83,8 +141,9 @@ fn create_rollout(region: &RegionProcess, dir: &std::path::Path, name: &str, ver
     region.cli_ok(&["rollout", "create", "--file", &spec.display().to_string()]);
 }
 
-fn desired_generations(region: &RegionProcess) -> Vec<(String, Value)> {
-    SIMULATED
+/// The generation of the desired state the region holds for each of `sites`.
+fn desired_generations(region: &RegionProcess, sites: &[&str]) -> Vec<(String, Value)> {
+    sites
         .iter()
         .map(|site| {
             (
@@ -95,10 +154,297 @@ fn desired_generations(region: &RegionProcess) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// Waits until a provisioning message is on the console whole — its headline, then every line up to
+/// the closing "Nothing has been written." — and returns it from the headline on. The console carries
+/// the message in pieces: checking it as soon as the headline shows races the rest of it.
+fn provisioning_message(node: &LabNode, headline: &str) -> String {
+    scs_edge_tests::wait::within(BOOT, || {
+        let text = node.console.text();
+        let message = &text[text.find(headline)?..];
+        message
+            .contains("Nothing has been written.")
+            .then(|| message.to_owned())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{headline:?} not printed whole within {BOOT:?}:\n{}",
+            node.console.tail(40)
+        )
+    })
+}
+
+/// A first boot without site configuration waits and says where it looks; waiting means nothing
+/// half-done. An invalid stick gets a clear message naming the key and still changes nothing; the
+/// site's own stick (`site_toml`) provisions the node and its agent comes up.
+fn provision_from_a_stick(node: &LabNode, work: &Path, site: &str, site_toml: &str) {
+    let message = provisioning_message(node, "SCS Edge: waiting for site configuration");
+    for source in ["scs_edge.", "fw_cfg", "SCSEDGE"] {
+        assert!(
+            message.contains(source),
+            "the message names {source}:\n{}",
+            node.console.tail(30)
+        );
+    }
+    node.console
+        .wait_for("root@scs-edge", BOOT)
+        .expect("serial console login");
+    assert_ne!(
+        sh(node, "systemctl is-active scs-edge-agent.service || true"),
+        "active"
+    );
+    assert_eq!(
+        sh(
+            node,
+            "systemctl is-active scs-edge-provision.service || true"
+        ),
+        "activating"
+    );
+    let nothing_written = |node: &LabNode| {
+        for path in [
+            "/etc/scs-edge/agent.toml",
+            "/etc/scs-edge/site.toml",
+            "/var/lib/scs-edge/provisioned.json",
+            "/etc/systemd/network/10-scs-edge-management.network",
+        ] {
+            assert_ne!(status(node, &format!("test -e {path}")), 0, "{path} exists");
+        }
+    };
+    nothing_written(node);
+    assert!(
+        sh(
+            node,
+            "systemctl show -P StatusText scs-edge-provision.service"
+        )
+        .contains("waiting"),
+    );
+
+    // An invalid stick: a clear message naming the key, the secret token not in it.
+    let https = site_toml
+        .lines()
+        .find_map(|line| line.strip_prefix("region_url = \""))
+        .and_then(|url| url.strip_suffix('"'))
+        .expect("the region URL");
+    let token = site_toml
+        .lines()
+        .find_map(|line| line.strip_prefix("join_token = \""))
+        .and_then(|token| token.strip_suffix('"'))
+        .expect("the token");
+    let bad = work.join("bad-stick.img");
+    let plain_http = site_toml.replace(https, &https.replacen("https://", "http://", 1));
+    make_site_stick(&bad, &plain_http).expect("stick");
+    node.plug_usb_stick("stick0", &bad).expect("plug");
+    let invalid = provisioning_message(node, "SCS Edge: site configuration invalid");
+    assert!(invalid.contains("site.region_url"), "{invalid}");
+    assert!(invalid.contains("https://"), "{invalid}");
+    assert!(!invalid.contains(token), "the token is a secret: {invalid}");
+    nothing_written(node);
+
+    node.unplug_usb_stick("stick0").expect("unplug");
+    let good = work.join("good-stick.img");
+    make_site_stick(&good, site_toml).expect("stick");
+    node.plug_usb_stick("stick1", &good).expect("plug");
+    node.console
+        .wait_for(
+            &format!(
+                "SCS Edge: provisioned site {site} with hardware profile qemu-q35 (from SCSEDGE filesystem)"
+            ),
+            BOOT,
+        )
+        .expect("provisioned from the stick");
+    node.unplug_usb_stick("stick1").expect("unplug");
+    node.wait_agent_ready(BOOT).expect("agent READY");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    use std::fmt::Write as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .fold(String::new(), |mut hex, byte| {
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
+}
+
+/// What the image promises on a node that came up as `site`: its services running, `/usr` the
+/// read-only verity device, slot A as built and slot B empty, the data partition grown into the
+/// disk, the boot blessed, no compiler or package manager, the release root of trust baked in byte
+/// for byte, and the agent's API through the management NIC.
+fn assert_image_basics(node: &LabNode, site: &str) {
+    for unit in [
+        "libvirtd.service",
+        "ovsdb-server.service",
+        "ovs-vswitchd.service",
+        "ovn-controller.service",
+        "ovn-northd.service",
+    ] {
+        assert_eq!(
+            sh(node, &format!("systemctl is-active {unit} || true")),
+            "active",
+            "{unit}"
+        );
+    }
+
+    assert_eq!(
+        sh(node, "findmnt -no SOURCE,FSTYPE /usr"),
+        "/dev/mapper/usr squashfs"
+    );
+    let options = sh(node, "findmnt -no OPTIONS /usr");
+    assert!(options.split(',').any(|o| o == "ro"), "{options}");
+    let dm_uuid = sh(
+        node,
+        "cat /sys/block/$(basename $(readlink -f /dev/mapper/usr))/dm/uuid",
+    );
+    assert!(dm_uuid.starts_with("CRYPT-VERITY-"), "{dm_uuid}");
+    assert!(sh(node, "cat /proc/cmdline").contains("usrhash="));
+    let (touch, refusal) = node
+        .console
+        .shell("touch /usr/bin/scs-edge-probe 2>&1", COMMAND)
+        .expect("touch");
+    assert_ne!(touch, 0, "writing to /usr must fail");
+    assert!(refusal.contains("Read-only file system"), "{refusal}");
+
+    let labels = sh(node, "lsblk -rno PARTLABEL /dev/vda");
+    let labels: Vec<&str> = labels.lines().collect();
+    assert_eq!(
+        labels.iter().filter(|l| **l == "_empty").count(),
+        3,
+        "slot B is empty: {labels:?}"
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    for label in [
+        format!("scs-edge_{version}"),
+        format!("scs-edge_{version}_verity"),
+        format!("scs-edge_{version}_verity_sig"),
+        "scs-edge-data".into(),
+    ] {
+        assert!(labels.contains(&label.as_str()), "{label} in {labels:?}");
+    }
+    assert_eq!(
+        sh(node, "findmnt -no SOURCE / | xargs lsblk -no PARTLABEL"),
+        "scs-edge-data"
+    );
+    let root_bytes: u64 = sh(node, "findmnt -bno SIZE /").parse().expect("size");
+    assert!(
+        root_bytes > 10 << 30,
+        "the data partition grows into the 20 GiB disk: {root_bytes}"
+    );
+
+    // Boot assessment: the UKI booted with a try counter, and once the agent was READY
+    // (boot-complete.target) systemd-bless-boot marked this boot good.
+    scs_edge_tests::wait::within(COMMAND, || {
+        let state = sh(node, "systemctl is-active systemd-bless-boot.service || true");
+        (state == "active").then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "systemd-bless-boot did not run: {}",
+            sh(
+                node,
+                "systemctl status --no-pager systemd-bless-boot.service boot-complete.target || true"
+            )
+        )
+    });
+    assert_eq!(
+        sh(node, "/usr/lib/systemd/systemd-bless-boot status"),
+        "good"
+    );
+
+    assert_eq!(
+        status(
+            node,
+            "(for c in cc gcc rustc apt apt-get; do command -v $c && exit 1; done; test ! -e /var/lib/dpkg/status)"
+        ),
+        0,
+        "the node carries a compiler or package-manager state"
+    );
+
+    let metadata = default_image().with_file_name("releases").join("metadata");
+    let (_, newest_root) = scs_edge_release::keys::latest_root(&metadata)
+        .expect("the release repository build-image made");
+    let expected = sha256_hex(&std::fs::read(&newest_root).expect("read root"));
+    let baked = sh(
+        node,
+        "sha256sum /usr/share/scs-edge/update/root.json | cut -d' ' -f1",
+    );
+    assert_eq!(baked, expected, "{}", newest_root.display());
+
+    assert!(sh(node, "cat /etc/scs-edge/agent.toml").contains("physnet1"));
+    let stamp: Value =
+        serde_json::from_str(&sh(node, "cat /var/lib/scs-edge/provisioned.json")).expect("stamp");
+    assert_eq!(stamp["profile"], "qemu-q35", "{stamp}");
+    assert_eq!(stamp["site"], site, "{stamp}");
+    let client = reqwest::blocking::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let url = format!("{}/identity/v3", node.api_url());
+    let versions: Value =
+        scs_edge_tests::wait::until("the agent's API through the port forward", COMMAND, || {
+            let response = client.get(&url).send().ok()?;
+            response
+                .status()
+                .is_success()
+                .then(|| response.json::<Value>().ok())?
+        });
+    assert_eq!(versions["version"]["id"], "v3.14", "{versions}");
+}
+
+/// Waits until the region has `site`'s first report, from version `version`.
+fn wait_first_report(region: &RegionProcess, site: &str, version: &semver::Version) {
+    scs_edge_tests::wait::until(
+        &format!("{site}'s first report in the region"),
+        BOOT,
+        || (region.site_json(site)["site"]["versions"]["os"] == version.to_string()).then_some(()),
+    );
+}
+
+/// The node on `version` from the slot labelled with it, its boot blessed, `server` ACTIVE on an
+/// intact disk whose checksum was `disk_before`.
+fn assert_updated_with_server(
+    node: &LabNode,
+    version: &semver::Version,
+    server: &scs_edge_tests::update_lab::Canary,
+    disk_before: &str,
+) {
+    assert_eq!(
+        sh(node, "sed -n 's/^IMAGE_VERSION=//p' /usr/lib/os-release").trim_matches('"'),
+        version.to_string()
+    );
+    let usr_slot = sh(node, "lsblk -rnso PARTLABEL /dev/mapper/usr");
+    assert!(
+        usr_slot
+            .lines()
+            .any(|label| label == format!("scs-edge_{version}")),
+        "/usr runs from the slot labelled with the new version: {usr_slot}"
+    );
+    assert_eq!(
+        sh(node, "/usr/lib/systemd/systemd-bless-boot status"),
+        "good"
+    );
+    sh(
+        node,
+        &format!(
+            "scs-edge-agent server wait {} --status ACTIVE --timeout 600 >/dev/null",
+            server.id
+        ),
+    );
+    assert_eq!(
+        sh(node, &format!("sha256sum {} | cut -d' ' -f1", server.disk)),
+        disk_before,
+        "the server's disk is intact"
+    );
+}
+
 #[test]
-fn a_node_takes_releases_from_its_region_in_waves_keeps_its_server_and_a_bad_canary_halts_the_rollout()
+fn two_sites_take_releases_from_their_region_in_waves_keep_their_servers_and_a_bad_canary_halts_the_rollout()
  {
     let work = scratch_dir("update");
+    let _logs = LogsOnFailure::new(work.path(), "update");
+    let started = std::time::Instant::now();
+    // Where the minutes go, in the output of a failed run (and with --no-capture).
+    let milestone = |what: &str| eprintln!("[{:7.1} s] {what}", started.elapsed().as_secs_f64());
     let n = version_with_patch(0);
     let next = version_with_patch(1);
     let broken = version_with_patch(2);
@@ -114,18 +460,15 @@ fn a_node_takes_releases_from_its_region_in_waves_keeps_its_server_and_a_bad_can
         },
     );
     let relay = TcpRelay::start(region.port());
-    region.cli_ok(&["site", "add", NODE_SITE, "--label", "ring=canary"]);
-    let token = region
-        .cli_ok(&["token", "create", NODE_SITE])
-        .lines()
-        .find_map(|line| line.strip_prefix("join_token = \""))
-        .and_then(|rest| rest.strip_suffix('"'))
-        .expect("the token")
-        .to_owned();
-    let simulated: Vec<SimSite> = SIMULATED
+    // The real sites are `kind=qemu`, the canary of N+2 is A alone (`ring=canary`).
+    let token_a = enrol(&region, SITE_A, &["kind=qemu", "ring=canary"]);
+    let token_b = enrol(&region, SITE_B, &["kind=qemu"]);
+    let simulated: Vec<SimSite> = EARLY_SIMULATED
         .iter()
-        .map(|site| {
-            let token = region.add_site_with_token(site);
+        .map(|site| (site, &["ring=early"][..]))
+        .chain(LATER_SIMULATED.iter().map(|site| (site, &[][..])))
+        .map(|(site, labels)| {
+            let token = enrol(&region, site, labels);
             SimSite::join(
                 &region,
                 site,
@@ -136,29 +479,70 @@ fn a_node_takes_releases_from_its_region_in_waves_keeps_its_server_and_a_bad_can
             )
         })
         .collect();
+    let (early_sims, later_sims) = simulated.split_at(EARLY_SIMULATED.len());
 
-    let options = LabOptions::new(
+    // Both machines boot side by side: A with its configuration over fw_cfg, B with none.
+    let options_a = LabOptions::new(
         default_image(),
-        work.path().join("node"),
+        work.path().join("node-a"),
         free_port(),
-        SiteDelivery::FwCfg(site_toml(&relay, &token, &region)),
+        SiteDelivery::FwCfg(site_toml(
+            SITE_A,
+            &format!("https://10.0.2.2:{}", relay.port),
+            &token_a,
+            &region,
+        )),
     );
-    let mut node = LabNode::boot(&options).expect("boot N");
-    node.console
+    let mut node_a = LabNode::boot(&options_a).expect("boot A on N");
+    let work_b = work.path().join("node-b");
+    let options_b = LabOptions::new(
+        default_image(),
+        work_b.clone(),
+        free_port(),
+        SiteDelivery::Nothing,
+    );
+    let mut node_b = LabNode::boot(&options_b).expect("boot B on N");
+
+    milestone("both machines booting");
+    provision_from_a_stick(
+        &node_b,
+        &work_b,
+        SITE_B,
+        &site_toml(
+            SITE_B,
+            &format!("https://10.0.2.2:{}", region.port()),
+            &token_b,
+            &region,
+        ),
+    );
+    milestone("B provisioned from its stick");
+    assert_image_basics(&node_b, SITE_B);
+    wait_first_report(&region, SITE_B, &n);
+
+    node_a
+        .console
         .wait_for("root@scs-edge", BOOT)
         .expect("console login");
-    node.wait_agent_ready(BOOT).expect("agent READY on N");
-    assert_eq!(update_status(&node)["running"], n.to_string());
-    scs_edge_tests::wait::until("the node's first report in the region", BOOT, || {
-        (region.site_json(NODE_SITE)["site"]["versions"]["os"] == n.to_string()).then_some(())
-    });
+    node_a.wait_agent_ready(BOOT).expect("agent READY on N");
+    assert_eq!(update_status(&node_a)["running"], n.to_string());
+    wait_first_report(&region, SITE_A, &n);
 
-    // A server on N: the tiny guest from a stick.
-    let canary = start_canary(&node, work.path(), COMMAND);
-    let (server_id, disk) = (canary.id, canary.disk);
-    let disk_before = sh(&node, &format!("sha256sum {disk} | cut -d' ' -f1"));
+    // A server on each site: the tiny guest from a stick.
+    milestone("A and B on N, reporting");
+    // A nested guest under TCG, beside a second machine: minutes.
+    let server_a = start_canary(&node_a, work.path(), BOOT);
+    let disk_a = sh(
+        &node_a,
+        &format!("sha256sum {} | cut -d' ' -f1", server_a.disk),
+    );
+    let server_b = start_canary(&node_b, &work_b, BOOT);
+    let disk_b = sh(
+        &node_b,
+        &format!("sha256sum {} | cut -d' ' -f1", server_b.disk),
+    );
 
-    // N+1 published and rolled out: the node first, the simulated sites after its soak.
+    // N+1 published and rolled out in three waves: the real sites A and B; two simulated sites
+    // once both soaked; the last three once those soaked.
     let next_bundle = desk.bundle(&next);
     region.cli_ok(&["release", "publish", &next_bundle.display().to_string()]);
     let release = region.cli_ok(&["release", "show", &next.to_string()]);
@@ -170,10 +554,22 @@ fn a_node_takes_releases_from_its_region_in_waves_keeps_its_server_and_a_bad_can
             .and_then(|r| r["bytes"].as_u64())
             .unwrap_or_else(|| panic!("the release's size: {release}"));
     let before_download = relay.bytes_down();
-    create_rollout(&region, work.path(), "to-next", &next.to_string());
+    let since_b = node_b.console.position();
+    milestone("servers ACTIVE on A and B; N+1 published");
+    create_rollout(
+        &region,
+        work.path(),
+        "to-next",
+        &next.to_string(),
+        &[
+            ("canary", Some("kind=qemu"), 10),
+            ("early", Some("ring=early"), 10),
+            ("rest", None, 0),
+        ],
+    );
 
-    // The WAN drops mid-download: connections reset, nothing gets through for a while.
-    scs_edge_tests::wait::until("the node's download under way", UPDATE, || {
+    // A's WAN drops mid-download: connections reset, nothing gets through for a while.
+    scs_edge_tests::wait::until("A's download under way", UPDATE, || {
         (relay.bytes_down() - before_download > release_bytes * 2 / 5).then_some(())
     });
     relay.cut();
@@ -181,13 +577,13 @@ fn a_node_takes_releases_from_its_region_in_waves_keeps_its_server_and_a_bad_can
     std::thread::sleep(Duration::from_secs(5)); // the outage itself, not a wait for anything
     relay.restore();
     scs_edge_tests::wait::within(UPDATE, || {
-        (update_status(&node)["record"]["phase"]["phase"] == "installing").then_some(())
+        (update_status(&node_a)["record"]["phase"]["phase"] == "installing").then_some(())
     })
     .unwrap_or_else(|| {
         panic!(
-            "the agent did not write the slot; rollout: {}\nconsole:\n{}",
+            "A did not write the slot; rollout: {}\nconsole:\n{}",
             rollout(&region, "to-next"),
-            node.console.tail(40)
+            node_a.console.tail(40)
         )
     });
     let downloaded = relay.bytes_down() - before_download;
@@ -200,74 +596,75 @@ fn a_node_takes_releases_from_its_region_in_waves_keeps_its_server_and_a_bad_can
         "the download resumed where it broke off ({cut_at} bytes before the cut): \
          {downloaded} bytes relayed for a {release_bytes}-byte release"
     );
-    assert_eq!(
-        site_state(&rollout(&region, "to-next"), SIMULATED[0]),
-        "pending",
-        "the later wave waits for the canary"
-    );
+    let waiting = rollout(&region, "to-next");
+    for site in EARLY_SIMULATED.into_iter().chain(LATER_SIMULATED) {
+        assert_eq!(
+            site_state(&waiting, site),
+            "pending",
+            "the later waves wait for the canaries: {waiting}"
+        );
+    }
 
-    // Power cut while the slot is written: N still runs, the half-written slot is not used.
-    node.power_cycle(&options).expect("power on again");
-    node.console
+    // Power cut while A's slot is written: N still runs, the half-written slot is not used.
+    node_a.power_cycle(&options_a).expect("power on again");
+    node_a
+        .console
         .wait_for(LOGGED_IN, BOOT)
         .expect("boots after the power cut");
-    node.console
+    node_a
+        .console
         .wait_for("root@scs-edge", BOOT)
         .expect("the login shell");
-    node.console.new_session();
-    node.wait_agent_ready(BOOT)
+    node_a.console.new_session();
+    node_a
+        .wait_agent_ready(BOOT)
         .expect("agent READY after the power cut");
-    assert_eq!(update_status(&node)["running"], n.to_string());
+    assert_eq!(update_status(&node_a)["running"], n.to_string());
     // N's entry was blessed on its first boot: it has no counter any more ("clean").
     assert_eq!(
-        sh(&node, "/usr/lib/systemd/systemd-bless-boot status"),
+        sh(&node_a, "/usr/lib/systemd/systemd-bless-boot status"),
         "clean",
         "N's own, blessed entry booted"
     );
     // The agent writes the staged release again from the start and reboots into it. Power cut
     // again, right after the new kernel started: the next boot takes another of its tries.
-    let since = node.console.position();
-    node.console
+    let since = node_a.console.position();
+    node_a
+        .console
         .wait_for_since(since, "EFI stub: Loaded initrd", UPDATE)
         .expect("the reboot into N+1 started");
-    node.power_cycle(&options).expect("power on again");
-    let status = wait_judged(&node, UPDATE, 0, 1, &next);
-    assert_eq!(status["running"], next.to_string(), "{status}");
+    node_a.power_cycle(&options_a).expect("power on again");
+    milestone("A: power cut again, after the kernel of N+1 started");
+    let status_a = wait_judged(&node_a, UPDATE, 0, 1, &next);
+    assert_eq!(status_a["running"], next.to_string(), "{status_a}");
     assert_eq!(
-        status["record"]["last_outcome"]["result"], "committed",
-        "{status}"
+        status_a["record"]["last_outcome"]["result"], "committed",
+        "{status_a}"
     );
+    assert_updated_with_server(&node_a, &next, &server_a, &disk_a);
+
+    milestone("A committed N+1");
+    // B took N+1 meanwhile, with one reboot.
+    let status_b = wait_judged(&node_b, UPDATE, since_b, 1, &next);
+    assert_eq!(status_b["running"], next.to_string(), "{status_b}");
     assert_eq!(
-        sh(&node, "sed -n 's/^IMAGE_VERSION=//p' /usr/lib/os-release").trim_matches('"'),
-        next.to_string()
+        status_b["record"]["last_outcome"]["result"], "committed",
+        "{status_b}"
     );
-    let usr_slot = sh(&node, "lsblk -rnso PARTLABEL /dev/mapper/usr");
-    assert!(
-        usr_slot
-            .lines()
-            .any(|label| label == format!("scs-edge_{next}")),
-        "/usr runs from the slot labelled with the new version: {usr_slot}"
-    );
-    assert_eq!(
-        sh(&node, "/usr/lib/systemd/systemd-bless-boot status"),
-        "good"
-    );
-    sh(
-        &node,
-        &format!("scs-edge-agent server wait {server_id} --status ACTIVE --timeout 600 >/dev/null"),
-    );
-    assert_eq!(
-        sh(&node, &format!("sha256sum {disk} | cut -d' ' -f1")),
-        disk_before,
-        "the server's disk is intact"
-    );
-    // The canary soaked; then the later wave; the rollout completes with every site on N+1.
+    assert_updated_with_server(&node_b, &next, &server_b, &disk_b);
+
+    milestone("B committed N+1");
+    // The rollout completes with every site on N+1, each wave offered after the one before.
     let done = scs_edge_tests::wait::within(UPDATE, || {
         let shown = rollout(&region, "to-next");
         (shown["progress"]["state"] == "completed").then_some(shown)
     })
     .unwrap_or_else(|| panic!("to-next did not complete: {}", rollout(&region, "to-next")));
-    for site in std::iter::once(NODE_SITE).chain(SIMULATED) {
+    for site in [SITE_A, SITE_B]
+        .into_iter()
+        .chain(EARLY_SIMULATED)
+        .chain(LATER_SIMULATED)
+    {
         assert_eq!(site_state(&done, site), "committed", "{site}: {done}");
     }
     for site in &simulated {
@@ -279,24 +676,53 @@ fn a_node_takes_releases_from_its_region_in_waves_keeps_its_server_and_a_bad_can
             site.site
         );
     }
-    assert_eq!(
-        region.site_json(NODE_SITE)["site"]["versions"]["os"],
-        next.to_string()
-    );
-
+    let early_committed = early_sims
+        .iter()
+        .filter_map(|site| site.committed_at(&next.to_string()))
+        .max()
+        .expect("the second wave's simulated sites committed");
+    for site in later_sims {
+        let offered = site.offers_of(&next.to_string())[0];
+        assert!(
+            offered > early_committed,
+            "{} was offered N+1 at {offered}, before the second wave committed ({early_committed})",
+            site.site
+        );
+    }
+    for site in [SITE_A, SITE_B] {
+        assert_eq!(
+            region.site_json(site)["site"]["versions"]["os"],
+            next.to_string(),
+            "{site}"
+        );
+    }
+    // B is done with: what follows needs A alone, and an idle machine under TCG still costs CPU.
+    node_b.kill();
+    milestone("to-next completed");
     // N+2 cannot pass its gate (its ovn-controller never starts): the canary rolls back by itself,
     // the rollout halts, and no other site is offered it.
     sh(
-        &node,
+        &node_a,
         "printf '\\n[update]\\ngate_window_secs = 150\\n' >> /etc/scs-edge/agent.toml",
     );
     let broken_bundle = desk.bundle(&broken);
     region.cli_ok(&["release", "publish", &broken_bundle.display().to_string()]);
-    let generations = desired_generations(&region);
-    let since = node.console.position();
-    create_rollout(&region, work.path(), "to-broken", &broken.to_string());
+    let others: Vec<&str> = std::iter::once(SITE_B)
+        .chain(EARLY_SIMULATED)
+        .chain(LATER_SIMULATED)
+        .collect();
+    let generations = desired_generations(&region, &others);
+    let since = node_a.console.position();
+    create_rollout(
+        &region,
+        work.path(),
+        "to-broken",
+        &broken.to_string(),
+        &[("canary", Some("ring=canary"), 10), ("rest", None, 0)],
+    );
+    milestone("to-broken created");
     // Two boots: into N+2, whose gate fails, and back into N+1.
-    let status = wait_judged(&node, UPDATE, since, 2, &broken);
+    let status = wait_judged(&node_a, UPDATE, since, 2, &broken);
     assert_eq!(status["running"], next.to_string(), "back on N+1: {status}");
     let outcome = &status["record"]["last_outcome"];
     assert_eq!(outcome["result"], "rolled_back", "{status}");
@@ -311,6 +737,7 @@ fn a_node_takes_releases_from_its_region_in_waves_keeps_its_server_and_a_bad_can
         status["record"]["failed"][broken.to_string()].is_object(),
         "{status}"
     );
+    milestone("A rolled N+2 back");
     let halted = scs_edge_tests::wait::within(COMMAND, || {
         let shown = rollout(&region, "to-broken");
         (shown["progress"]["state"] == "halted").then_some(shown)
@@ -318,12 +745,12 @@ fn a_node_takes_releases_from_its_region_in_waves_keeps_its_server_and_a_bad_can
     .unwrap_or_else(|| panic!("to-broken did not halt: {}", rollout(&region, "to-broken")));
     let reason = halted["progress"]["reason"].as_str().unwrap_or_default();
     assert!(
-        reason.contains(NODE_SITE) && reason.contains("rolled back"),
+        reason.contains(SITE_A) && reason.contains("rolled back"),
         "the halt names the canary and its rollback: {halted}"
     );
-    assert_eq!(site_state(&halted, NODE_SITE), "rolled back", "{halted}");
+    assert_eq!(site_state(&halted, SITE_A), "rolled back", "{halted}");
     assert_eq!(
-        desired_generations(&region),
+        desired_generations(&region, &others),
         generations,
         "no other site was offered N+2"
     );
@@ -335,8 +762,11 @@ fn a_node_takes_releases_from_its_region_in_waves_keeps_its_server_and_a_bad_can
         );
     }
     sh(
-        &node,
-        &format!("scs-edge-agent server wait {server_id} --status ACTIVE --timeout 600 >/dev/null"),
+        &node_a,
+        &format!(
+            "scs-edge-agent server wait {} --status ACTIVE --timeout 600 >/dev/null",
+            server_a.id
+        ),
     );
     // The stick an operator carries to an air-gapped site comes from the region (`rollout
     // bundle`): its metadata is the mirror's, as fresh as what the node already saw online. (A
@@ -356,8 +786,9 @@ fn a_node_takes_releases_from_its_region_in_waves_keeps_its_server_and_a_bad_can
     // (The node may have refused the region's offer of it once already, between its rollback and
     // the region taking the offer back: counted from here.)
     let refusals = |status: &Value| status["record"]["refused"]["failed_before"].as_u64();
-    let before = refusals(&update_status(&node)).unwrap_or(0);
-    node.plug_usb_stick("update2b", &broken_stick)
+    let before = refusals(&update_status(&node_a)).unwrap_or(0);
+    node_a
+        .plug_usb_stick("update2b", &broken_stick)
         .expect("plug the N+2 stick");
     let stick_refused = |status: &Value| {
         let last = &status["record"]["last_refusal"];
@@ -368,22 +799,23 @@ fn a_node_takes_releases_from_its_region_in_waves_keeps_its_server_and_a_bad_can
                 .unwrap_or("https://")
                 .starts_with("https://")
     };
-    let refused =
-        scs_edge_tests::wait::within(COMMAND, || Some(update_status(&node)).filter(stick_refused))
-            .unwrap_or_else(|| {
-                panic!(
-                    "the stick with the failed version was not refused: {}\nconsole:\n{}",
-                    update_status(&node),
-                    node.console.tail(40)
-                )
-            });
+    let refused = scs_edge_tests::wait::within(COMMAND, || {
+        Some(update_status(&node_a)).filter(stick_refused)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the stick with the failed version was not refused: {}\nconsole:\n{}",
+            update_status(&node_a),
+            node_a.console.tail(40)
+        )
+    });
     assert_eq!(refused["record"]["phase"]["phase"], "idle", "{refused}");
     let metrics = reqwest::blocking::Client::builder()
         .danger_accept_invalid_certs(true)
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client")
-        .get(format!("{}/metrics", node.api_url()))
+        .get(format!("{}/metrics", node_a.api_url()))
         .send()
         .and_then(reqwest::blocking::Response::text)
         .expect("/metrics through the port forward");
@@ -401,26 +833,47 @@ fn a_node_takes_releases_from_its_region_in_waves_keeps_its_server_and_a_bad_can
             .collect::<Vec<_>>()
             .join("\n")
     );
-    node.unplug_usb_stick("update2b").expect("unplug");
+    node_a.unplug_usb_stick("update2b").expect("unplug");
 
-    // An explicit retry clears it: the release is verified and written into the slot again, and
-    // the node reboots into it. (That it then rolls back again was shown above; the test ends
-    // here rather than pay two more boots.)
-    sh(&node, &format!("scs-edge-agent update retry {broken}"));
-    let since = node.console.position();
-    node.plug_usb_stick("update2c", &broken_stick)
+    // An explicit retry clears it: the release is verified again and its write into the slot
+    // begins. (That the node then reboots into it and rolls back again was shown above; the test
+    // ends here rather than pay three more boots.)
+    milestone("the stick with N+2 refused");
+    sh(&node_a, &format!("scs-edge-agent update retry {broken}"));
+    let since = node_a.console.position();
+    node_a
+        .plug_usb_stick("update2c", &broken_stick)
         .expect("plug for the retry");
     scs_edge_tests::wait::within(UPDATE, || {
-        let text = node.console.text();
-        text.get(since..)?
-            .contains("EFI stub: Loaded initrd")
-            .then_some(())
+        // A short write can be over, and the node rebooting, between two looks.
+        let rebooting = node_a
+            .console
+            .text()
+            .get(since..)
+            .is_some_and(|text| text.contains("EFI stub: Loaded initrd"));
+        if rebooting {
+            return Some(());
+        }
+        let (code, output) = node_a
+            .console
+            .shell("scs-edge-agent update status", COMMAND)
+            .ok()?;
+        let phase = serde_json::from_str::<Value>(output.trim())
+            .ok()
+            .filter(|_| code == 0)
+            .map(|status| status["record"]["phase"]["phase"].clone());
+        let written = phase.is_some_and(|phase| {
+            ["installing", "installed", "rebooting"].contains(&phase.as_str().unwrap_or_default())
+        });
+        written.then_some(())
     })
     .unwrap_or_else(|| {
         panic!(
-            "the retried release was not written and rebooted into within {UPDATE:?}; console:\n{}",
-            node.console.tail(60)
+            "the retried release was not written within {UPDATE:?}: {}\nconsole:\n{}",
+            update_status(&node_a),
+            node_a.console.tail(60)
         )
     });
-    node.kill();
+    milestone("the retried N+2 is being written");
+    node_a.kill();
 }
