@@ -527,9 +527,9 @@ fn two_sites_take_releases_from_their_region_in_waves_keep_their_servers_and_a_b
     assert_eq!(update_status(&node_a)["running"], n.to_string());
     wait_first_report(&region, SITE_A, &n);
 
-    // A server on each site: the tiny guest from a stick.
     milestone("A and B on N, reporting");
-    // A nested guest under TCG, beside a second machine: minutes.
+    // A server on each site: the tiny guest from a stick, nested under TCG beside a second
+    // machine — minutes.
     let server_a = start_canary(&node_a, work.path(), BOOT);
     let disk_a = sh(
         &node_a,
