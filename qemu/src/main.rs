@@ -245,9 +245,16 @@ fn releases_section(work_dir: &Path) -> Result<String, String> {
 }
 
 /// Starts (or restarts, keeping its state) the lab's region.
-fn start_region(args: &UpArgs, listen_ip: &str, names: &[&str]) -> Result<RegionProcess, String> {
+/// Starts the lab's region on `listen_ip`; sites reach it at `advertise_ip` when that is set.
+fn start_region(
+    args: &UpArgs,
+    listen_ip: &str,
+    advertise_ip: Option<&str>,
+    names: &[&str],
+) -> Result<RegionProcess, String> {
     let mut options = RegionOptions::new(args.work_dir.join("region"), args.region_port);
     listen_ip.clone_into(&mut options.listen_ip);
+    options.advertise_ip = advertise_ip.map(str::to_owned);
     options.names = names.iter().map(|&n| n.to_owned()).collect();
     options.extra = releases_section(&args.work_dir)?;
     let region = RegionProcess::start(options)?;
@@ -395,6 +402,7 @@ fn up_one(args: &UpArgs) -> Result<(), String> {
     let mut region = start_region(
         args,
         "127.0.0.1",
+        None,
         &[HOST_FROM_GUEST, "127.0.0.1", "localhost"],
     )?;
     if !args.nodes {
@@ -529,7 +537,13 @@ fn up_many(args: &UpArgs) -> Result<(), String> {
     let wan = links(&args.work_dir);
     wan.up(&sites).map_err(|e| e.to_string())?;
     let region_ip = wan::REGION_ADDRESS.to_string();
-    let mut region = start_region(args, &region_ip, &[&region_ip, "127.0.0.1", "localhost"])?;
+    // Every address: the sites come over their links, the operator's browser and CLI on loopback.
+    let mut region = start_region(
+        args,
+        "0.0.0.0",
+        Some(&region_ip),
+        &[&region_ip, "127.0.0.1", "localhost"],
+    )?;
     let specs: Vec<SiteSpec> = sites
         .iter()
         .map(|site| SiteSpec {
@@ -614,8 +628,8 @@ fn up_many(args: &UpArgs) -> Result<(), String> {
         clouds.display()
     );
     println!(
-        "  dashboard: {} (this host only; no identity provider in the lab)",
-        region.url()
+        "  dashboard: https://127.0.0.1:{} (loopback only: no identity provider in the lab)",
+        region.port()
     );
     println!("  scs-edge-lab wan <site> cut|restore|delay <n>ms|loss <p>%|show");
     println!("Ctrl-C stops the nodes and the region and removes the links.");

@@ -19,8 +19,12 @@ pub struct RegionOptions {
     /// HTTPS port (on `listen_ip`).
     pub port: u16,
     /// Address to listen on: loopback for tests; QEMU's user networking reaches the host's loopback
-    /// as 10.0.2.2, so the lab needs nothing wider either.
+    /// as 10.0.2.2, so a lone site needs nothing wider either. The lab of many sites listens on
+    /// every address: its sites reach the region over their links, and its operator on loopback,
+    /// the only peer a region without an identity provider takes as an operator.
     pub listen_ip: String,
+    /// The address in the region's URL, when `listen_ip` is the wildcard.
+    pub advertise_ip: Option<String>,
     /// Names and addresses in the server certificate.
     pub names: Vec<String>,
     /// `region.database_url`; empty = SQLite in the state directory.
@@ -40,6 +44,7 @@ impl RegionOptions {
             dir,
             port,
             listen_ip: "127.0.0.1".into(),
+            advertise_ip: None,
             names: vec!["127.0.0.1".into(), "localhost".into()],
             database_url: String::new(),
             expected_interval_secs: 10,
@@ -135,7 +140,7 @@ impl RegionProcess {
         // A runner that is killed cannot stop its region; `scs-edge-lab down` finds it here.
         let _ = std::fs::write(pid_path(&self.options.dir), child.id().to_string());
         self.child = Some(child);
-        let address = format!("{}:{}", self.options.listen_ip, self.options.port);
+        let address = format!("{}:{}", self.advertised_ip(), self.options.port);
         let listening = crate::poll_until(Duration::from_secs(30), || {
             if !self.running() {
                 return Some(false);
@@ -187,9 +192,16 @@ impl RegionProcess {
         self.options.port
     }
 
-    /// `https://<listen ip>:<port>`.
+    /// `https://<advertised ip>:<port>`: where sites reach the region.
     pub fn url(&self) -> String {
-        format!("https://{}:{}", self.options.listen_ip, self.options.port)
+        format!("https://{}:{}", self.advertised_ip(), self.options.port)
+    }
+
+    fn advertised_ip(&self) -> &str {
+        self.options
+            .advertise_ip
+            .as_deref()
+            .unwrap_or(&self.options.listen_ip)
     }
 
     /// The region CA certificate (PEM).
