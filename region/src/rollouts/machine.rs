@@ -375,8 +375,9 @@ impl Rollout {
                     wave: wave + 1,
                     since: now,
                 };
-            } else if !self.sites.values().any(SiteState::in_flight) {
-                // Stragglers still updating are followed to their verdict before it completes.
+            } else if self.sites.values().all(SiteState::is_done) {
+                // Stragglers still updating or soaking are followed to their verdict before it
+                // completes: a completed rollout is no longer stepped.
                 self.progress = Progress::Completed;
             }
             // The next wave starts offering at the next step, from fresh views.

@@ -717,6 +717,51 @@ fn a_site_absent_for_its_wave_catches_up_first_when_it_returns() {
 }
 
 #[test]
+fn a_straggler_soaking_after_the_last_wave_keeps_the_rollout_running_until_its_soak_ends() {
+    // Found in the lab of three sites: the rollout completed while the site that came back late
+    // still soaked, and a completed rollout is never stepped again — its soak never ended.
+    let mut plan = plan();
+    plan.offline_deadline = SignedDuration::from_secs(60);
+    plan.waves = vec![wave("canary", &["a"], 60), wave("rest", &["b"], 0)];
+    let mut views = fleet();
+    views.get_mut("a").expect("a").online = false;
+    views.get_mut("a").expect("a").last_seen = Some(at(-100));
+    let mut rollout = Rollout::start(&plan, &views, at(0));
+    reported(&mut rollout, &plan, &mut views, at(61));
+    assert_eq!(rollout.sites["a"], SiteState::Absent { since: at(61) });
+    reported(&mut rollout, &plan, &mut views, at(62));
+    assert_eq!(
+        offered(&reported(&mut rollout, &plan, &mut views, at(63))),
+        ["b"]
+    );
+    views.get_mut("a").expect("a").online = true;
+    assert_eq!(
+        offered(&reported(&mut rollout, &plan, &mut views, at(64))),
+        ["a"],
+        "back while the last wave runs: offered at once"
+    );
+    committed(views.get_mut("b").expect("b"));
+    committed(views.get_mut("a").expect("a"));
+    reported(&mut rollout, &plan, &mut views, at(70));
+    reported(&mut rollout, &plan, &mut views, at(71));
+    assert_eq!(rollout.sites["b"], SiteState::Succeeded);
+    assert!(
+        matches!(rollout.sites["a"], SiteState::Soaking { .. }),
+        "{:?}",
+        rollout.sites["a"]
+    );
+    assert!(
+        matches!(rollout.progress, Progress::Running { .. }),
+        "the straggler still soaks: {:?}",
+        rollout.progress
+    );
+    reported(&mut rollout, &plan, &mut views, at(131));
+    reported(&mut rollout, &plan, &mut views, at(132));
+    assert_eq!(rollout.sites["a"], SiteState::Succeeded);
+    assert_eq!(rollout.progress, Progress::Completed);
+}
+
+#[test]
 fn a_halted_rollout_retargeted_to_a_fixed_release_starts_again_and_never_reoffers_the_bad_one() {
     let mut plan = plan();
     let mut views = fleet();
