@@ -65,13 +65,7 @@ fn enrol(region: &RegionProcess, site: &str, labels: &[&str]) -> String {
         add.extend(["--label", label]);
     }
     region.cli_ok(&add);
-    region
-        .cli_ok(&["token", "create", site])
-        .lines()
-        .find_map(|line| line.strip_prefix("join_token = \""))
-        .and_then(|rest| rest.strip_suffix('"'))
-        .expect("the token")
-        .to_owned()
+    region.add_site_with_token(site)
 }
 
 /// Runs `command` on the console and returns its trimmed output, failing on a non-zero status.
@@ -175,8 +169,14 @@ fn provisioning_message(node: &LabNode, headline: &str) -> String {
 
 /// A first boot without site configuration waits and says where it looks; waiting means nothing
 /// half-done. An invalid stick gets a clear message naming the key and still changes nothing; the
-/// site's own stick (`site_toml`) provisions the node and its agent comes up.
-fn provision_from_a_stick(node: &LabNode, work: &Path, site: &str, site_toml: &str) {
+/// site's own stick (the region at `https_url`, `token`) provisions the node and its agent comes
+/// up.
+fn provision_from_a_stick(
+    node: &LabNode,
+    work: &Path,
+    site: &str,
+    (region, https_url, token): (&RegionProcess, &str, &str),
+) {
     let message = provisioning_message(node, "SCS Edge: waiting for site configuration");
     for source in ["scs_edge.", "fw_cfg", "SCSEDGE"] {
         assert!(
@@ -219,19 +219,9 @@ fn provision_from_a_stick(node: &LabNode, work: &Path, site: &str, site_toml: &s
     );
 
     // An invalid stick: a clear message naming the key, the secret token not in it.
-    let https = site_toml
-        .lines()
-        .find_map(|line| line.strip_prefix("region_url = \""))
-        .and_then(|url| url.strip_suffix('"'))
-        .expect("the region URL");
-    let token = site_toml
-        .lines()
-        .find_map(|line| line.strip_prefix("join_token = \""))
-        .and_then(|token| token.strip_suffix('"'))
-        .expect("the token");
     let bad = work.join("bad-stick.img");
-    let plain_http = site_toml.replace(https, &https.replacen("https://", "http://", 1));
-    make_site_stick(&bad, &plain_http).expect("stick");
+    let plain_http = https_url.replacen("https://", "http://", 1);
+    make_site_stick(&bad, &site_toml(site, &plain_http, token, region)).expect("stick");
     node.plug_usb_stick("stick0", &bad).expect("plug");
     let invalid = provisioning_message(node, "SCS Edge: site configuration invalid");
     assert!(invalid.contains("site.region_url"), "{invalid}");
@@ -241,7 +231,7 @@ fn provision_from_a_stick(node: &LabNode, work: &Path, site: &str, site_toml: &s
 
     node.unplug_usb_stick("stick0").expect("unplug");
     let good = work.join("good-stick.img");
-    make_site_stick(&good, site_toml).expect("stick");
+    make_site_stick(&good, &site_toml(site, https_url, token, region)).expect("stick");
     node.plug_usb_stick("stick1", &good).expect("plug");
     node.console
         .wait_for(
@@ -508,11 +498,10 @@ fn two_sites_take_releases_from_their_region_in_waves_keep_their_servers_and_a_b
         &node_b,
         &work_b,
         SITE_B,
-        &site_toml(
-            SITE_B,
+        (
+            &region,
             &format!("https://10.0.2.2:{}", region.port()),
             &token_b,
-            &region,
         ),
     );
     milestone("B provisioned from its stick");
